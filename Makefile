@@ -1,0 +1,48 @@
+# Darkroom: `make run` brings the platform up, `make test` proves it. See README.md.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install run test lint format secrets migrate check clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+	@$(BIN)/python -c "import aiohttp, aio_pika, asyncpg, pyvips, structlog, honcho" \
+		|| (echo "make: installing the Python packages failed" >&2; exit 1)
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+secrets: $(STAMP)
+	@$(BIN)/darkroom secrets >/dev/null
+
+check: $(STAMP)
+	@$(BIN)/darkroom check >/dev/null
+
+migrate: secrets check
+	@$(BIN)/darkroom migrate >/dev/null
+
+## run: every service and the gateway at $DARKROOM_PORT (8080); Ctrl-C stops them all
+run: migrate
+	@mkdir -p var/blobs var/mail
+	@echo "Darkroom: http://127.0.0.1:$${DARKROOM_PORT:-8080}  (Ctrl-C to stop)"
+	@exec $(BIN)/honcho -f deploy/Procfile -d . start
+
+## test: the whole suite against the real local PostgreSQL, RabbitMQ and a loopback S3 server
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) var/blobs var/mail .pytest_cache

@@ -1,0 +1,60 @@
+"""Builds the gateway's aiohttp application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway import consumers, domain, events, handlers
+from gateway.config import GatewayConfig
+from gateway.routes import ROUTES, setup_routes
+from shared import runtime
+from shared.events import BroadcastListener
+from shared.http import InternalClient, error_middleware, request_id_middleware
+
+
+def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> web.Application:
+    """The gateway: routing ``table``, credential cache, rate limiter, upstream client."""
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware, handlers.edge_middleware],
+        client_max_size=config.max_body_bytes,
+    )
+    app[handlers.CONFIG] = config
+    app[handlers.TABLE] = table
+    app[handlers.CACHE] = domain.PrincipalCache(ttl=config.auth_cache_seconds)
+    app[handlers.LIMITER] = domain.RateLimiter()
+    app.cleanup_ctx.extend([_upstream(config), runtime.broker(config), _revocations])
+    setup_routes(app)
+    return app
+
+
+def _upstream(config: GatewayConfig):
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=500, limit_per_host=200),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        ) as session:
+            app[handlers.UPSTREAM] = session
+            app[handlers.RESOLVER] = InternalClient(session, config.internal_key)
+            yield
+
+    return context
+
+
+async def _revocations(app: web.Application) -> AsyncIterator[None]:
+    cache = app[handlers.CACHE]
+    listener = BroadcastListener(
+        app[runtime.BROKER],
+        "gateway.revocations",
+        events.CONSUMED,
+        consumers.credential_revoked(cache),
+        on_reconnect=cache.clear,
+    )
+    await listener.start()
+    try:
+        yield
+    finally:
+        await listener.stop()

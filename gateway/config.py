@@ -1,0 +1,68 @@
+"""Settings of the gateway."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import CommonConfig, setting
+
+
+def parse_rate(raw: str) -> tuple[int, float]:
+    """``"20/5"`` → 20 requests per 5 seconds."""
+    count, _, seconds = raw.partition("/")
+    parsed = int(count), float(seconds or 1)
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise ValueError(f"rate must be N/SECONDS with N ≥ 1: {raw!r}")
+    return parsed
+
+
+@dataclass(frozen=True)
+class GatewayConfig(CommonConfig):
+    """The gateway's settings: the common ones plus limits and caching."""
+
+    max_body_bytes: int = setting(
+        "DARKROOM_MAX_BODY_BYTES",
+        32 * 1024 * 1024,
+        "Largest request body the gateway forwards (an upload's 30 MB plus form overhead).",
+    )
+    max_header_bytes: int = setting(
+        "DARKROOM_MAX_HEADER_BYTES", 16 * 1024, "Largest total size of a request's headers."
+    )
+    auth_cache_seconds: float = setting(
+        "DARKROOM_AUTH_CACHE_SECONDS",
+        10.0,
+        "How long a resolved credential is trusted before asking auth again"
+        " (revocations evict at once).",
+    )
+    rate_oauth: tuple[int, float] = setting(
+        "DARKROOM_RATE_OAUTH",
+        (20, 5.0),
+        "Requests per seconds for each OAuth access token (Progimage: 20/5).",
+        parse=parse_rate,
+    )
+    rate_api_key: tuple[int, float] = setting(
+        "DARKROOM_RATE_API_KEY",
+        (2000, 10.0),
+        "Requests per seconds for each API key, JWT or bearer token (Happo bursts uploads).",
+        parse=parse_rate,
+    )
+    rate_session: tuple[int, float] = setting(
+        "DARKROOM_RATE_SESSION",
+        (300, 10.0),
+        "Requests per seconds for each web session.",
+        parse=parse_rate,
+    )
+    rate_anonymous: tuple[int, float] = setting(
+        "DARKROOM_RATE_ANONYMOUS",
+        (120, 60.0),
+        "Requests per seconds for each client address without valid credentials.",
+        parse=parse_rate,
+    )
+    trust_forwarded: bool = setting(
+        "DARKROOM_TRUST_FORWARDED",
+        False,
+        "Take the client address from X-Forwarded-For (only behind a proxy you control).",
+    )
+    upstream_timeout: float = setting(
+        "DARKROOM_UPSTREAM_TIMEOUT", 120.0, "Seconds a proxied request may take in all."
+    )

@@ -1,0 +1,190 @@
+"""The gateway's rules as plain values: the routing table, the rate limiter, the credential
+cache and CORS. Time is passed in, so every rule is testable without waiting."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from shared.http import Principal
+
+#: Auth modes of a route.
+PUBLIC = "public"  # never authenticated (health, signed URLs)
+OPTIONAL = "optional"  # authenticated when credentials are sent; anonymous otherwise
+REQUIRED = "required"  # 401 without valid credentials
+
+
+@dataclass(frozen=True)
+class Route:
+    """Public paths equal to ``path`` or below it (``path/…``) go to ``service``."""
+
+    path: str
+    service: str
+    auth: str
+    exact: bool = False
+
+    def matches(self, request_path: str) -> bool:
+        """True when ``request_path`` falls under this route."""
+        if request_path == self.path:
+            return True
+        if self.exact:
+            return False
+        prefix = self.path if self.path.endswith("/") else self.path + "/"
+        return request_path.startswith(prefix)
+
+
+class RoutingTable:
+    """Finds the most specific route for a path."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = sorted(routes, key=lambda r: (len(r.path), r.exact), reverse=True)
+
+    def match(self, path: str) -> Route | None:
+        """The longest route that matches ``path``, or None."""
+        for route in self.routes:
+            if route.matches(path):
+                return route
+        return None
+
+
+def limit_class(principal: Principal) -> str:
+    """Which rate limit applies to a principal."""
+    if principal.kind == "oauth":
+        return "oauth"
+    if principal.kind in {"basic", "jwt", "token"}:
+        return "api_key"
+    if principal.kind == "session":
+        return "session"
+    return "anonymous"
+
+
+class RateLimiter:
+    """Token buckets: ``capacity`` requests, refilled evenly over ``period`` seconds.
+
+    Buckets are kept per key in memory; idle full buckets are dropped so memory stays bounded.
+    """
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self.max_keys = max_keys
+
+    def take(self, key: str, capacity: int, period: float, now: float) -> float:
+        """Spend one request of ``key``'s bucket; returns 0 when allowed, else the seconds to
+        wait before one more would be."""
+        rate = capacity / period
+        tokens, updated = self._buckets.pop(key, (float(capacity), now))
+        tokens = min(float(capacity), tokens + (now - updated) * rate)
+        if tokens >= 1:
+            self._buckets[key] = (tokens - 1, now)
+            wait = 0.0
+        else:
+            self._buckets[key] = (tokens, now)
+            wait = (1 - tokens) / rate
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def retry_after_header(wait: float) -> str:
+    """Whole seconds for ``Retry-After`` (never 0 while refusing)."""
+    return str(max(1, math.ceil(wait)))
+
+
+def cache_key(authorization: str | None, session: str | None) -> str:
+    """The cache key of a set of credentials (a digest: raw secrets are not kept as keys)."""
+    material = f"{authorization or ''}\0{session or ''}".encode()
+    return hashlib.sha256(material).hexdigest()
+
+
+class PrincipalCache:
+    """Resolved credentials, trusted for ``ttl`` seconds or until their credential is revoked."""
+
+    def __init__(self, ttl: float, max_entries: int = 50_000) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        self._by_credential: dict[str, set[str]] = {}
+
+    def get(self, key: str, now: float) -> Principal | None:
+        """The cached principal for ``key`` if still fresh."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        principal, expires = entry
+        if now >= expires:
+            self._drop(key)
+            return None
+        return principal
+
+    def put(self, key: str, principal: Principal, now: float) -> None:
+        """Remember ``principal`` for ``key``."""
+        if self.ttl <= 0:
+            return
+        self._drop(key)
+        self._entries[key] = (principal, now + self.ttl)
+        if principal.credential_id:
+            self._by_credential.setdefault(principal.credential_id, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            self._drop(next(iter(self._entries)))
+
+    def evict_credential(self, credential_id: str) -> int:
+        """Forget every entry resolved through ``credential_id``; returns how many."""
+        keys = self._by_credential.pop(credential_id, set())
+        for key in keys:
+            self._entries.pop(key, None)
+        return len(keys)
+
+    def clear(self) -> None:
+        """Forget everything (after missing events, e.g. a broker reconnect)."""
+        self._entries.clear()
+        self._by_credential.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry and entry[0].credential_id:
+            keys = self._by_credential.get(entry[0].credential_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_credential[entry[0].credential_id]
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CORS_ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+CORS_DEFAULT_HEADERS = "Authorization, Content-Type, X-Request-Id"
+CORS_EXPOSE_HEADERS = (
+    "X-Request-Id, Retry-After, ETag, Content-Length, Content-Range, Location, Link"
+)
+
+
+def cors_headers(origin: str | None) -> dict[str, str]:
+    """CORS headers for a response: any origin, without cookies (credentials travel in
+    ``Authorization``, so no other site can ride on a signed-in browser)."""
+    if not origin:
+        return {}
+    return {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Expose-Headers": CORS_EXPOSE_HEADERS,
+        "Vary": "Origin",
+    }
+
+
+def preflight_headers(requested_headers: str | None) -> dict[str, str]:
+    """Headers of the answer to a CORS preflight."""
+    return {
+        "Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Methods": CORS_ALLOW_METHODS,
+        "Access-Control-Allow-Headers": requested_headers or CORS_DEFAULT_HEADERS,
+        "Access-Control-Max-Age": "86400",
+        "Vary": "Origin, Access-Control-Request-Headers",
+    }
+
+
+def same_origin(origin: str | None, allowed: set[str]) -> bool:
+    """True when a cookie-authenticated unsafe request comes from one of our own origins."""
+    return origin is not None and origin.rstrip("/") in allowed

@@ -1,0 +1,280 @@
+"""The gateway's handlers: health, readiness, and the authenticating, limiting proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from gateway import domain
+from gateway.config import GatewayConfig
+from shared import errors
+from shared.http import (
+    ANONYMOUS,
+    REQUEST_ID_HEADER,
+    REVOKED_HEADER,
+    SIGNED_HEADERS,
+    InternalClient,
+    Principal,
+    sign_principal,
+)
+from shared.logging import get_logger, request_id_var
+
+log = get_logger("darkroom.gateway")
+
+CONFIG = web.AppKey("gateway.config", GatewayConfig)
+UPSTREAM = web.AppKey("gateway.upstream", aiohttp.ClientSession)
+RESOLVER = web.AppKey("gateway.resolver", InternalClient)
+CACHE = web.AppKey("gateway.cache", domain.PrincipalCache)
+LIMITER = web.AppKey("gateway.limiter", domain.RateLimiter)
+TABLE = web.AppKey("gateway.table", domain.RoutingTable)
+
+SESSION_COOKIE = "darkroom_session"
+_HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+    )
+)
+_NOT_FORWARDED = _HOP_BY_HOP | {h.lower() for h in (*SIGNED_HEADERS, "Authorization", "Cookie")}
+_NOT_RETURNED = _HOP_BY_HOP | {REVOKED_HEADER.lower(), "content-length"}
+_CHUNK = 64 * 1024
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """``GET /healthz``: the gateway process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """``GET /readyz``: every service answers its own ``/readyz``."""
+    config = request.app[CONFIG]
+    services = ("auth", "ingest", "processing", "reports")
+
+    async def ready(service: str) -> bool:
+        try:
+            async with request.app[UPSTREAM].get(
+                config.service_url(service) + "/readyz", timeout=aiohttp.ClientTimeout(total=3)
+            ) as response:
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    checks = dict(zip(services, await asyncio.gather(*map(ready, services)), strict=True))
+    status = 200 if all(checks.values()) else 503
+    return web.json_response(
+        {"status": "ok" if status == 200 else "unavailable", "checks": checks}, status=status
+    )
+
+
+@web.middleware
+async def edge_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """CORS for any origin (preflights answered here) and the header-size limit."""
+    origin = request.headers.get("Origin")
+    if (
+        request.method == "OPTIONS"
+        and origin
+        and "Access-Control-Request-Method" in request.headers
+    ):
+        return web.Response(
+            status=204,
+            headers=domain.preflight_headers(request.headers.get("Access-Control-Request-Headers")),
+        )
+    header_bytes = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+    if header_bytes > request.app[CONFIG].max_header_bytes:
+        raise errors.HeadersTooLarge()
+    try:
+        response = await handler(request)
+    except errors.DarkroomError:
+        raise
+    if not response.prepared:
+        response.headers.update(domain.cors_headers(origin))
+    return response
+
+
+async def proxy(request: web.Request) -> web.StreamResponse:
+    """Every public path but health: route, authenticate, rate-limit, forward, stream back."""
+    route = request.app[TABLE].match(request.path)
+    if route is None or request.path.startswith("/internal"):
+        raise errors.NotFound(f"No route for {request.path}")
+    config = request.app[CONFIG]
+    now = time.monotonic()
+    address = _client_address(request, config)
+    principal = await _authenticate(request, route, address, now)
+    _check_rate(request, principal, address, now)
+    _check_origin(request, principal, config)
+    length = request.content_length
+    if length is not None and length > config.max_body_bytes:
+        raise errors.PayloadTooLarge(f"Request body exceeds {config.max_body_bytes} bytes")
+    return await _forward(request, route.service, principal, config)
+
+
+async def _authenticate(
+    request: web.Request, route: domain.Route, address: str, now: float
+) -> Principal:
+    anonymous = Principal(kind="anonymous", client_address=address)
+    if route.auth == domain.PUBLIC:
+        return anonymous
+    authorization = request.headers.get("Authorization")
+    session = request.cookies.get(SESSION_COOKIE)
+    if not authorization and not session:
+        if route.auth == domain.REQUIRED:
+            _charge_anonymous(request, address, now)
+            raise errors.BadCredentials("Authentication required")
+        return anonymous
+    key = domain.cache_key(authorization, session)
+    cached = request.app[CACHE].get(key, now)
+    if cached is not None:
+        return Principal(**{**cached.__dict__, "client_address": address})
+    try:
+        resolved = await _resolve(request.app, authorization, session)
+    except errors.BadCredentials:
+        _charge_anonymous(request, address, now)
+        # A stale cookie on a page that works signed out is no error: treat it as signed out.
+        if not authorization and route.auth == domain.OPTIONAL:
+            return anonymous
+        raise
+    request.app[CACHE].put(key, resolved, now)
+    return Principal(**{**resolved.__dict__, "client_address": address})
+
+
+async def _resolve(
+    app: web.Application, authorization: str | None, session: str | None
+) -> Principal:
+    config = app[CONFIG]
+    try:
+        status, body = await app[RESOLVER].call(
+            "POST",
+            config.service_url("auth"),
+            "/internal/resolve",
+            ANONYMOUS,
+            json_body={"authorization": authorization, "session": session},
+            timeout=5,
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise errors.Unavailable("Authentication is unavailable", retry_after=2) from exc
+    if status == 200 and isinstance(body, dict):
+        return Principal(**body["principal"])
+    if status in {400, 401} and isinstance(body, dict):
+        raise errors.BadCredentials(body.get("error", {}).get("message"))
+    raise errors.Unavailable("Authentication is unavailable", retry_after=2)
+
+
+def _charge_anonymous(request: web.Request, address: str, now: float) -> None:
+    count, period = request.app[CONFIG].rate_anonymous
+    wait = request.app[LIMITER].take(f"anonymous:{address}", count, period, now)
+    if wait:
+        raise errors.RateLimitExceeded(retry_after=wait)
+
+
+def _check_rate(request: web.Request, principal: Principal, address: str, now: float) -> None:
+    if not principal.authenticated:
+        _charge_anonymous(request, address, now)
+        return
+    kind = domain.limit_class(principal)
+    count, period = getattr(request.app[CONFIG], f"rate_{kind}")
+    wait = request.app[LIMITER].take(f"{kind}:{principal.credential_id}", count, period, now)
+    if wait:
+        raise errors.RateLimitExceeded(retry_after=wait)
+
+
+def _check_origin(request: web.Request, principal: Principal, config: GatewayConfig) -> None:
+    # Cookies ride along on cross-site form posts; a session may only change state from here.
+    if principal.kind != "session" or request.method in domain.SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    if origin is None:
+        referer = URL(request.headers.get("Referer", ""))
+        origin = str(referer.origin()) if referer.is_absolute() else None
+    allowed = {config.public_url.rstrip("/"), f"{request.scheme}://{request.host}"}
+    if not domain.same_origin(origin, allowed):
+        raise errors.Forbidden("Cross-site request refused")
+
+
+def _client_address(request: web.Request, config: GatewayConfig) -> str:
+    if config.trust_forwarded and "X-Forwarded-For" in request.headers:
+        return request.headers["X-Forwarded-For"].split(",")[0].strip()
+    return request.remote or "unknown"
+
+
+async def _forward(
+    request: web.Request, service: str, principal: Principal, config: GatewayConfig
+) -> web.StreamResponse:
+    rid = request_id_var.get() or ""
+    headers = CIMultiDict(
+        (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
+    )
+    headers.update(
+        sign_principal(config.internal_key, request.method, request.raw_path, principal, rid)
+    )
+    headers["X-Forwarded-For"] = principal.client_address or ""
+    headers["X-Forwarded-Proto"] = request.scheme
+    headers["X-Forwarded-Host"] = request.host
+    overflow: list[int] = []
+    body = _limited_body(request, config.max_body_bytes, overflow) if request.body_exists else None
+    url = URL(config.service_url(service) + request.raw_path, encoded=True)
+    try:
+        async with request.app[UPSTREAM].request(
+            request.method,
+            url,
+            headers=headers,
+            data=body,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=config.upstream_timeout, sock_connect=5),
+        ) as upstream:
+            return await _stream_back(request, upstream)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        if overflow:
+            raise errors.PayloadTooLarge(
+                f"Request body exceeds {config.max_body_bytes} bytes"
+            ) from exc
+        log.warning("upstream.failed", service=service, error=repr(exc))
+        raise errors.Unavailable(f"The {service} service is unavailable", retry_after=2) from exc
+
+
+async def _limited_body(
+    request: web.Request, limit: int, overflow: list[int]
+) -> AsyncIterator[bytes]:
+    seen = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        seen += len(chunk)
+        if seen > limit:
+            overflow.append(seen)
+            raise errors.PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        yield chunk
+
+
+async def _stream_back(
+    request: web.Request, upstream: aiohttp.ClientResponse
+) -> web.StreamResponse:
+    revoked = upstream.headers.get(REVOKED_HEADER)
+    if revoked:
+        request.app[CACHE].evict_credential(revoked)
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for name, value in upstream.headers.items():
+        if name.lower() not in _NOT_RETURNED:
+            response.headers.add(name, value)
+    response.headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
+    response.headers.update(domain.cors_headers(request.headers.get("Origin")))
+    if upstream.content_length is not None:
+        response.content_length = upstream.content_length
+    await response.prepare(request)
+    async for chunk in upstream.content.iter_chunked(_CHUNK):
+        await response.write(chunk)
+    await response.write_eof()
+    return response

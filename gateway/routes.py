@@ -1,0 +1,31 @@
+"""The routing table: public path → service, with the authentication each path requires.
+
+Adding a dialect's paths is adding rows here; the most specific (longest) path wins.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway import handlers
+from gateway.domain import OPTIONAL, REQUIRED, Route, RoutingTable
+
+ROUTES = RoutingTable(
+    [
+        # auth: the caller, credentials and the account pages
+        Route("/user", "auth", REQUIRED, exact=True),
+        Route("/api/keys", "auth", REQUIRED),
+        Route("/", "auth", OPTIONAL, exact=True),
+        Route("/signup", "auth", OPTIONAL, exact=True),
+        Route("/signin", "auth", OPTIONAL, exact=True),
+        Route("/signout", "auth", OPTIONAL, exact=True),
+        Route("/keys", "auth", OPTIONAL),
+    ]
+)
+
+
+def setup_routes(app: web.Application) -> None:
+    """The gateway's own routes, then everything else to the proxy."""
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_route("*", "/{tail:.*}", handlers.proxy)

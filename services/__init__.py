@@ -1,0 +1,1 @@
+"""Darkroom's services, one package per domain."""

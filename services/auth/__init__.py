@@ -1,0 +1,1 @@
+"""Auth: accounts, users, credentials, sessions; resolves every credential for the gateway."""

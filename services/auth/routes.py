@@ -1,0 +1,23 @@
+"""Auth's routes: the internal resolve call, ``/user``, the keys API and the web pages."""
+
+from aiohttp import web
+
+from services.auth import handlers
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route of auth on ``app``."""
+    app.router.add_post("/internal/resolve", handlers.resolve)
+    app.router.add_get("/user", handlers.get_user)
+    app.router.add_get("/api/keys", handlers.list_credentials)
+    app.router.add_post("/api/keys", handlers.create_credential)
+    app.router.add_delete("/api/keys/{credential_id}", handlers.revoke_credential)
+    app.router.add_get("/", handlers.home_page)
+    app.router.add_get("/signup", handlers.sign_up_page)
+    app.router.add_post("/signup", handlers.sign_up)
+    app.router.add_get("/signin", handlers.sign_in_page)
+    app.router.add_post("/signin", handlers.sign_in)
+    app.router.add_post("/signout", handlers.sign_out)
+    app.router.add_get("/keys", handlers.keys_page)
+    app.router.add_post("/keys", handlers.keys_create)
+    app.router.add_post("/keys/{credential_id}/revoke", handlers.keys_revoke)

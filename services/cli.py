@@ -1,0 +1,152 @@
+"""The operator CLI, ``darkroom``: prepare the platform and manage accounts.
+
+It talks to the database directly with the same configuration the services read (environment,
+``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import secrets
+import sys
+from pathlib import Path
+
+import aio_pika
+import asyncpg
+
+from services.auth import domain as auth_domain
+from services.auth import repo as auth_repo
+from services.auth.config import AuthConfig
+from shared import db
+from shared.config import DEFAULT_SECRETS_DIR, ConfigError, ServersConfig, load
+from shared.errors import DarkroomError
+
+SERVICES = ("auth", "ingest", "processing", "reports")
+
+#: Secrets ``darkroom secrets`` generates when missing: variable → generator.
+GENERATED_SECRETS = {
+    "DARKROOM_INTERNAL_KEY": lambda: secrets.token_urlsafe(48),
+    "DARKROOM_SECRETS_KEY": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    "DARKROOM_SIGNING_KEY": lambda: secrets.token_urlsafe(48),
+}
+
+
+class CommandError(Exception):
+    """A failure to report on one line."""
+
+
+def _services_root() -> Path:
+    return Path(__file__).parent
+
+
+async def _check(config: ServersConfig) -> None:
+    try:
+        conn = await asyncpg.connect(config.database_url.rsplit("/", 1)[0] + "/postgres", timeout=5)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        raise CommandError(
+            f"PostgreSQL at {db.redact_dsn(config.database_url)} is not answering ({exc})"
+        ) from exc
+    try:
+        connection = await aio_pika.connect(config.amqp_url, timeout=5)
+        await connection.close()
+    except (OSError, TimeoutError) as exc:
+        raise CommandError(
+            f"RabbitMQ at {db.redact_dsn(config.amqp_url)} is not answering ({exc})"
+        ) from exc
+
+
+async def _migrate(config: ServersConfig) -> dict[str, list[str]]:
+    created = await db.ensure_database(config.database_url)
+    conn = await db.connect(config.database_url)
+    try:
+        applied = {"database_created": [str(created)]}
+        for service in SERVICES:
+            applied[service] = await db.migrate(
+                conn, service, _services_root() / service / "migrations"
+            )
+        return applied
+    finally:
+        await conn.close()
+
+
+async def _create_account(config: AuthConfig, name: str, email: str, password: str) -> dict:
+    fields = auth_domain.validate_sign_up(name, email, password)
+    box = auth_domain.SecretBox(config.secrets_key)
+    password_hash = await asyncio.to_thread(auth_domain.hash_password, fields.password)
+    await db.ensure_database(config.database_url)
+    conn = await db.connect(config.database_url, "auth")
+    try:
+        await db.migrate(conn, "auth", _services_root() / "auth" / "migrations")
+        async with conn.transaction():
+            user = await auth_repo.create_account(
+                conn, name=fields.name, email=fields.email, password_hash=password_hash
+            )
+            _key_id, api_key, api_secret = await auth_repo.issue_key_pair(conn, box, user)
+            _token_id, token = await auth_repo.issue_token(conn, user)
+    except asyncpg.UniqueViolationError as exc:
+        raise CommandError(f"an account with e-mail {fields.email} already exists") from exc
+    finally:
+        await conn.close()
+    return {
+        "account_id": str(user.account_id),
+        "user_id": str(user.id),
+        "api_key": api_key,
+        "api_secret": api_secret,
+        "token": token,
+    }
+
+
+def _generate_secrets(folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    written = []
+    for name, generate in GENERATED_SECRETS.items():
+        path = folder / name.lower()
+        if not path.exists():
+            path.write_text(generate() + "\n")
+            path.chmod(0o600)
+            written.append(name)
+    return written
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="darkroom", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="check that PostgreSQL and RabbitMQ answer")
+    commands.add_parser("migrate", help="create the database if missing; apply every migration")
+    secrets_cmd = commands.add_parser("secrets", help="generate missing secrets into a folder")
+    secrets_cmd.add_argument("--dir", default=DEFAULT_SECRETS_DIR)
+    account = commands.add_parser("account", help="manage accounts")
+    account_commands = account.add_subparsers(dest="action", required=True)
+    create = account_commands.add_parser("create", help="create an account with credentials")
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    create.add_argument("--password", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``darkroom`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "secrets":
+            result: object = {"generated": _generate_secrets(Path(args.dir))}
+        elif args.command == "check":
+            asyncio.run(_check(load(ServersConfig)))
+            result = {"postgres": "ok", "rabbitmq": "ok"}
+        elif args.command == "migrate":
+            result = asyncio.run(_migrate(load(ServersConfig)))
+        else:
+            config = load(AuthConfig)
+            result = asyncio.run(_create_account(config, args.name, args.email, args.password))
+    except (CommandError, ConfigError, ValueError) as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except (DarkroomError, OSError, asyncpg.PostgresError) as exc:
+        print(f"darkroom: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(json.dumps(result, indent=2))

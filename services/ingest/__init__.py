@@ -1,0 +1,1 @@
+"""Ingest: every upload path, validation, content hashing and dedupe, blob writes, serving."""

@@ -1,0 +1,5 @@
+"""Ingest's event consumers."""
+
+from shared.events import Subscription
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = ()

@@ -1,0 +1,7 @@
+"""Ingest's routes."""
+
+from aiohttp import web
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register ingest's routes on ``app`` (health routes are added by ``create_app``)."""

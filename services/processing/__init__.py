@@ -1,0 +1,1 @@
+"""Processing: consumers for transforms, filters, derivatives, quality analysis, pixel diffs."""

@@ -1,0 +1,7 @@
+"""Processing's routes."""
+
+from aiohttp import web
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register processing's routes on ``app`` (health routes are added by ``create_app``)."""

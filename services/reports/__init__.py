@@ -1,0 +1,1 @@
+"""Reports: Happo reports, comparisons, jobs, ignored diffs, subscriptions and review pages."""

@@ -1,0 +1,32 @@
+"""Builds the reports service's aiohttp application."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from services.reports import consumers
+from services.reports.config import ReportsConfig
+from services.reports.routes import setup_routes
+from shared import runtime
+from shared.http import health_routes, service_middlewares
+
+SCHEMA = "reports"
+HERE = Path(__file__).parent
+
+
+def create_app(config: ReportsConfig) -> web.Application:
+    """The reports app: pool on schema ``reports``, broker, outbox relay, consumers, routes."""
+    app = web.Application(middlewares=service_middlewares(config.internal_key))
+    app.cleanup_ctx.extend(
+        [
+            runtime.database(config, SCHEMA, HERE / "migrations"),
+            runtime.broker(config),
+            runtime.outbox_relay(config),
+            runtime.consumers(config, consumers.SUBSCRIPTIONS),
+        ]
+    )
+    app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))
+    setup_routes(app)
+    return app

@@ -1,0 +1,5 @@
+"""Reports's event consumers."""
+
+from shared.events import Subscription
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = ()

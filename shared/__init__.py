@@ -1,0 +1,1 @@
+"""Darkroom's common library: configuration, logging, errors, database, events, storage, HTTP."""

@@ -1,0 +1,463 @@
+"""Events over RabbitMQ: the envelope, the transactional outbox and its relay, and consumers.
+
+Topology on the broker, all durable:
+
+* ``<exchange>`` — topic exchange every event is published to, routing key = event type.
+  Its alternate exchange ``<exchange>.unrouted`` keeps events nobody subscribes to yet in a
+  bounded queue instead of dropping them silently.
+* ``<exchange>.<consumer>`` — one quorum queue per consumer (competing consumers share it),
+  with a delivery limit; past it the message goes to ``<exchange>.dead`` and lands in
+  ``<exchange>.<consumer>.dead``.
+
+aio-pika's unsafe defaults are all set explicitly here: persistent messages, durable queues,
+publisher confirms, manual acks after commit, requeue on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+    AbstractRobustExchange,
+)
+
+from shared.logging import current_request_id, get_logger, request_id_var
+
+log = get_logger("darkroom.events")
+
+_EVENT_TYPE = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*$")
+_NOTIFY_CHANNEL = "darkroom_outbox"
+_UNROUTED_LIMIT = 100_000
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The one event envelope: ``{id, type, occurred_at, request_id, data}``."""
+
+    id: str
+    type: str
+    occurred_at: str
+    request_id: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The envelope as a JSON-ready dict."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "occurred_at": self.occurred_at,
+            "request_id": self.request_id,
+            "data": self.data,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> Envelope:
+        """Parse an envelope; raises ``ValueError`` when the shape is wrong."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            raise ValueError("event envelope must be an object with a data object")
+        try:
+            uuid.UUID(str(raw["id"]))
+            return cls(
+                id=str(raw["id"]),
+                type=str(raw["type"]),
+                occurred_at=str(raw["occurred_at"]),
+                request_id=raw.get("request_id"),
+                data=raw["data"],
+            )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"bad event envelope: {exc}") from exc
+
+
+def new_event(event_type: str, data: dict[str, Any]) -> Envelope:
+    """A new envelope for a fact named ``<noun>.<past-verb>``, carrying the current request id."""
+    if not _EVENT_TYPE.match(event_type):
+        raise ValueError(f"event types are <noun>.<past-verb>: {event_type!r}")
+    return Envelope(
+        id=str(uuid.uuid4()),
+        type=event_type,
+        occurred_at=datetime.now(UTC).isoformat(),
+        request_id=current_request_id(),
+        data=data,
+    )
+
+
+async def record_event(conn: asyncpg.Connection, event_type: str, data: dict[str, Any]) -> Envelope:
+    """Write an event to the outbox on ``conn``; call it inside the state change's transaction."""
+    envelope = new_event(event_type, data)
+    await conn.execute(
+        "INSERT INTO outbox (id, type, envelope) VALUES ($1, $2, $3)",
+        uuid.UUID(envelope.id),
+        envelope.type,
+        envelope.to_dict(),
+    )
+    # Delivered at commit only, so the relay never wakes for a rolled-back event.
+    await conn.execute("SELECT pg_notify($1, '')", _NOTIFY_CHANNEL)
+    return envelope
+
+
+class Broker:
+    """A robust RabbitMQ connection with a confirming channel and the declared topology."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractRobustChannel,
+        exchange: AbstractRobustExchange,
+        exchange_name: str,
+    ) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.exchange = exchange
+        self.exchange_name = exchange_name
+
+    @classmethod
+    async def connect(cls, amqp_url: str, exchange_name: str, *, timeout: float = 10) -> Broker:
+        """Connect (reconnecting by itself later on) and declare the exchanges.
+
+        The first connection fails fast so a missing broker is reported at start.
+        """
+        connection = await aio_pika.connect_robust(amqp_url, timeout=timeout)
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        unrouted = await channel.declare_exchange(
+            f"{exchange_name}.unrouted", aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        parked = await channel.declare_queue(
+            f"{exchange_name}.unrouted",
+            durable=True,
+            arguments={"x-max-length": _UNROUTED_LIMIT, "x-overflow": "drop-head"},
+        )
+        await parked.bind(unrouted)
+        await channel.declare_exchange(
+            f"{exchange_name}.dead", aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        exchange = await channel.declare_exchange(
+            exchange_name,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": f"{exchange_name}.unrouted"},
+        )
+        return cls(connection, channel, exchange, exchange_name)
+
+    async def publish(self, envelope: Envelope | dict[str, Any], *, timeout: float = 10) -> None:
+        """Publish one envelope persistently and wait for the broker's confirm."""
+        body = envelope.to_dict() if isinstance(envelope, Envelope) else envelope
+        message = aio_pika.Message(
+            json.dumps(body).encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=str(body["id"]),
+            type=str(body["type"]),
+            headers={"x-request-id": body.get("request_id") or ""},
+        )
+        await self.exchange.publish(
+            message, routing_key=str(body["type"]), mandatory=True, timeout=timeout
+        )
+
+    def queue_name(self, consumer: str) -> str:
+        """The durable queue name of ``consumer`` on this exchange."""
+        return f"{self.exchange_name}.{consumer}"
+
+    async def declare_consumer_queue(
+        self,
+        consumer: str,
+        routing_keys: Iterable[str],
+        *,
+        delivery_limit: int,
+        channel: AbstractRobustChannel | None = None,
+    ) -> tuple[AbstractQueue, AbstractQueue]:
+        """Declare ``consumer``'s quorum queue and its dead-letter queue; bind the keys.
+
+        Declared on ``channel`` (default: the publishing channel) so that a consumer's own
+        robust channel restores them after a reconnect. Returns ``(queue, dead_letter_queue)``.
+        """
+        channel = channel or self.channel
+        name = self.queue_name(consumer)
+        dead = await channel.declare_queue(f"{name}.dead", durable=True)
+        await dead.bind(f"{self.exchange_name}.dead", routing_key=name)
+        queue = await channel.declare_queue(
+            name,
+            durable=True,
+            arguments={
+                "x-queue-type": "quorum",
+                "x-delivery-limit": delivery_limit,
+                "x-dead-letter-exchange": f"{self.exchange_name}.dead",
+                "x-dead-letter-routing-key": name,
+            },
+        )
+        for key in routing_keys:
+            await queue.bind(self.exchange, routing_key=key)
+        return queue, dead
+
+    async def close(self) -> None:
+        """Close the connection (unacked deliveries go back to their queues)."""
+        await self.connection.close()
+
+
+Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A durable consumer: ``handler`` runs in a transaction for each event once."""
+
+    consumer: str
+    routing_keys: tuple[str, ...]
+    handler: Handler
+
+
+class EventConsumer:
+    """Runs one :class:`Subscription` as a competing consumer on its quorum queue.
+
+    For each delivery: open a transaction, record the event id in ``processed_events`` (a
+    redelivery finds it there and is acknowledged without effect), run the handler, commit,
+    then ack. A failing handler rolls back, waits an exponential back-off and nacks with
+    requeue; past the queue's delivery limit RabbitMQ dead-letters the message.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        pool: asyncpg.Pool,
+        subscription: Subscription,
+        *,
+        delivery_limit: int = 5,
+        retry_base: float = 0.5,
+        prefetch: int = 8,
+    ) -> None:
+        self.broker = broker
+        self.pool = pool
+        self.subscription = subscription
+        self.delivery_limit = delivery_limit
+        self.retry_base = retry_base
+        self.prefetch = prefetch
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self) -> None:
+        """Declare the queues and begin consuming."""
+        self._channel = await self.broker.connection.channel(publisher_confirms=False)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        queue, _dead = await self.broker.declare_consumer_queue(
+            self.subscription.consumer,
+            self.subscription.routing_keys,
+            delivery_limit=self.delivery_limit,
+            channel=self._channel,
+        )
+        await queue.consume(self._on_message, no_ack=False)
+
+    async def stop(self) -> None:
+        """Stop consuming; deliveries in flight and unacked go back to the queue."""
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.from_dict(json.loads(message.body))
+        except ValueError as exc:
+            log.error("event.malformed", consumer=self.subscription.consumer, error=str(exc))
+            await message.reject(requeue=False)
+            return
+        token = request_id_var.set(envelope.request_id)
+        try:
+            await self._apply(envelope)
+        except Exception:
+            deliveries = int((message.headers or {}).get("x-delivery-count") or 0) + 1
+            log.exception(
+                "event.failed",
+                consumer=self.subscription.consumer,
+                event_id=envelope.id,
+                event_type=envelope.type,
+                delivery=deliveries,
+            )
+            await asyncio.sleep(min(self.retry_base * 2 ** (deliveries - 1), 30.0))
+            await message.nack(requeue=True)
+            return
+        finally:
+            request_id_var.reset(token)
+        await message.ack()
+
+    async def _apply(self, envelope: Envelope) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            first_time = await conn.fetchval(
+                "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+                " ON CONFLICT DO NOTHING RETURNING true",
+                self.subscription.consumer,
+                uuid.UUID(envelope.id),
+            )
+            if not first_time:
+                log.info(
+                    "event.duplicate", consumer=self.subscription.consumer, event_id=envelope.id
+                )
+                return
+            await self.subscription.handler(conn, envelope)
+
+
+class BroadcastListener:
+    """Delivers events to every process (not competing), for in-memory state such as caches.
+
+    The queue is exclusive to this connection and vanishes with it; ``on_reconnect`` runs after
+    the connection is restored, because events published meanwhile were missed.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        name: str,
+        routing_keys: Iterable[str],
+        callback: Callable[[Envelope], Awaitable[None]],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.queue_name = f"{broker.exchange_name}.{name}.{uuid.uuid4().hex[:12]}"
+        self.routing_keys = tuple(routing_keys)
+        self.callback = callback
+        self.on_reconnect = on_reconnect
+        self._channel: AbstractRobustChannel | None = None
+
+    async def start(self) -> None:
+        """Declare the private queue, bind it and begin listening."""
+        self._channel = await self.broker.connection.channel(publisher_confirms=False)
+        queue = await self._channel.declare_queue(
+            self.queue_name, exclusive=True, auto_delete=True, durable=False
+        )
+        for key in self.routing_keys:
+            await queue.bind(self.broker.exchange, routing_key=key)
+        await queue.consume(self._on_message, no_ack=False)
+        if self.on_reconnect is not None:
+            self.broker.connection.reconnect_callbacks.add(self._reconnected)
+
+    def _reconnected(self, *_args: object) -> None:
+        if self.on_reconnect is not None:
+            self.on_reconnect()
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.from_dict(json.loads(message.body))
+        except ValueError:
+            await message.reject(requeue=False)
+            return
+        try:
+            await self.callback(envelope)
+        except Exception:
+            log.exception("broadcast.failed", event_type=envelope.type)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+
+    async def stop(self) -> None:
+        """Stop listening; the private queue is deleted by the broker."""
+        if self._channel is not None:
+            with contextlib.suppress(Exception):
+                await self._channel.close()
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order, with confirms, and marks them published.
+
+    Several processes of one service may relay at once: ``FOR UPDATE SKIP LOCKED`` gives each
+    row to one of them. A crash after the confirm and before the mark publishes the row again,
+    which consumers absorb by event id.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        broker: Broker,
+        *,
+        dsn: str,
+        poll_interval: float = 1.0,
+        batch_size: int = 100,
+    ) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.dsn = dsn
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._listener: asyncpg.Connection | None = None
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of pending rows; returns how many were published."""
+        published: list[int] = []
+        failure: BaseException | None = None
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT seq, envelope FROM outbox WHERE published_at IS NULL"
+                " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch_size,
+            )
+            for row in rows:
+                try:
+                    await self.broker.publish(row["envelope"])
+                except Exception as exc:
+                    failure = exc
+                    break
+                published.append(row["seq"])
+            if published:
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
+                    published,
+                )
+        if failure is not None:
+            raise failure
+        return len(published)
+
+    async def start(self) -> None:
+        """Start relaying in the background."""
+        with contextlib.suppress(*_LISTEN_ERRORS):
+            self._listener = await asyncpg.connect(
+                self.dsn, server_settings={"application_name": "darkroom-outbox-listener"}
+            )
+            await self._listener.add_listener(_NOTIFY_CHANNEL, self._notified)
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+
+    def _notified(self, *_args: object) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                count = await self.publish_pending()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = min(0.2 * 2**failures, 10.0)
+                log.warning("outbox.publish_failed", error=repr(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                continue
+            if count == self.batch_size:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def stop(self) -> None:
+        """Stop relaying; rows not yet published stay for the next start."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+
+
+_LISTEN_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)

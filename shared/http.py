@@ -1,0 +1,274 @@
+"""HTTP plumbing every process shares: request ids, the error middleware, the signed
+principal on internal calls, the internal client, health routes and JSON helpers.
+
+The gateway authenticates; services authorise. The gateway forwards who is calling as a
+:class:`Principal` in ``X-Darkroom-Principal``, signed with the internal key over the method,
+the path, a timestamp and the request id. Services refuse internal calls whose signature does
+not verify, so nobody who reaches a service port directly can claim to be anyone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from shared import errors
+from shared.db import CONNECTION_ERRORS
+from shared.logging import get_logger, new_request_id, request_id_var
+
+log = get_logger("darkroom.http")
+
+REQUEST_ID_HEADER = "X-Request-Id"
+PRINCIPAL_HEADER = "X-Darkroom-Principal"
+TIMESTAMP_HEADER = "X-Darkroom-Timestamp"
+SIGNATURE_HEADER = "X-Darkroom-Signature"
+SIGNED_HEADERS = (PRINCIPAL_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
+#: Set by auth on a response that revoked a credential, so the gateway that carried the request
+#: evicts it before answering; other gateways learn it from ``credential.revoked``.
+REVOKED_HEADER = "X-Darkroom-Revoked"
+#: Paths every process answers without a signed principal.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+MAX_CLOCK_SKEW = 60
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as resolved by auth: an account and user, through which credential.
+
+    ``kind`` is ``anonymous``, ``basic``, ``jwt``, ``token``, ``session``, ``oauth`` or
+    ``operator``. ``client_address`` is the caller's address as the gateway saw it.
+    """
+
+    kind: str
+    account_id: str | None = None
+    user_id: str | None = None
+    credential_id: str | None = None
+    client_address: str | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        """True for every kind but ``anonymous``."""
+        return self.kind != "anonymous" and self.account_id is not None
+
+    def encode(self) -> str:
+        """The principal as the header value (base64url of its JSON)."""
+        raw = json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, value: str) -> Principal:
+        """Parse a header value made by :meth:`encode`; raises ``ValueError`` when malformed."""
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+            return cls(**raw)
+        except (ValueError, TypeError) as exc:
+            raise ValueError("malformed principal header") from exc
+
+
+ANONYMOUS = Principal(kind="anonymous")
+PRINCIPAL_KEY = "darkroom.principal"
+
+
+def _signature(key: str, method: str, path_qs: str, timestamp: str, rid: str, encoded: str) -> str:
+    message = "\n".join((method.upper(), path_qs, timestamp, rid, encoded)).encode()
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def sign_principal(
+    key: str, method: str, path_qs: str, principal: Principal, request_id: str
+) -> dict[str, str]:
+    """The headers that carry ``principal`` on an internal call to ``method path_qs``.
+
+    ``path_qs`` is the raw request target as sent on the wire (path and query, not decoded).
+    """
+    encoded = principal.encode()
+    timestamp = str(int(time.time()))
+    return {
+        PRINCIPAL_HEADER: encoded,
+        TIMESTAMP_HEADER: timestamp,
+        SIGNATURE_HEADER: _signature(key, method, path_qs, timestamp, request_id, encoded),
+        REQUEST_ID_HEADER: request_id,
+    }
+
+
+def verify_principal(key: str, request: web.Request) -> Principal:
+    """The principal a signed internal request carries; :class:`errors.Forbidden` otherwise."""
+    encoded = request.headers.get(PRINCIPAL_HEADER)
+    timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    if not encoded or not timestamp.isdigit():
+        raise errors.Forbidden("Internal endpoint: call it through the gateway")
+    if abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW:
+        raise errors.Forbidden("Internal call signature expired")
+    rid = request.headers.get(REQUEST_ID_HEADER, "")
+    expected = _signature(key, request.method, request.raw_path, timestamp, rid, encoded)
+    if not hmac.compare_digest(expected, signature):
+        raise errors.Forbidden("Internal call signature does not verify")
+    try:
+        return Principal.decode(encoded)
+    except ValueError as exc:
+        raise errors.Forbidden(str(exc)) from exc
+
+
+def principal_of(request: web.Request) -> Principal:
+    """The verified principal of a request (anonymous when none was forwarded)."""
+    return request.get(PRINCIPAL_KEY, ANONYMOUS)
+
+
+def require_account(request: web.Request) -> Principal:
+    """The principal of a request that must be authenticated; 401 otherwise."""
+    principal = principal_of(request)
+    if not principal.authenticated:
+        raise errors.BadCredentials("Authentication required")
+    return principal
+
+
+def error_response(error: errors.DarkroomError) -> web.Response:
+    """The JSON error shape for ``error`` (with ``Retry-After`` when it carries one)."""
+    headers = {}
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return web.json_response(error.body(), status=error.status, headers=headers)
+
+
+@web.middleware
+async def request_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Bind the caller's ``X-Request-Id`` (or a new one) for logs and hops; echo it back."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else new_request_id()
+    token = request_id_var.set(rid)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = rid
+        raise
+    finally:
+        request_id_var.reset(token)
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = rid
+    log.info(
+        "http.request",
+        request_id=rid,
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return response
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Map every failure to the error shape: client errors to 4xx, outages to 503, bugs to 500."""
+    try:
+        return await handler(request)
+    except errors.DarkroomError as exc:
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else None
+        error = errors.for_status(exc.status, message or exc.reason)
+        response = error_response(error)
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except CONNECTION_ERRORS as exc:
+        log.warning("dependency.unavailable", error=repr(exc))
+        return error_response(errors.Unavailable(retry_after=2))
+    except Exception:
+        log.exception("http.unhandled", method=request.method, path=request.path)
+        return error_response(errors.DarkroomError())
+
+
+def internal_auth_middleware(key: str) -> Callable:
+    """Middleware that verifies the signed principal on every path but health and metrics."""
+
+    @web.middleware
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            request[PRINCIPAL_KEY] = verify_principal(key, request)
+        return await handler(request)
+
+    return middleware
+
+
+def service_middlewares(internal_key: str) -> list:
+    """The middleware stack of a service behind the gateway, outermost first."""
+    return [request_id_middleware, error_middleware, internal_auth_middleware(internal_key)]
+
+
+class InternalClient:
+    """HTTP client for service-to-service calls: signs the principal, carries the request id."""
+
+    def __init__(self, session: aiohttp.ClientSession, key: str) -> None:
+        self.session = session
+        self.key = key
+
+    async def call(
+        self,
+        method: str,
+        base_url: str,
+        path_qs: str,
+        principal: Principal,
+        *,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, Any]:
+        """Send one call and return ``(status, decoded JSON body or None)``."""
+        rid = request_id_var.get() or new_request_id()
+        signed = sign_principal(self.key, method, path_qs, principal, rid)
+        async with self.session.request(
+            method,
+            URL(base_url + path_qs, encoded=True),
+            json=json_body,
+            headers={**(headers or {}), **signed},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            body = await response.json(content_type=None) if response.content_length != 0 else None
+            return response.status, body
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 ``bad_request`` when it is not one."""
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.BadRequest("Body must be valid JSON") from exc
+    if not isinstance(body, dict):
+        raise errors.BadRequest("Body must be a JSON object")
+    return body
+
+
+def health_routes(ready: Callable[[], Awaitable[dict[str, bool]]]) -> list[web.RouteDef]:
+    """``/healthz`` (the process answers) and ``/readyz`` (its dependencies answer too)."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = await ready()
+        status = 200 if all(checks.values()) else 503
+        return web.json_response(
+            {"status": "ok" if status == 200 else "unavailable", "checks": checks}, status=status
+        )
+
+    return [web.get("/healthz", healthz), web.get("/readyz", readyz)]

@@ -1,0 +1,167 @@
+"""What a process holds while it runs — pool, broker, relay, consumers, internal client — as
+typed application keys and ``cleanup_ctx`` factories, plus the entry point that runs an app.
+
+A service's ``create_app`` appends the contexts it needs in order; aiohttp opens them at start
+and closes them in reverse at shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from shared import db
+from shared.config import CommonConfig, ConfigError, load
+from shared.errors import Unavailable
+from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
+from shared.http import InternalClient
+from shared.logging import get_logger
+
+log = get_logger("darkroom.runtime")
+T = TypeVar("T")
+
+POOL = web.AppKey("darkroom.pool", asyncpg.Pool)
+BROKER = web.AppKey("darkroom.broker", Broker)
+INTERNAL = web.AppKey("darkroom.internal", InternalClient)
+CONSUMERS = web.AppKey("darkroom.consumers", list)
+
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def database(config: CommonConfig, schema: str, migrations: Path) -> CleanupContext:
+    """Open the service's pool on its schema and apply its migrations first."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        pool = await db.create_pool(config.database_url, schema, max_size=config.db_pool_max)
+        try:
+            async with pool.acquire() as conn:
+                applied = await db.migrate(conn, schema, migrations)
+            if applied:
+                log.info("migrations.applied", schema=schema, applied=applied)
+            app[POOL] = pool
+            yield
+        finally:
+            await pool.close()
+
+    return context
+
+
+def broker(config: CommonConfig) -> CleanupContext:
+    """Connect to RabbitMQ and declare the exchanges."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        try:
+            connection = await Broker.connect(config.amqp_url, config.exchange)
+        except (TimeoutError, OSError, ConnectionError) as exc:
+            raise Unavailable(
+                f"RabbitMQ at {db.redact_dsn(config.amqp_url)} is not answering"
+            ) from exc
+        app[BROKER] = connection
+        try:
+            yield
+        finally:
+            await connection.close()
+
+    return context
+
+
+def outbox_relay(config: CommonConfig) -> CleanupContext:
+    """Relay this service's outbox to the broker for as long as the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        relay = OutboxRelay(
+            app[POOL],
+            app[BROKER],
+            dsn=config.database_url,
+            poll_interval=config.outbox_poll_interval,
+        )
+        await relay.start()
+        try:
+            yield
+        finally:
+            await relay.stop()
+
+    return context
+
+
+def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> CleanupContext:
+    """Consume each subscription on its durable queue while the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        running = [
+            EventConsumer(
+                app[BROKER],
+                app[POOL],
+                subscription,
+                delivery_limit=config.event_delivery_limit,
+                retry_base=config.event_retry_base,
+            )
+            for subscription in subscriptions
+        ]
+        app[CONSUMERS] = running
+        for consumer in running:
+            await consumer.start()
+        try:
+            yield
+        finally:
+            for consumer in running:
+                await consumer.stop()
+
+    return context
+
+
+def internal_client(config: CommonConfig) -> CleanupContext:
+    """An HTTP client session for signed calls to other services."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200),
+            timeout=aiohttp.ClientTimeout(total=30),
+        ) as session:
+            app[INTERNAL] = InternalClient(session, config.internal_key)
+            yield
+
+    return context
+
+
+async def dependency_checks(app: web.Application) -> dict[str, bool]:
+    """Readiness of the pool and the broker connection this app holds."""
+    checks: dict[str, bool] = {}
+    if POOL in app:
+        try:
+            async with asyncio.timeout(2):
+                checks["postgres"] = await app[POOL].fetchval("SELECT true")
+        except Exception:
+            checks["postgres"] = False
+    if BROKER in app:
+        checks["rabbitmq"] = not app[BROKER].connection.is_closed
+    return checks
+
+
+def run(build: Callable[[], web.Application], host: str, port: int, name: str) -> None:
+    """Run an app until SIGINT/SIGTERM; a missing dependency is one line on stderr, exit 1."""
+    try:
+        app = build()
+        web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10, access_log=None)
+    except (ConfigError, Unavailable) as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        print(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def load_or_exit(cls: type[T], name: str) -> T:
+    """Load ``cls`` from the environment; on a bad or missing setting print one line, exit 2."""
+    try:
+        return load(cls)
+    except (ConfigError, ValueError) as exc:
+        print(f"{name}: configuration: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
