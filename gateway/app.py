@@ -30,6 +30,16 @@ def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> we
     return app
 
 
+def server_limits(config: GatewayConfig) -> dict[str, int]:
+    """aiohttp's header parser limits for the gateway: above the configured header limit, so
+    that oversized headers reach the edge middleware and get a JSON 431 rather than aiohttp's
+    plain-text 400 (which still guards against anything larger)."""
+    return {
+        "max_line_size": config.max_header_bytes * 4,
+        "max_field_size": config.max_header_bytes * 4,
+    }
+
+
 def _upstream(config: GatewayConfig):
     async def context(app: web.Application) -> AsyncIterator[None]:
         async with aiohttp.ClientSession(

@@ -20,6 +20,7 @@ from shared.http import (
     REVOKED_HEADER,
     SIGNED_HEADERS,
     InternalClient,
+    error_response,
     Principal,
     sign_principal,
 )
@@ -96,12 +97,14 @@ async def edge_middleware(
             headers=domain.preflight_headers(request.headers.get("Access-Control-Request-Headers")),
         )
     header_bytes = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
-    if header_bytes > request.app[CONFIG].max_header_bytes:
-        raise errors.HeadersTooLarge()
     try:
+        if header_bytes > request.app[CONFIG].max_header_bytes:
+            raise errors.HeadersTooLarge()
         response = await handler(request)
-    except errors.DarkroomError:
-        raise
+    except errors.DarkroomError as exc:
+        # Answered here rather than by the outer error middleware so errors carry CORS too:
+        # a browser client must be able to read a 401 or a 429.
+        response = error_response(exc)
     if not response.prepared:
         response.headers.update(domain.cors_headers(origin))
     return response

@@ -76,7 +76,7 @@ class Principal:
 
 
 ANONYMOUS = Principal(kind="anonymous")
-PRINCIPAL_KEY = "darkroom.principal"
+PRINCIPAL_KEY = web.RequestKey("darkroom.principal", Principal)
 
 
 def _signature(key: str, method: str, path_qs: str, timestamp: str, rid: str, encoded: str) -> str:

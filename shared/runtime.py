@@ -145,11 +145,28 @@ async def dependency_checks(app: web.Application) -> dict[str, bool]:
     return checks
 
 
-def run(build: Callable[[], web.Application], host: str, port: int, name: str) -> None:
-    """Run an app until SIGINT/SIGTERM; a missing dependency is one line on stderr, exit 1."""
+def run(
+    build: Callable[[], web.Application],
+    host: str,
+    port: int,
+    name: str,
+    server_args: dict | None = None,
+) -> None:
+    """Run an app until SIGINT/SIGTERM; a missing dependency is one line on stderr, exit 1.
+
+    ``server_args`` go to aiohttp's protocol handler (e.g. header parser limits).
+    """
     try:
         app = build()
-        web.run_app(app, host=host, port=port, print=None, shutdown_timeout=10, access_log=None)
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            print=None,
+            shutdown_timeout=10,
+            access_log=None,
+            handler_args=server_args,
+        )
     except (ConfigError, Unavailable) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

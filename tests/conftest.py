@@ -167,6 +167,7 @@ def stack_env(
 async def start_stack(env: dict[str, str]) -> Stack:
     """Start every service, then the gateway, in this event loop."""
     from gateway.app import create_app as gateway_app
+    from gateway.app import server_limits
     from gateway.config import GatewayConfig
     from services.auth.app import create_app as auth_app
     from services.auth.config import AuthConfig
@@ -195,7 +196,8 @@ async def start_stack(env: dict[str, str]) -> Stack:
     for name, create_app, config_cls in plan:
         config = load(config_cls, env)
         app = create_app(config)
-        runner = web.AppRunner(app, access_log=None)
+        limits = server_limits(config) if name == "gateway" else {}
+        runner = web.AppRunner(app, access_log=None, **limits)
         await runner.setup()
         port = int(env["DARKROOM_PORT" if name == "gateway" else f"DARKROOM_{name.upper()}_PORT"])
         await web.TCPSite(runner, "127.0.0.1", port).start()
