@@ -20,8 +20,8 @@ from shared.http import (
     REVOKED_HEADER,
     SIGNED_HEADERS,
     InternalClient,
-    error_response,
     Principal,
+    error_response,
     sign_principal,
 )
 from shared.logging import get_logger, request_id_var

@@ -21,7 +21,7 @@ from services.auth import domain as auth_domain
 from services.auth import repo as auth_repo
 from services.auth.config import AuthConfig
 from shared import db
-from shared.config import DEFAULT_SECRETS_DIR, ConfigError, ServersConfig, load
+from shared.config import ConfigError, ServersConfig, load
 from shared.errors import DarkroomError
 
 SERVICES = ("auth", "ingest", "processing", "reports")
@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="check that PostgreSQL and RabbitMQ answer")
     commands.add_parser("migrate", help="create the database if missing; apply every migration")
     secrets_cmd = commands.add_parser("secrets", help="generate missing secrets into a folder")
-    secrets_cmd.add_argument("--dir", default=DEFAULT_SECRETS_DIR)
+    secrets_cmd.add_argument("--dir", help="default: DARKROOM_SECRETS_DIR or var/secrets")
     account = commands.add_parser("account", help="manage accounts")
     account_commands = account.add_subparsers(dest="action", required=True)
     create = account_commands.add_parser("create", help="create an account with credentials")
@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         if args.command == "secrets":
-            result: object = {"generated": _generate_secrets(Path(args.dir))}
+            folder = Path(args.dir or load(ServersConfig).secrets_dir)
+            result: object = {"generated": _generate_secrets(folder)}
         elif args.command == "check":
             asyncio.run(_check(load(ServersConfig)))
             result = {"postgres": "ok", "rabbitmq": "ok"}

@@ -142,6 +142,11 @@ class ServersConfig:
     amqp_url: str = setting(
         "AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/", "RabbitMQ server the events go through."
     )
+    secrets_dir: str = setting(
+        "DARKROOM_SECRETS_DIR",
+        DEFAULT_SECRETS_DIR,
+        "Folder of generated secrets (one file per variable), read when a secret is not set.",
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
+import uuid
 
 import aiohttp
 import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
+from services.auth import repo
 from services.auth.domain import sign_jwt
 from shared.http import ANONYMOUS, sign_principal
+from shared.runtime import POOL
 
 
 def basic(key: str, secret: str) -> dict[str, str]:
@@ -36,7 +41,7 @@ async def get_user(http: aiohttp.ClientSession, stack, headers: dict[str, str]):
 
 
 async def count_writes(stack) -> tuple[int, ...]:
-    pool = stack.apps["auth"][__import__("shared.runtime", fromlist=["POOL"]).POOL]
+    pool = stack.apps["auth"][POOL]
     return tuple(
         [
             await pool.fetchval(f"SELECT count(*) FROM {table}")
@@ -69,9 +74,6 @@ async def test_happo_v13_token_bytes_are_accepted(http, stack, account):
     payload = base64.urlsafe_b64encode(
         json.dumps({"key": account["api_key"]}, separators=(",", ":")).encode()
     ).rstrip(b"=")
-    import hashlib
-    import hmac
-
     signing_input = header + b"." + payload
     signature = base64.urlsafe_b64encode(
         hmac.new(account["api_secret"].encode(), signing_input, hashlib.sha256).digest()
@@ -195,11 +197,6 @@ async def test_revoked_key_and_token_are_refused_on_the_next_request(http, stack
 
 async def test_revocation_event_evicts_a_cached_credential_within_a_second(http, stack):
     """A revocation that did not pass through this gateway reaches it as an event."""
-    import uuid
-
-    from services.auth import repo
-    from shared.runtime import POOL
-
     owner = stack.create_account("Evicted")
     headers = bearer(owner["token"])
     assert (await get_user(http, stack, headers))[0] == 200

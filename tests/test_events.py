@@ -1,0 +1,622 @@
+"""Events through the real PostgreSQL and RabbitMQ: the outbox relay across a broker outage,
+consumers' exactly-once effects under redelivery, retries, duplicates and poison messages, the
+broadcast listeners, and the envelope's own checks.
+
+Broker outages are made with :class:`tests.tcp_proxy.TcpProxy` between the client and the
+machine's RabbitMQ; PostgreSQL is always reached directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aio_pika
+import asyncpg
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import ChannelNotFoundEntity
+
+from shared import db
+from shared.events import (
+    BroadcastListener,
+    Broker,
+    Envelope,
+    EventConsumer,
+    OutboxRelay,
+    Subscription,
+    new_event,
+    record_event,
+)
+from tests.conftest import AMQP_URL
+from tests.tcp_proxy import TcpProxy
+
+#: Reconnect quickly through the proxy once it is restored (aio-pika's default is 5 s).
+FAST_RECONNECT = {"reconnect_interval": "0.2"}
+
+
+def unique_type(verb: str = "happened") -> str:
+    """An event type no other test binds (types allow letters and underscores only)."""
+    letters = "".join(chr(ord("a") + int(c, 16)) for c in uuid.uuid4().hex[:10])
+    return f"t{letters}.{verb}"
+
+
+def unique_consumer(label: str) -> str:
+    """A consumer name of this test's own (its queue is ``<exchange>.<consumer>``)."""
+    return f"{label}_{uuid.uuid4().hex[:8]}"
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 10.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail the test when ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Db:
+    """A schema of one test's own with the shared tables and an ``effects`` table."""
+
+    schema: str
+    pool: asyncpg.Pool
+
+    async def effects(self, event_id: str) -> int:
+        """How many effect rows ``event_id`` left."""
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM effects WHERE event_id = $1", uuid.UUID(event_id)
+        )
+
+    async def processed(self, consumer: str, event_id: str) -> int:
+        """How many ``processed_events`` rows ``consumer`` has for ``event_id``."""
+        return await self.pool.fetchval(
+            "SELECT count(*) FROM processed_events WHERE consumer = $1 AND event_id = $2",
+            consumer,
+            uuid.UUID(event_id),
+        )
+
+
+@pytest.fixture
+async def database(database_url: str, tmp_path: Path) -> AsyncIterator[Db]:
+    """A fresh migrated schema ``evt_<hex>`` and a pool living in it; dropped afterwards."""
+    schema = f"evt_{uuid.uuid4().hex[:8]}"
+    no_service_migrations = tmp_path / "migrations"
+    no_service_migrations.mkdir()
+    conn = await db.connect(database_url)
+    try:
+        await db.migrate(conn, schema, no_service_migrations)
+        await conn.execute(f"CREATE TABLE {schema}.effects (event_id uuid NOT NULL, n int)")
+    finally:
+        await conn.close()
+    pool = await db.create_pool(database_url, schema, max_size=5)
+    try:
+        yield Db(schema, pool)
+    finally:
+        await pool.close()
+        conn = await db.connect(database_url)
+        try:
+            await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def proxy() -> AsyncIterator[TcpProxy]:
+    """A proxy to this machine's RabbitMQ."""
+    target = urlsplit(AMQP_URL)
+    running = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
+async def direct(exchange: str) -> AsyncIterator[Broker]:
+    """A broker connected straight to RabbitMQ (for publishing and inspecting)."""
+    broker = await Broker.connect(AMQP_URL, exchange)
+    try:
+        yield broker
+    finally:
+        await broker.close()
+
+
+@pytest.fixture
+async def inspect() -> AsyncIterator[Inspector]:
+    """A plain connection to look into queues without joining the code under test."""
+    connection = await aio_pika.connect(AMQP_URL)
+    inspector = Inspector(connection)
+    try:
+        yield inspector
+    finally:
+        await inspector.cleanup()
+        await connection.close()
+
+
+@dataclass
+class Inspector:
+    """Passive looks at queues, and deletion of the queues a test declared."""
+
+    connection: AbstractRobustConnection
+    to_delete: list[str] = field(default_factory=list)
+
+    async def _channel(self) -> AbstractChannel:
+        # A failed passive declare closes its channel, so each look gets a new one.
+        return await self.connection.channel(publisher_confirms=False)
+
+    async def ready_count(self, queue: str) -> int:
+        """Messages ready in ``queue`` (not counting unacknowledged ones)."""
+        channel = await self._channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return declared.declaration_result.message_count or 0
+        finally:
+            await channel.close()
+
+    async def exists(self, queue: str) -> bool:
+        """False once the broker answers ``404 NOT_FOUND`` for ``queue``."""
+        channel = await self._channel()
+        try:
+            await channel.declare_queue(queue, passive=True)
+        except ChannelNotFoundEntity:
+            return False
+        except aio_pika.exceptions.AMQPError:
+            return True  # e.g. 405 RESOURCE_LOCKED: exclusive to another connection
+        else:
+            await channel.close()
+        return True
+
+    async def take(self, queue: str) -> AbstractIncomingMessage | None:
+        """Remove and return the next ready message of ``queue``, if any."""
+        channel = await self._channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            message = await declared.get(no_ack=False, fail=False)
+            if message is not None:
+                await message.ack()
+            return message
+        finally:
+            await channel.close()
+
+    async def cleanup(self) -> None:
+        """Delete the queues registered in ``to_delete``."""
+        for name in self.to_delete:
+            channel = await self._channel()
+            try:
+                await channel.queue_delete(name)
+            except aio_pika.exceptions.AMQPError:
+                pass
+            else:
+                await channel.close()
+
+
+class RecordingConsumer(EventConsumer):
+    """An :class:`EventConsumer` that notes each delivery: (message id, redelivered flag)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.deliveries: list[tuple[str | None, bool]] = []
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.deliveries.append((message.message_id, bool(message.redelivered)))
+        await super()._on_message(message)
+
+
+@dataclass
+class Running:
+    """Things a test started, stopped in reverse order whatever happens."""
+
+    stoppers: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
+
+    def add(self, stop: Callable[[], Awaitable[Any]]) -> None:
+        """Stop it at the end of the test."""
+        self.stoppers.append(stop)
+
+    async def stop_all(self) -> None:
+        """Stop everything, last started first."""
+        while self.stoppers:
+            stop = self.stoppers.pop()
+            try:
+                await asyncio.wait_for(stop(), 10)
+            except Exception:  # noqa: S110 - keep stopping the rest
+                pass
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[Running]:
+    """Consumers, relays, listeners and brokers to stop at teardown."""
+    things = Running()
+    try:
+        yield things
+    finally:
+        await things.stop_all()
+
+
+async def start_consumer(
+    running: Running,
+    inspect: Inspector,
+    broker: Broker,
+    database: Db,
+    consumer: str,
+    routing_keys: tuple[str, ...],
+    handler: Callable[[asyncpg.Connection, Envelope], Awaitable[None]],
+    **options: Any,
+) -> RecordingConsumer:
+    """Start a recording consumer, stopped and its queues deleted at teardown."""
+    inspect.to_delete += [broker.queue_name(consumer), broker.queue_name(consumer) + ".dead"]
+    started = RecordingConsumer(
+        broker, database.pool, Subscription(consumer, routing_keys, handler), **options
+    )
+    running.add(started.stop)
+    await started.start()
+    return started
+
+
+async def insert_effect(conn: asyncpg.Connection, envelope: Envelope) -> None:
+    """The effect the tests count: one row per application of ``envelope``."""
+    await conn.execute(
+        "INSERT INTO effects (event_id, n) VALUES ($1, $2)",
+        uuid.UUID(envelope.id),
+        envelope.data.get("n"),
+    )
+
+
+async def test_outbox_survives_a_broker_outage(
+    database: Db,
+    database_url: str,
+    exchange: str,
+    proxy: TcpProxy,
+    direct: Broker,
+    inspect: Inspector,
+    running: Running,
+) -> None:
+    event_type = unique_type()
+    probe = unique_consumer("probe")
+    await direct.declare_consumer_queue(probe, [event_type], delivery_limit=5)
+    probe_queue = direct.queue_name(probe)
+    inspect.to_delete += [probe_queue, probe_queue + ".dead"]
+
+    relay_broker = await Broker.connect(proxy.url_for(AMQP_URL, **FAST_RECONNECT), exchange)
+    running.add(relay_broker.close)
+    relay = OutboxRelay(database.pool, relay_broker, dsn=database_url, poll_interval=0.1)
+    await relay.start()
+    running.add(relay.stop)
+    assert proxy.connections == 1
+
+    proxy.cut()
+    async with database.pool.acquire() as conn, conn.transaction():
+        envelope = await record_event(conn, event_type, {"n": 1})
+
+    async def unpublished() -> bool:
+        return await database.pool.fetchval(
+            "SELECT published_at IS NULL FROM outbox WHERE id = $1", uuid.UUID(envelope.id)
+        )
+
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        assert await unpublished(), "published while the broker was unreachable"
+        assert await inspect.ready_count(probe_queue) == 0
+        await asyncio.sleep(0.1)
+
+    proxy.restore()
+    received: list[dict[str, Any]] = []
+
+    async def arrived() -> bool:
+        message = await inspect.take(probe_queue)
+        if message is not None:
+            received.append(json.loads(message.body))
+        return bool(received) and not await unpublished()
+
+    await eventually(arrived, timeout=20, what="the relayed event after the outage")
+    # Marked published after the confirm: nothing more may come.
+    for _ in range(5):
+        message = await inspect.take(probe_queue)
+        assert message is None, "the event was published more than once"
+        await asyncio.sleep(0.1)
+    assert received == [envelope.to_dict()]
+    assert proxy.connections >= 2, "the relay's broker did not reconnect"
+
+
+async def test_consumer_loses_connection_after_commit_before_ack(
+    database: Db,
+    exchange: str,
+    proxy: TcpProxy,
+    direct: Broker,
+    inspect: Inspector,
+    running: Running,
+) -> None:
+    event_type = unique_type()
+    consumer_name = unique_consumer("cutack")
+    calls: list[str] = []
+    restorer: list[asyncio.Task] = []
+
+    async def handler(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await insert_effect(conn, envelope)
+        if len(calls) == 1:
+            # The transaction still commits (PostgreSQL is direct); the ack cannot get out.
+            proxy.cut()
+
+            async def restore_later() -> None:
+                await asyncio.sleep(0.5)
+                proxy.restore()
+
+            restorer.append(asyncio.create_task(restore_later()))
+
+    broker = await Broker.connect(proxy.url_for(AMQP_URL, **FAST_RECONNECT), exchange)
+    running.add(broker.close)
+    consumer = await start_consumer(
+        running, inspect, broker, database, consumer_name, (event_type,), handler, retry_base=0.05
+    )
+    envelope = new_event(event_type, {"n": 1})
+    await direct.publish(envelope)
+
+    async def redelivered_and_absorbed() -> bool:
+        return (
+            len(consumer.deliveries) >= 2
+            and await database.effects(envelope.id) == 1
+            and await database.processed(consumer_name, envelope.id) == 1
+        )
+
+    await eventually(redelivered_and_absorbed, timeout=20, what="the redelivery")
+    await asyncio.gather(*restorer)
+    assert calls == [envelope.id], "the handler ran again for a committed event"
+    assert consumer.deliveries[0] == (envelope.id, False)
+    assert consumer.deliveries[-1] == (envelope.id, True)
+    assert proxy.connections >= 2
+
+    # Everything acknowledged: once the consumer lets go, nothing comes back to the queue.
+    await consumer.stop()
+    await broker.close()
+    queue = direct.queue_name(consumer_name)
+    for _ in range(5):
+        assert await inspect.ready_count(queue) == 0, "a delivery was left unacknowledged"
+        await asyncio.sleep(0.1)
+    assert await database.effects(envelope.id) == 1
+
+
+async def test_handler_failure_rolls_back_and_retries(
+    database: Db, direct: Broker, inspect: Inspector, running: Running
+) -> None:
+    event_type = unique_type()
+    consumer_name = unique_consumer("retry")
+    calls: list[str] = []
+
+    async def handler(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await insert_effect(conn, envelope)
+        if len(calls) == 1:
+            raise RuntimeError("first delivery fails before commit")
+
+    consumer = await start_consumer(
+        running, inspect, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
+    )
+    envelope = new_event(event_type, {"n": 1})
+    await direct.publish(envelope)
+
+    async def applied() -> bool:
+        return len(calls) >= 2 and await database.processed(consumer_name, envelope.id) == 1
+
+    await eventually(applied, what="the retried event")
+    assert await database.effects(envelope.id) == 1
+    assert calls == [envelope.id, envelope.id]
+    assert [redelivered for _, redelivered in consumer.deliveries] == [False, True]
+
+
+async def test_duplicate_publish_is_absorbed(
+    database: Db, direct: Broker, inspect: Inspector, running: Running
+) -> None:
+    event_type = unique_type()
+    consumer_name = unique_consumer("dup")
+    calls: list[str] = []
+
+    async def handler(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await insert_effect(conn, envelope)
+
+    consumer = await start_consumer(
+        running, inspect, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
+    )
+    envelope = new_event(event_type, {"n": 1})
+    await direct.publish(envelope)
+    await direct.publish(envelope)
+
+    async def both_handled() -> bool:
+        # The second delivery is done once the queue is empty and nothing is in flight.
+        return (
+            len(consumer.deliveries) == 2
+            and await inspect.ready_count(direct.queue_name(consumer_name)) == 0
+            and await database.processed(consumer_name, envelope.id) == 1
+        )
+
+    await eventually(both_handled, what="both copies")
+    await asyncio.sleep(0.2)  # let the duplicate's transaction finish if it is still running
+    assert consumer.deliveries == [(envelope.id, False), (envelope.id, False)]
+    assert calls == [envelope.id]
+    assert await database.effects(envelope.id) == 1
+
+
+async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
+    database: Db, direct: Broker, inspect: Inspector, running: Running
+) -> None:
+    event_type = unique_type()
+    consumer_name = unique_consumer("poison")
+    calls: list[str] = []
+
+    async def handler(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        if envelope.data.get("poison"):
+            raise RuntimeError("cannot apply this event, ever")
+        await insert_effect(conn, envelope)
+
+    await start_consumer(
+        running,
+        inspect,
+        direct,
+        database,
+        consumer_name,
+        (event_type,),
+        handler,
+        delivery_limit=2,
+        retry_base=0.02,
+    )
+    queue = direct.queue_name(consumer_name)
+    poison = new_event(event_type, {"poison": True})
+    await direct.publish(poison)
+    dead: list[AbstractIncomingMessage] = []
+
+    async def dead_lettered() -> bool:
+        message = await inspect.take(queue + ".dead")
+        if message is not None:
+            dead.append(message)
+        return bool(dead)
+
+    await eventually(dead_lettered, timeout=15, what="the poison message in the dead queue")
+    assert json.loads(dead[0].body) == poison.to_dict()
+    # Tried more than once (the limit counts redeliveries), then given up on.
+    assert 2 <= calls.count(poison.id) <= 3
+    assert await inspect.ready_count(queue) == 0
+    assert await database.processed(consumer_name, poison.id) == 0
+
+    good = new_event(event_type, {"n": 2})
+    await direct.publish(good)
+
+    async def good_applied() -> bool:
+        return await database.effects(good.id) == 1
+
+    await eventually(good_applied, what="the good event after the poison one")
+    assert await inspect.take(queue + ".dead") is None
+
+
+async def test_malformed_body_is_dead_lettered_without_the_handler(
+    database: Db, exchange: str, direct: Broker, inspect: Inspector, running: Running
+) -> None:
+    event_type = unique_type()
+    consumer_name = unique_consumer("malformed")
+    calls: list[str] = []
+
+    async def handler(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        calls.append(envelope.id)
+        await insert_effect(conn, envelope)
+
+    await start_consumer(
+        running, inspect, direct, database, consumer_name, (event_type,), handler
+    )
+    queue = direct.queue_name(consumer_name)
+    bodies = [
+        b"this is not json {",
+        b"\xff\xfe\xfd",
+        json.dumps({"id": "not-a-uuid", "type": event_type, "occurred_at": "x", "data": {}}).encode(),
+        json.dumps({"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "x"}).encode(),
+        b"[1, 2, 3]",
+    ]
+    for body in bodies:
+        await direct.exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            routing_key=event_type,
+        )
+    dead: list[bytes] = []
+
+    async def all_dead() -> bool:
+        message = await inspect.take(queue + ".dead")
+        if message is not None:
+            dead.append(message.body)
+        return len(dead) >= len(bodies)
+
+    await eventually(all_dead, what="the malformed messages in the dead queue")
+    assert sorted(dead) == sorted(bodies)
+    assert calls == []
+    assert await inspect.ready_count(queue) == 0
+
+
+async def test_broadcast_reaches_every_listener_and_queues_vanish_on_stop(
+    exchange: str, direct: Broker, inspect: Inspector, running: Running
+) -> None:
+    event_type = unique_type()
+    other = await Broker.connect(AMQP_URL, exchange)  # a second process's connection
+    running.add(other.close)
+    got: dict[str, list[Envelope]] = {"one": [], "two": []}
+
+    def collector(name: str) -> Callable[[Envelope], Awaitable[None]]:
+        async def collect(envelope: Envelope) -> None:
+            got[name].append(envelope)
+
+        return collect
+
+    listeners = [
+        BroadcastListener(direct, "cache", [event_type], collector("one")),
+        BroadcastListener(other, "cache", [event_type], collector("two")),
+    ]
+    assert listeners[0].queue_name != listeners[1].queue_name
+    for listener in listeners:
+        running.add(listener.stop)
+        await listener.start()
+        assert await inspect.exists(listener.queue_name)
+
+    envelope = new_event(event_type, {"n": 1})
+    await direct.publish(envelope)
+
+    async def both_got_it() -> bool:
+        return all(got.values())
+
+    await eventually(both_got_it, what="the broadcast in both listeners")
+    assert got == {"one": [envelope], "two": [envelope]}
+
+    for listener in listeners:
+        await listener.stop()
+
+    async def queues_gone() -> bool:
+        return not any([await inspect.exists(listener.queue_name) for listener in listeners])
+
+    await eventually(queues_gone, what="the private queues to be deleted")
+
+
+def test_new_event_checks_the_type() -> None:
+    for bad in ("bad type", "image", "Image.uploaded", "image.", "image.up-loaded", "a.b.c"):
+        with pytest.raises(ValueError):
+            new_event(bad, {})
+    envelope = new_event("image.uploaded", {"k": 1})
+    assert uuid.UUID(envelope.id)
+    assert envelope.type == "image.uploaded"
+    assert envelope.data == {"k": 1}
+
+
+def test_envelope_from_dict_rejects_bad_shapes() -> None:
+    good = new_event("image.uploaded", {"k": 1}).to_dict()
+    bad_shapes: list[Any] = [
+        None,
+        [],
+        "text",
+        {key: value for key, value in good.items() if key != "data"},
+        {**good, "data": None},
+        {**good, "data": [1]},
+        {**good, "id": "not-a-uuid"},
+        {**good, "id": None},
+        {key: value for key, value in good.items() if key != "id"},
+        {key: value for key, value in good.items() if key != "type"},
+        {key: value for key, value in good.items() if key != "occurred_at"},
+    ]
+    for raw in bad_shapes:
+        with pytest.raises(ValueError):
+            Envelope.from_dict(raw)
+
+
+def test_envelope_round_trip() -> None:
+    envelope = new_event("image.uploaded", {"k": [1, "two", {"three": None}]})
+    raw = envelope.to_dict()
+    assert set(raw) == {"id", "type", "occurred_at", "request_id", "data"}
+    assert Envelope.from_dict(raw) == envelope
+    assert Envelope.from_dict(json.loads(json.dumps(raw))) == envelope
