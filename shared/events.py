@@ -267,7 +267,7 @@ class EventConsumer:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             envelope = Envelope.from_dict(json.loads(message.body))
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             log.error("event.malformed", consumer=self.subscription.consumer, error=str(exc))
             await message.reject(requeue=False)
             return
@@ -347,19 +347,22 @@ class BroadcastListener:
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             envelope = Envelope.from_dict(json.loads(message.body))
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
             await message.reject(requeue=False)
             return
         try:
             await self.callback(envelope)
         except Exception:
+            # A private queue has no delivery limit, so a requeue would spin forever; the
+            # state a broadcast maintains (a cache) must cope with a missed event anyway.
             log.exception("broadcast.failed", event_type=envelope.type)
-            await message.nack(requeue=True)
+            await message.reject(requeue=False)
             return
         await message.ack()
 
     async def stop(self) -> None:
         """Stop listening; the private queue is deleted by the broker."""
+        self.broker.connection.reconnect_callbacks.discard(self._reconnected)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()

@@ -135,7 +135,7 @@ async def direct(exchange: str) -> AsyncIterator[Broker]:
 
 
 @pytest.fixture
-async def inspect() -> AsyncIterator[Inspector]:
+async def rabbit() -> AsyncIterator[Inspector]:
     """A plain connection to look into queues without joining the code under test."""
     connection = await aio_pika.connect(AMQP_URL)
     inspector = Inspector(connection)
@@ -204,15 +204,20 @@ class Inspector:
 
 
 class RecordingConsumer(EventConsumer):
-    """An :class:`EventConsumer` that notes each delivery: (message id, redelivered flag)."""
+    """An :class:`EventConsumer` that notes each delivery, (message id, redelivered flag), and
+    counts the deliveries it is done with (acknowledged, rejected, or failed to)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.deliveries: list[tuple[str | None, bool]] = []
+        self.finished = 0
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self.deliveries.append((message.message_id, bool(message.redelivered)))
-        await super()._on_message(message)
+        try:
+            await super()._on_message(message)
+        finally:
+            self.finished += 1
 
 
 @dataclass
@@ -247,7 +252,7 @@ async def running() -> AsyncIterator[Running]:
 
 async def start_consumer(
     running: Running,
-    inspect: Inspector,
+    rabbit: Inspector,
     broker: Broker,
     database: Db,
     consumer: str,
@@ -256,7 +261,7 @@ async def start_consumer(
     **options: Any,
 ) -> RecordingConsumer:
     """Start a recording consumer, stopped and its queues deleted at teardown."""
-    inspect.to_delete += [broker.queue_name(consumer), broker.queue_name(consumer) + ".dead"]
+    rabbit.to_delete += [broker.queue_name(consumer), broker.queue_name(consumer) + ".dead"]
     started = RecordingConsumer(
         broker, database.pool, Subscription(consumer, routing_keys, handler), **options
     )
@@ -280,14 +285,14 @@ async def test_outbox_survives_a_broker_outage(
     exchange: str,
     proxy: TcpProxy,
     direct: Broker,
-    inspect: Inspector,
+    rabbit: Inspector,
     running: Running,
 ) -> None:
     event_type = unique_type()
     probe = unique_consumer("probe")
     await direct.declare_consumer_queue(probe, [event_type], delivery_limit=5)
     probe_queue = direct.queue_name(probe)
-    inspect.to_delete += [probe_queue, probe_queue + ".dead"]
+    rabbit.to_delete += [probe_queue, probe_queue + ".dead"]
 
     relay_broker = await Broker.connect(proxy.url_for(AMQP_URL, **FAST_RECONNECT), exchange)
     running.add(relay_broker.close)
@@ -308,14 +313,14 @@ async def test_outbox_survives_a_broker_outage(
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
         assert await unpublished(), "published while the broker was unreachable"
-        assert await inspect.ready_count(probe_queue) == 0
+        assert await rabbit.ready_count(probe_queue) == 0
         await asyncio.sleep(0.1)
 
     proxy.restore()
     received: list[dict[str, Any]] = []
 
     async def arrived() -> bool:
-        message = await inspect.take(probe_queue)
+        message = await rabbit.take(probe_queue)
         if message is not None:
             received.append(json.loads(message.body))
         return bool(received) and not await unpublished()
@@ -323,7 +328,7 @@ async def test_outbox_survives_a_broker_outage(
     await eventually(arrived, timeout=20, what="the relayed event after the outage")
     # Marked published after the confirm: nothing more may come.
     for _ in range(5):
-        message = await inspect.take(probe_queue)
+        message = await rabbit.take(probe_queue)
         assert message is None, "the event was published more than once"
         await asyncio.sleep(0.1)
     assert received == [envelope.to_dict()]
@@ -335,7 +340,7 @@ async def test_consumer_loses_connection_after_commit_before_ack(
     exchange: str,
     proxy: TcpProxy,
     direct: Broker,
-    inspect: Inspector,
+    rabbit: Inspector,
     running: Running,
 ) -> None:
     event_type = unique_type()
@@ -359,7 +364,7 @@ async def test_consumer_loses_connection_after_commit_before_ack(
     broker = await Broker.connect(proxy.url_for(AMQP_URL, **FAST_RECONNECT), exchange)
     running.add(broker.close)
     consumer = await start_consumer(
-        running, inspect, broker, database, consumer_name, (event_type,), handler, retry_base=0.05
+        running, rabbit, broker, database, consumer_name, (event_type,), handler, retry_base=0.05
     )
     envelope = new_event(event_type, {"n": 1})
     await direct.publish(envelope)
@@ -383,13 +388,13 @@ async def test_consumer_loses_connection_after_commit_before_ack(
     await broker.close()
     queue = direct.queue_name(consumer_name)
     for _ in range(5):
-        assert await inspect.ready_count(queue) == 0, "a delivery was left unacknowledged"
+        assert await rabbit.ready_count(queue) == 0, "a delivery was left unacknowledged"
         await asyncio.sleep(0.1)
     assert await database.effects(envelope.id) == 1
 
 
 async def test_handler_failure_rolls_back_and_retries(
-    database: Db, direct: Broker, inspect: Inspector, running: Running
+    database: Db, direct: Broker, rabbit: Inspector, running: Running
 ) -> None:
     event_type = unique_type()
     consumer_name = unique_consumer("retry")
@@ -402,7 +407,7 @@ async def test_handler_failure_rolls_back_and_retries(
             raise RuntimeError("first delivery fails before commit")
 
     consumer = await start_consumer(
-        running, inspect, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
+        running, rabbit, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
     )
     envelope = new_event(event_type, {"n": 1})
     await direct.publish(envelope)
@@ -417,7 +422,7 @@ async def test_handler_failure_rolls_back_and_retries(
 
 
 async def test_duplicate_publish_is_absorbed(
-    database: Db, direct: Broker, inspect: Inspector, running: Running
+    database: Db, direct: Broker, rabbit: Inspector, running: Running
 ) -> None:
     event_type = unique_type()
     consumer_name = unique_consumer("dup")
@@ -428,29 +433,25 @@ async def test_duplicate_publish_is_absorbed(
         await insert_effect(conn, envelope)
 
     consumer = await start_consumer(
-        running, inspect, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
+        running, rabbit, direct, database, consumer_name, (event_type,), handler, retry_base=0.05
     )
     envelope = new_event(event_type, {"n": 1})
     await direct.publish(envelope)
     await direct.publish(envelope)
 
     async def both_handled() -> bool:
-        # The second delivery is done once the queue is empty and nothing is in flight.
-        return (
-            len(consumer.deliveries) == 2
-            and await inspect.ready_count(direct.queue_name(consumer_name)) == 0
-            and await database.processed(consumer_name, envelope.id) == 1
-        )
+        return consumer.finished >= 2
 
     await eventually(both_handled, what="both copies")
-    await asyncio.sleep(0.2)  # let the duplicate's transaction finish if it is still running
+    assert await rabbit.ready_count(direct.queue_name(consumer_name)) == 0
+    assert await database.processed(consumer_name, envelope.id) == 1
     assert consumer.deliveries == [(envelope.id, False), (envelope.id, False)]
     assert calls == [envelope.id]
     assert await database.effects(envelope.id) == 1
 
 
 async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
-    database: Db, direct: Broker, inspect: Inspector, running: Running
+    database: Db, direct: Broker, rabbit: Inspector, running: Running
 ) -> None:
     event_type = unique_type()
     consumer_name = unique_consumer("poison")
@@ -464,7 +465,7 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
 
     await start_consumer(
         running,
-        inspect,
+        rabbit,
         direct,
         database,
         consumer_name,
@@ -479,7 +480,7 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
     dead: list[AbstractIncomingMessage] = []
 
     async def dead_lettered() -> bool:
-        message = await inspect.take(queue + ".dead")
+        message = await rabbit.take(queue + ".dead")
         if message is not None:
             dead.append(message)
         return bool(dead)
@@ -487,8 +488,10 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
     await eventually(dead_lettered, timeout=15, what="the poison message in the dead queue")
     assert json.loads(dead[0].body) == poison.to_dict()
     # Tried more than once (the limit counts redeliveries), then given up on.
-    assert 2 <= calls.count(poison.id) <= 3
-    assert await inspect.ready_count(queue) == 0
+    assert dead[0].headers["x-first-death-reason"] == "delivery_limit"
+    # The first delivery and the two redeliveries the limit allows, then given up on.
+    assert calls.count(poison.id) == 3
+    assert await rabbit.ready_count(queue) == 0
     assert await database.processed(consumer_name, poison.id) == 0
 
     good = new_event(event_type, {"n": 2})
@@ -498,11 +501,11 @@ async def test_poison_message_is_dead_lettered_and_the_queue_keeps_flowing(
         return await database.effects(good.id) == 1
 
     await eventually(good_applied, what="the good event after the poison one")
-    assert await inspect.take(queue + ".dead") is None
+    assert await rabbit.take(queue + ".dead") is None
 
 
 async def test_malformed_body_is_dead_lettered_without_the_handler(
-    database: Db, exchange: str, direct: Broker, inspect: Inspector, running: Running
+    database: Db, exchange: str, direct: Broker, rabbit: Inspector, running: Running
 ) -> None:
     event_type = unique_type()
     consumer_name = unique_consumer("malformed")
@@ -512,38 +515,44 @@ async def test_malformed_body_is_dead_lettered_without_the_handler(
         calls.append(envelope.id)
         await insert_effect(conn, envelope)
 
-    await start_consumer(
-        running, inspect, direct, database, consumer_name, (event_type,), handler
+    consumer = await start_consumer(
+        running, rabbit, direct, database, consumer_name, (event_type,), handler
     )
     queue = direct.queue_name(consumer_name)
     bodies = [
         b"this is not json {",
         b"\xff\xfe\xfd",
-        json.dumps({"id": "not-a-uuid", "type": event_type, "occurred_at": "x", "data": {}}).encode(),
+        json.dumps(
+            {"id": "not-a-uuid", "type": event_type, "occurred_at": "x", "data": {}}
+        ).encode(),
         json.dumps({"id": str(uuid.uuid4()), "type": event_type, "occurred_at": "x"}).encode(),
         b"[1, 2, 3]",
+        b"[" * 100_000,  # nested too deep for the parser: RecursionError, not ValueError
     ]
     for body in bodies:
         await direct.exchange.publish(
             aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key=event_type,
         )
-    dead: list[bytes] = []
+    dead: list[AbstractIncomingMessage] = []
 
     async def all_dead() -> bool:
-        message = await inspect.take(queue + ".dead")
+        message = await rabbit.take(queue + ".dead")
         if message is not None:
-            dead.append(message.body)
+            dead.append(message)
         return len(dead) >= len(bodies)
 
     await eventually(all_dead, what="the malformed messages in the dead queue")
-    assert sorted(dead) == sorted(bodies)
+    assert sorted(message.body for message in dead) == sorted(bodies)
+    # Rejected at once, not retried until the delivery limit gave up on them.
+    assert {message.headers["x-first-death-reason"] for message in dead} == {"rejected"}
+    assert len(consumer.deliveries) == len(bodies)
     assert calls == []
-    assert await inspect.ready_count(queue) == 0
+    assert await rabbit.ready_count(queue) == 0
 
 
 async def test_broadcast_reaches_every_listener_and_queues_vanish_on_stop(
-    exchange: str, direct: Broker, inspect: Inspector, running: Running
+    exchange: str, direct: Broker, rabbit: Inspector, running: Running
 ) -> None:
     event_type = unique_type()
     other = await Broker.connect(AMQP_URL, exchange)  # a second process's connection
@@ -564,7 +573,7 @@ async def test_broadcast_reaches_every_listener_and_queues_vanish_on_stop(
     for listener in listeners:
         running.add(listener.stop)
         await listener.start()
-        assert await inspect.exists(listener.queue_name)
+        assert await rabbit.exists(listener.queue_name)
 
     envelope = new_event(event_type, {"n": 1})
     await direct.publish(envelope)
@@ -579,7 +588,7 @@ async def test_broadcast_reaches_every_listener_and_queues_vanish_on_stop(
         await listener.stop()
 
     async def queues_gone() -> bool:
-        return not any([await inspect.exists(listener.queue_name) for listener in listeners])
+        return not any([await rabbit.exists(listener.queue_name) for listener in listeners])
 
     await eventually(queues_gone, what="the private queues to be deleted")
 
