@@ -68,7 +68,9 @@ async def readyz(request: web.Request) -> web.Response:
     async def ready(service: str) -> bool:
         try:
             async with request.app[UPSTREAM].get(
-                config.service_url(service) + "/readyz", timeout=aiohttp.ClientTimeout(total=3)
+                config.service_url(service) + "/readyz",
+                headers={REQUEST_ID_HEADER: request_id_var.get() or ""},
+                timeout=aiohttp.ClientTimeout(total=3),
             ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):

@@ -22,6 +22,7 @@ from shared.config import CommonConfig, ConfigError, load
 from shared.errors import Unavailable
 from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
 from shared.http import InternalClient
+from shared.logging import configure as configure_logging
 from shared.logging import get_logger
 
 log = get_logger("darkroom.runtime")
@@ -131,6 +132,19 @@ def internal_client(config: CommonConfig) -> CleanupContext:
     return context
 
 
+def service_contexts(
+    config: CommonConfig, schema: str, migrations: Path, subscriptions: Iterable[Subscription]
+) -> list[CleanupContext]:
+    """What every service holds, in start order: its pool (migrated), the broker, its outbox
+    relay and its consumers."""
+    return [
+        database(config, schema, migrations),
+        broker(config),
+        outbox_relay(config),
+        consumers(config, subscriptions),
+    ]
+
+
 async def dependency_checks(app: web.Application) -> dict[str, bool]:
     """Readiness of the pool and the broker connection this app holds."""
     checks: dict[str, bool] = {}
@@ -173,6 +187,25 @@ def run(
     except OSError as exc:
         print(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+def serve(
+    config_cls: type[T],
+    create_app: Callable[[T], web.Application],
+    name: str,
+    server_args: Callable[[T], dict] | None = None,
+) -> None:
+    """A process's ``main``: read the configuration once, configure logging, serve on the
+    ``<name>_port`` setting until stopped."""
+    settings = load_or_exit(config_cls, name)
+    configure_logging(settings.log_level, settings.log_format, process=name)
+    run(
+        lambda: create_app(settings),
+        settings.host,
+        getattr(settings, f"{name}_port"),
+        name,
+        server_args(settings) if server_args else None,
+    )
 
 
 def load_or_exit(cls: type[T], name: str) -> T:

@@ -25,12 +25,7 @@ def create_app(config: AuthConfig) -> web.Application:
     app[BOX] = domain.SecretBox(config.secrets_key)
     app[PAGES] = Pages(HERE / "templates")
     app.cleanup_ctx.extend(
-        [
-            runtime.database(config, SCHEMA, HERE / "migrations"),
-            runtime.broker(config),
-            runtime.outbox_relay(config),
-            runtime.consumers(config, consumers.SUBSCRIPTIONS),
-        ]
+        runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS)
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))
     setup_routes(app)

@@ -20,12 +20,7 @@ def create_app(config: ReportsConfig) -> web.Application:
     """The reports app: pool on schema ``reports``, broker, outbox relay, consumers, routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     app.cleanup_ctx.extend(
-        [
-            runtime.database(config, SCHEMA, HERE / "migrations"),
-            runtime.broker(config),
-            runtime.outbox_relay(config),
-            runtime.consumers(config, consumers.SUBSCRIPTIONS),
-        ]
+        runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS)
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))
     setup_routes(app)
