@@ -61,11 +61,11 @@ async def _owner_of(
             else None
         )
         if row is None:
-            raise errors.BadCredentials("Unknown or invalidated API key")
+            raise errors.BadCredentials("Invalid API key or secret")
         secret = app[BOX].open(row.secret_encrypted, row.id.bytes)
         if isinstance(credential, domain.BasicCredential):
             if not domain.secrets_equal(secret, credential.secret):
-                raise errors.BadCredentials("Wrong API secret")
+                raise errors.BadCredentials("Invalid API key or secret")
             kind = "basic"
         else:
             domain.verify_jwt(credential.token, row.key, secret, leeway=app[CONFIG].jwt_leeway)
