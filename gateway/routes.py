@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import handlers
-from gateway.domain import OPTIONAL, REQUIRED, Route, RoutingTable
+from gateway.domain import OPTIONAL, PUBLIC, REQUIRED, Route, RoutingTable
 
 ROUTES = RoutingTable(
     [
@@ -20,6 +20,17 @@ ROUTES = RoutingTable(
         Route("/signin", "auth", OPTIONAL, exact=True),
         Route("/signout", "auth", OPTIONAL, exact=True),
         Route("/keys", "auth", OPTIONAL),
+        # ingest: the Happo Image API (the signed upload URL is its own authority; OPTIONAL so
+        # the clients' JWT still picks the API-key rate bucket) and serving by account + hash
+        Route("/api/images", "ingest", REQUIRED),
+        Route("/api/images/upload", "ingest", OPTIONAL),
+        Route("/img", "ingest", PUBLIC),
+        # ingest: the hash file host (anonymous uploads and delete tokens work signed out)
+        Route("/api/upload", "ingest", OPTIONAL, exact=True),
+        Route("/upload", "ingest", OPTIONAL, exact=True),
+        Route("/api/files", "ingest", OPTIONAL),
+        Route("/files", "ingest", OPTIONAL),
+        Route("/f", "ingest", PUBLIC),
     ]
 )
 

@@ -161,6 +161,8 @@ def stack_env(
         "DARKROOM_OUTBOX_POLL": "0.2",
         "DARKROOM_EVENT_RETRY_BASE": "0.05",
         "DARKROOM_MAX_BODY_BYTES": str(4 * 1024 * 1024),
+        # Below the gateway's body limit, so ingest's streaming upload limit is what refuses.
+        "DARKROOM_MAX_UPLOAD_BYTES": str(3 * 1024 * 1024),
     }
 
 

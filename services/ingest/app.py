@@ -2,29 +2,77 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
 from services.ingest import consumers
+from services.ingest.blobs import OrphanSweeper
 from services.ingest.config import IngestConfig
+from services.ingest.handlers import CONFIG, PAGES, STORE, SWEEPER
 from services.ingest.routes import setup_routes
 from shared import runtime
 from shared.http import health_routes, service_middlewares
+from shared.pages import Pages
+from shared.storage import open_blob_store
 
 SCHEMA = "ingest"
 HERE = Path(__file__).parent
 
 
+def blob_store(config: IngestConfig) -> runtime.CleanupContext:
+    """Open the configured blob store (local folder or S3) for as long as the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        store = await open_blob_store(
+            blob_dir=Path(config.blob_dir),
+            s3_endpoint_url=config.s3_endpoint_url,
+            s3_bucket=config.s3_bucket,
+            s3_region=config.s3_region,
+            s3_access_key=config.s3_access_key,
+            s3_secret_key=config.s3_secret_key,
+        )
+        app[STORE] = store
+        try:
+            yield
+        finally:
+            await store.close()
+
+    return context
+
+
+def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
+    """Sweep orphaned bytes every ``sweep_interval_seconds`` while the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        sweeper = OrphanSweeper(app[runtime.POOL], app[STORE], config.orphan_grace_seconds)
+        app[SWEEPER] = sweeper
+        task = asyncio.create_task(sweeper.run(config.sweep_interval_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
+
+
 def create_app(config: IngestConfig) -> web.Application:
-    """The ingest app: pool on schema ``ingest``, broker, outbox relay, consumers, routes."""
+    """The ingest app: pool on schema ``ingest``, broker, outbox relay, consumers, blob store,
+    orphan sweeper, internal client (pages ask auth who is signed in), routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
+    app[CONFIG] = config
+    app[PAGES] = Pages(HERE / "templates")
     app.cleanup_ctx.extend(
         [
-            runtime.database(config, SCHEMA, HERE / "migrations"),
-            runtime.broker(config),
-            runtime.outbox_relay(config),
-            runtime.consumers(config, consumers.SUBSCRIPTIONS),
+            *runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS),
+            runtime.internal_client(config),
+            blob_store(config),
+            orphan_sweeper(config),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

@@ -1,0 +1,159 @@
+"""The write and delete protocol of content-addressed blobs across the store and the database,
+and the sweeper that removes bytes a crash left behind.
+
+Invariants, whatever process dies when:
+
+* a record (file, Happo image) never points at missing bytes: the bytes are written first
+  (idempotent, content-addressed), and the transaction that adds the blob row and the record
+  checks, under the blob's advisory lock, that they are still there;
+* bytes without a blob row do not stay: a deletion removes the bytes after its commit, under
+  the same lock, only if the row is still absent; bytes orphaned by a crash between write and
+  commit (or commit and delete) are removed by :class:`OrphanSweeper` after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+
+from services.ingest import domain, events, repo
+from shared.events import record_event
+from shared.logging import get_logger
+from shared.storage import BlobStore
+
+log = get_logger("darkroom.ingest.blobs")
+
+#: Adds the record that references the content; True when it is new (not already there).
+Register = Callable[[asyncpg.Connection], Awaitable[bool]]
+#: Removes one record of the content; True when there was one.
+Unregister = Callable[[asyncpg.Connection], Awaitable[bool]]
+
+
+async def store_content(
+    pool: asyncpg.Pool,
+    store: BlobStore,
+    content: domain.Content,
+    data: bytes,
+    register: Register,
+    event_data: dict[str, Any],
+) -> bool:
+    """Store ``data`` once and add its record with ``register``; True when the record is new.
+
+    The stored event (``image.stored`` or ``file.stored``) commits with the new record.
+    """
+    key = domain.blob_key(content.sha256)
+    if not await store.exists(key):
+        await store.put(key, data)
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.lock_blob(conn, content.sha256)
+        inserted = await repo.add_blob(conn, content)
+        # A sweep may have removed the bytes, unreferenced then, between our put and this lock.
+        if not await store.exists(key):
+            await store.put(key, data)
+        created = await register(conn)
+        if created:
+            event_type = events.IMAGE_STORED if content.image else events.FILE_STORED
+            await record_event(conn, event_type, event_data)
+        elif inserted:
+            # The record existed already (under another content): leave no row nobody uses.
+            await repo.drop_blob_if_unreferenced(conn, content.sha256)
+    if inserted and not created:
+        await release_bytes(pool, store, content.sha256)
+    return created
+
+
+async def remove_record(
+    pool: asyncpg.Pool, store: BlobStore, sha256: str, unregister: Unregister
+) -> bool:
+    """Remove one record of ``sha256`` and, when nothing references it any more, the blob.
+
+    Returns False when ``unregister`` found no record (nothing changed).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.lock_blob(conn, sha256)
+        if not await unregister(conn):
+            return False
+        dropped = await repo.drop_blob_if_unreferenced(conn, sha256)
+        if dropped:
+            await record_event(conn, events.BLOB_DELETED, {"hash": sha256})
+    if dropped:
+        await release_bytes(pool, store, sha256)
+    return True
+
+
+async def release_bytes(pool: asyncpg.Pool, store: BlobStore, sha256: str) -> bool:
+    """Delete the bytes of ``sha256`` if no blob row exists (checked under the blob's lock)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await repo.lock_blob(conn, sha256)
+        if await repo.blob_row_exists(conn, sha256):
+            return False
+        return await store.delete(domain.blob_key(sha256))
+
+
+class OrphanSweeper:
+    """Deletes stored bytes that have had no blob row for ``grace_seconds``.
+
+    The store does not tell a blob's age, so the sweeper remembers when it first saw each
+    orphan (a restart only delays deletion). The decision is re-checked under the blob's lock,
+    and uploads re-check their bytes under that lock, so even a grace of 0 loses nothing.
+    """
+
+    _BATCH = 500
+
+    def __init__(self, pool: asyncpg.Pool, store: BlobStore, grace_seconds: float) -> None:
+        self.pool = pool
+        self.store = store
+        self.grace_seconds = grace_seconds
+        self._first_seen: dict[str, float] = {}
+
+    async def sweep_once(self) -> int:
+        """One pass over the store; returns how many orphaned blobs were deleted."""
+        now = time.monotonic()
+        seen: dict[str, float] = {}
+        deleted = 0
+        batch: list[str] = []
+        async for key in self.store.keys(domain.BLOB_PREFIX):
+            sha256 = domain.sha256_of_key(key)
+            if sha256 is not None:
+                batch.append(sha256)
+            if len(batch) >= self._BATCH:
+                deleted += await self._sweep_batch(batch, now, seen)
+                batch = []
+        if batch:
+            deleted += await self._sweep_batch(batch, now, seen)
+        self._first_seen = seen
+        async with self.pool.acquire() as conn:
+            await repo.forget_expired_upload_urls(conn)
+        if deleted:
+            log.info("blobs.orphans_deleted", count=deleted)
+        return deleted
+
+    async def _sweep_batch(self, batch: list[str], now: float, seen: dict[str, float]) -> int:
+        async with self.pool.acquire() as conn:
+            known = await repo.known_blobs(conn, batch)
+        deleted = 0
+        for sha256 in batch:
+            if sha256 in known:
+                continue
+            first = seen[sha256] = self._first_seen.get(sha256, now)
+            if now - first >= self.grace_seconds and await release_bytes(
+                self.pool, self.store, sha256
+            ):
+                deleted += 1
+                seen.pop(sha256, None)
+        return deleted
+
+    async def run(self, interval: float) -> None:
+        """Sweep every ``interval`` seconds until cancelled; a failed pass is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("blobs.sweep_failed")

@@ -1,0 +1,437 @@
+"""The hash file host through the gateway, as curl and a browser see it: upload, the four URLs,
+dedupe across accounts, HTTP caching and ranges, attachments, every bad input (nothing
+stored), deletion and the orphan sweeper."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import struct
+import zlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+import pyvips
+
+from services.ingest.blobs import OrphanSweeper
+from services.ingest.domain import blob_key
+from services.ingest.handlers import STORE
+from shared.runtime import POOL
+
+LIMIT = 3 * 1024 * 1024  # DARKROOM_MAX_UPLOAD_BYTES of the test stack
+
+
+def random_png(width: int = 16, height: int = 12) -> bytes:
+    """A PNG no other test uploads (random pixels)."""
+    pixels = os.urandom(width * height * 3)
+    return pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar").write_to_buffer(".png")
+
+
+def png_bomb(side: int = 30000) -> bytes:
+    """A valid 1-bit PNG of ``side``² pixels that compresses to about a hundred kB."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    compressor = zlib.compressobj(9)
+    rows = (b"\x00" * (1 + (side + 7) // 8)) * 1000
+    idat = b"".join(compressor.compress(rows) for _ in range(side // 1000)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def form(data: bytes, filename: str = "image.png", field: str = "file", **fields: str):
+    body = aiohttp.FormData()
+    for name, value in fields.items():
+        body.add_field(name, value)
+    body.add_field(field, data, filename=filename, content_type="application/octet-stream")
+    return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def snapshot(stack) -> tuple:
+    """The store's blob keys and the row counts of every ingest table."""
+    store = stack.apps["ingest"][STORE]
+    pool = stack.apps["ingest"][POOL]
+    keys = sorted([key async for key in store.keys("sha256/")])
+    counts = []
+    for table in ("blobs", "files", "happo_images", "used_upload_urls", "outbox"):
+        counts.append(await pool.fetchval(f"SELECT count(*) FROM {table}"))
+    return keys, tuple(counts)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """A curl-like client on its own loopback address, so its anonymous rate bucket is fresh."""
+    address = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def other_account(stack) -> dict:
+    """A second tenant."""
+    return stack.create_account("Grace Hopper")
+
+
+async def upload(client, stack, data: bytes, headers=None, **kwargs) -> dict:
+    async with client.post(
+        f"{stack.url}/api/upload", data=form(data, **kwargs), headers=headers or {}
+    ) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def fetch(client, url: str, headers=None) -> tuple[int, bytes, dict]:
+    async with client.get(url, headers=headers or {}) as response:
+        return response.status, await response.read(), response.headers
+
+
+async def test_upload_answers_hash_and_urls_that_all_serve_the_bytes(client, stack):
+    data = random_png()
+    sha256 = hashlib.sha256(data).hexdigest()
+    before = await snapshot(stack)
+    # Sent like curl does (raw filename; aiohttp's FormData would percent-encode it).
+    async with client.post(
+        f"{stack.url}/api/upload", **_multipart([("file", "holiday photo.png", data)])
+    ) as response:
+        assert response.status == 200
+        answer = await response.json()
+    base = f"{stack.url}/f/"
+    assert answer["hash"] == sha256 and answer["status"] is True
+    assert answer["urls"] == {
+        "base": base,
+        "full": f"{base}{sha256}/holiday%20photo.png",
+        "ext": f"{base}{sha256}.png",
+        "hash": f"{base}{sha256}",
+    }
+    assert answer["delete_token"]  # anonymous upload
+    for url in (*answer["urls"].values(), f"{base}{sha256}.anything", f"{base}{sha256}/x.jpg"):
+        if url == base:
+            continue
+        status, body, headers = await fetch(client, url)
+        assert (status, body) == (200, data), url
+        assert headers["Content-Type"] == "image/png"
+        assert headers["ETag"] == f'"{sha256}"'
+        assert headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Accept-Ranges"] == "bytes"
+        assert "Content-Disposition" not in headers
+    after = await snapshot(stack)
+    assert after[0] == sorted([*before[0], blob_key(sha256)])
+    assert after[1][:2] == (before[1][0] + 1, before[1][1] + 1)
+    status, _, _ = await fetch(client, f"{base}{'0' * 64}")
+    assert status == 404
+
+
+async def test_api_1_answers_plain_ok_hash(client, stack):
+    data = random_png()
+    async with client.post(f"{stack.url}/upload?api=1", data=form(data)) as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        assert await response.text() == f"OK {hashlib.sha256(data).hexdigest()}"
+    other = random_png()
+    async with client.post(f"{stack.url}/upload", data=form(other, api="1")) as response:
+        assert await response.text() == f"OK {hashlib.sha256(other).hexdigest()}"
+
+
+async def test_same_bytes_from_two_accounts_occupy_one_blob(client, stack, account, other_account):
+    data = random_png()
+    sha256 = hashlib.sha256(data).hexdigest()
+    before = await snapshot(stack)
+    first = await upload(client, stack, data, headers=bearer(account["token"]))
+    second = await upload(client, stack, data, headers=bearer(other_account["token"]))
+    again = await upload(client, stack, data, headers=bearer(account["token"]))
+    assert first["hash"] == second["hash"] == again["hash"] == sha256
+    assert "delete_token" not in first  # registered to the account
+    after = await snapshot(stack)
+    assert len(after[0]) == len(before[0]) + 1
+    blobs, files = after[1][0] - before[1][0], after[1][1] - before[1][1]
+    assert (blobs, files) == (1, 2)  # one blob, one record per account
+
+
+async def test_image_stored_event_is_recorded_with_the_upload(client, stack, account):
+    data = random_png(20, 10)
+    sha256 = hashlib.sha256(data).hexdigest()
+    await upload(client, stack, data, headers=bearer(account["token"]))
+    envelope = await stack.apps["ingest"][POOL].fetchval(
+        "SELECT envelope FROM outbox WHERE type = 'image.stored'"
+        " AND envelope->'data'->>'hash' = $1",
+        sha256,
+    )
+    assert envelope["data"] == {
+        "hash": sha256,
+        "account_id": account["account_id"],
+        "bytes": len(data),
+        "media_type": "image/png",
+        "source": "hashhost",
+        "format": "png",
+        "width": 20,
+        "height": 10,
+        "frames": 1,
+    }
+
+
+async def test_conditional_and_range_requests(client, stack):
+    data = random_png(64, 64)
+    answer = await upload(client, stack, data)
+    url, etag = answer["urls"]["hash"], f'"{answer["hash"]}"'
+    status, body, headers = await fetch(client, url, {"If-None-Match": etag})
+    assert (status, body) == (304, b"")
+    assert headers["ETag"] == etag
+    status, body, _ = await fetch(client, url, {"If-None-Match": '"other"'})
+    assert (status, body) == (200, data)
+    status, body, headers = await fetch(client, url, {"Range": "bytes=10-19"})
+    assert (status, body) == (206, data[10:20])
+    assert headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+    status, body, _ = await fetch(client, url, {"Range": "bytes=-5"})
+    assert (status, body) == (206, data[-5:])
+    status, body, _ = await fetch(client, url, {"Range": "bytes=5-"})
+    assert (status, body) == (206, data[5:])
+    status, body, headers = await fetch(client, url, {"Range": f"bytes={len(data)}-"})
+    assert status == 416
+    assert headers["Content-Range"] == f"bytes */{len(data)}"
+    assert (await _json(body))["error"]["code"] == "range_not_satisfiable"
+    # A stale If-Range means the whole (new) body.
+    status, body, _ = await fetch(client, url, {"Range": "bytes=0-1", "If-Range": '"x"'})
+    assert (status, body) == (200, data)
+    async with client.head(url) as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == str(len(data))
+        assert await response.read() == b""
+
+
+async def _json(body: bytes) -> dict:
+    import json
+
+    return json.loads(body)
+
+
+async def test_html_is_served_as_a_sandboxed_attachment(client, stack):
+    html = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
+    answer = await upload(client, stack, html, filename="page.html")
+    for url in (answer["urls"]["hash"], answer["urls"]["full"], answer["urls"]["ext"]):
+        status, body, headers = await fetch(client, url, {"Origin": "https://example.org"})
+        assert (status, body) == (200, html)
+        assert headers["Content-Type"].startswith("text/html")
+        assert headers["Content-Disposition"] == "attachment"
+        assert headers["Content-Security-Policy"] == "sandbox; default-src 'none'"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Access-Control-Allow-Origin"] == "*"
+    assert answer["urls"]["ext"].endswith(".html")
+
+
+async def test_any_file_type_is_accepted(client, stack):
+    blob = os.urandom(2000)
+    answer = await upload(client, stack, blob, filename="data.bin")
+    status, body, headers = await fetch(client, answer["urls"]["ext"])
+    assert (status, body) == (200, blob)
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Content-Disposition"] == "attachment"
+
+
+def _raw(body: bytes, content_type: str | None) -> dict:
+    headers = {"Content-Type": content_type} if content_type else {}
+    return {"data": body, "headers": headers}
+
+
+def _multipart(parts: list[tuple[str, str | None, bytes]]) -> dict:
+    boundary = "darkroomtestboundary"
+    chunks = []
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            disposition += f'; filename="{filename}"'
+        chunks.append(
+            f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return _raw(body, f"multipart/form-data; boundary={boundary}")
+
+
+BAD_INPUTS = {
+    "empty body": (lambda: _raw(b"", None), 400, "bad_request"),
+    "not multipart": (
+        lambda: _raw(b'{"file": "x"}', "application/json"),
+        415,
+        "unsupported_media_type",
+    ),
+    "garbage multipart": (
+        lambda: _raw(b"no boundary here", "multipart/form-data; boundary=zzz"),
+        400,
+        "bad_request",
+    ),
+    "missing file field": (lambda: _multipart([("name", None, b"x")]), 400, "bad_request"),
+    "wrong field name": (
+        lambda: _multipart([("upload", "x.png", random_png())]),
+        400,
+        "bad_request",
+    ),
+    "empty file": (lambda: _multipart([("file", "x.png", b"")]), 400, "bad_request"),
+    "png header on garbage": (
+        lambda: _multipart([("file", "x.png", random_png()[:33] + os.urandom(500))]),
+        422,
+        "invalid_request",
+    ),
+    "truncated png": (
+        lambda: _multipart([("file", "x.png", random_png(64, 64)[:-40])]),
+        422,
+        "invalid_request",
+    ),
+    "decompression bomb": (
+        lambda: _multipart([("file", "bomb.png", png_bomb())]),
+        422,
+        "invalid_request",
+    ),
+    "over the limit": (
+        lambda: _multipart([("file", "big.bin", os.urandom(LIMIT + 1))]),
+        413,
+        "payload_too_large",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+async def test_bad_input_is_refused_and_changes_nothing(client, stack, account, case):
+    make, status, code = BAD_INPUTS[case]
+    before = await snapshot(stack)
+    async with client.post(
+        f"{stack.url}/api/upload", **_with_auth(make(), account["token"])
+    ) as response:
+        assert response.status == status, await response.text()
+        body = await response.json()
+        assert body["error"]["code"] == code
+        assert body["error"]["message"]
+    async with client.post(f"{stack.url}/upload?api=1", **make()) as response:
+        assert response.status == status
+        text = await response.text()
+        assert text.startswith("ERROR "), text
+        assert response.content_type == "text/plain"
+    async with client.post(f"{stack.url}/upload", **make()) as response:
+        assert response.status == status
+        assert response.content_type == "text/html"
+    assert await snapshot(stack) == before
+
+
+def _with_auth(request: dict, token: str) -> dict:
+    return {**request, "headers": {**request["headers"], **bearer(token)}}
+
+
+async def test_owner_deletes_and_the_blob_goes_when_unreferenced(
+    client, stack, account, other_account
+):
+    data = random_png()
+    sha256 = hashlib.sha256(data).hexdigest()
+    before = await snapshot(stack)
+    await upload(client, stack, data, headers=bearer(account["token"]))
+    await upload(client, stack, data, headers=bearer(other_account["token"]))
+    url = f"{stack.url}/api/files/{sha256}"
+    async with client.delete(url, headers=bearer(account["token"])) as response:
+        assert response.status == 200
+        assert await response.json() == {"hash": sha256, "deleted": True}
+    async with client.delete(url, headers=bearer(account["token"])) as response:
+        assert response.status == 404  # not this account's any more
+    # Still referenced by the other account: bytes and URL stay.
+    assert blob_key(sha256) in (await snapshot(stack))[0]
+    assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 200
+    async with client.delete(url, headers=bearer(other_account["token"])) as response:
+        assert response.status == 200
+    after = await snapshot(stack)
+    assert after[0] == before[0]
+    assert after[1][:2] == before[1][:2]
+    assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 404
+
+
+async def test_anonymous_upload_is_deleted_with_its_token(client, stack, account):
+    data = random_png()
+    before = await snapshot(stack)
+    first = await upload(client, stack, data)
+    second = await upload(client, stack, data)
+    assert first["delete_token"] != second["delete_token"]
+    url = f"{stack.url}/api/files/{first['hash']}"
+    async with client.delete(url) as response:
+        assert response.status == 401
+    async with client.delete(url, params={"delete_token": "wrong"}) as response:
+        assert response.status == 404
+    async with client.delete(url, headers=bearer(account["token"])) as response:
+        assert response.status == 404  # the account holds no record of it
+    async with client.delete(url, params={"delete_token": first["delete_token"]}) as response:
+        assert response.status == 200
+    assert blob_key(first["hash"]) in (await snapshot(stack))[0]  # second still holds it
+    async with client.delete(url, params={"delete_token": first["delete_token"]}) as response:
+        assert response.status == 404  # spent
+    async with client.delete(url, params={"delete_token": second["delete_token"]}) as response:
+        assert response.status == 200
+    after = await snapshot(stack)
+    assert (after[0], after[1][:2]) == (before[0], before[1][:2])
+
+
+async def test_sweeper_removes_orphaned_bytes_only(client, stack):
+    store = stack.apps["ingest"][STORE]
+    kept = await upload(client, stack, random_png())
+    orphan = os.urandom(100)
+    orphan_key = blob_key(hashlib.sha256(orphan).hexdigest())
+    await store.put(orphan_key, orphan)  # as if the process died before its commit
+    patient = OrphanSweeper(stack.apps["ingest"][POOL], store, grace_seconds=3600)
+    assert await patient.sweep_once() == 0
+    assert await store.exists(orphan_key)
+    sweeper = OrphanSweeper(stack.apps["ingest"][POOL], store, grace_seconds=0)
+    assert await sweeper.sweep_once() >= 1
+    assert not await store.exists(orphan_key)
+    assert await store.exists(blob_key(kept["hash"]))
+
+
+async def _sign_in(client, stack, account) -> dict[str, str]:
+    async with client.post(
+        f"{stack.url}/signin",
+        data={"email": account["email"], "password": "hunter2hunter2", "next": "/files"},
+        allow_redirects=False,
+    ) as response:
+        assert response.status == 303
+        cookie = response.cookies["darkroom_session"].value
+    return {"Cookie": f"darkroom_session={cookie}", "Origin": stack.url}
+
+
+async def test_pages_upload_and_my_files_with_delete(client, stack, other_account):
+    async with client.get(f"{stack.url}/upload") as response:
+        assert response.status == 200
+        page = await response.text()
+        assert 'enctype="multipart/form-data"' in page and 'name="file"' in page
+    async with client.get(f"{stack.url}/files", allow_redirects=False) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/signin?next=/files"
+    session = await _sign_in(client, stack, other_account)
+    data = random_png()
+    sha256 = hashlib.sha256(data).hexdigest()
+    request = _multipart([("file", "a<script>b.png", data)])
+    async with client.post(
+        f"{stack.url}/upload", data=request["data"], headers={**request["headers"], **session}
+    ) as response:
+        assert response.status == 201
+        page = await response.text()
+        assert sha256 in page and "a<script>" not in page
+        assert "Delete token" not in page  # registered to the signed-in account
+    async with client.get(f"{stack.url}/files", headers=session) as response:
+        page = await response.text()
+        assert sha256 in page and "a&lt;script&gt;b.png" in page
+        assert 'href="/keys"' in page and other_account["email"] in page
+    async with client.post(
+        f"{stack.url}/files/{sha256}/delete", headers=session, allow_redirects=False
+    ) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/files"
+    async with client.get(f"{stack.url}/files", headers=session) as response:
+        assert sha256 not in await response.text()
+    assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 404

@@ -1,0 +1,98 @@
+"""The core ingest flow on the S3 backend: a second platform whose ingest keeps its blobs in a
+bucket of a real S3-protocol server (moto) on loopback, with its own database and exchange."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import asyncpg
+import pytest
+from moto.server import ThreadedMotoServer
+
+from services.ingest.blobs import OrphanSweeper
+from services.ingest.domain import blob_key
+from services.ingest.handlers import STORE
+from shared.runtime import POOL
+from shared.storage import S3BlobStore
+from tests.conftest import PG_ADMIN, delete_topology, stack_env, start_stack, stop_stack
+from tests.test_ingest_hashhost import random_png, snapshot
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """A real moto S3 server on loopback."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def s3_stack(run_id, secrets_env, moto_endpoint, tmp_path_factory) -> AsyncIterator:
+    """The whole platform again, its ingest on S3, in a database and exchange of its own."""
+    name = f"darkroom_test_{run_id}_s3"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    env = stack_env(
+        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name, secrets_env, tmp_path_factory.mktemp("s3")
+    )
+    env.update(
+        S3_ENDPOINT_URL=moto_endpoint,
+        S3_BUCKET="darkroom-blobs",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    running = await start_stack(env)
+    try:
+        yield running
+    finally:
+        await stop_stack(running)
+        await delete_topology(name)
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_upload_serve_dedupe_delete_and_sweep_on_s3(s3_stack, http):
+    store = s3_stack.apps["ingest"][STORE]
+    assert isinstance(store, S3BlobStore)
+    account, other = s3_stack.create_account(), s3_stack.create_account("Other")
+    data = random_png()
+    sha256 = hashlib.sha256(data).hexdigest()
+    before = await snapshot(s3_stack)
+    for who in (account, other):
+        form = aiohttp.FormData()
+        form.add_field("file", data, filename="x.png", content_type="image/png")
+        async with http.post(
+            f"{s3_stack.url}/api/upload",
+            data=form,
+            headers={"Authorization": f"Bearer {who['token']}"},
+        ) as response:
+            assert response.status == 200
+            urls = (await response.json())["urls"]
+    after = await snapshot(s3_stack)
+    assert after[0] == sorted([*before[0], blob_key(sha256)])  # one blob for two accounts
+    for url in (urls["hash"], urls["ext"], urls["full"]):
+        async with http.get(url, headers={"Range": "bytes=0-3"}) as response:
+            assert response.status == 206
+            assert await response.read() == data[:4]
+        async with http.get(url) as response:
+            assert await response.read() == data
+    for who in (account, other):
+        async with http.delete(
+            f"{s3_stack.url}/api/files/{sha256}",
+            headers={"Authorization": f"Bearer {who['token']}"},
+        ) as response:
+            assert response.status == 200
+    assert (await snapshot(s3_stack))[0] == before[0]
+    orphan = b"left behind by a crash"
+    orphan_key = blob_key(hashlib.sha256(orphan).hexdigest())
+    await store.put(orphan_key, orphan)
+    await OrphanSweeper(s3_stack.apps["ingest"][POOL], store, 0).sweep_once()
+    assert not await store.exists(orphan_key)
