@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import secrets
 import socket
 import subprocess
@@ -236,3 +237,20 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 def account(stack: Stack) -> dict:
     """An account made with the operator CLI (account_id, user_id, api_key, api_secret, token)."""
     return stack.create_account()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aiohttp.ClientSession]:
+    """A curl-like client on its own loopback address, so its anonymous rate bucket is fresh."""
+    address = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def other_account(stack: Stack) -> dict:
+    """A second tenant, for checks that one account cannot see or touch another's data."""
+    return stack.create_account("Katherine Johnson")

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import random
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -19,23 +17,6 @@ from services.auth.domain import sign_jwt
 from services.ingest.domain import blob_key, sign_upload_token
 from shared.runtime import POOL
 from tests.test_ingest_hashhost import LIMIT, png_bomb, random_png, snapshot
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client on its own loopback address (a fresh anonymous rate bucket for /img GETs)."""
-    address = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    connector = aiohttp.TCPConnector(local_addr=(address, 0))
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        yield session
-
-
-@pytest.fixture(scope="module")
-def other_account(stack) -> dict:
-    """A second tenant."""
-    return stack.create_account("Katherine Johnson")
 
 
 def happo(account: dict) -> dict[str, str]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import struct
 import zlib
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -67,23 +65,6 @@ async def snapshot(stack) -> tuple:
     for table in ("blobs", "files", "happo_images", "used_upload_urls", "outbox"):
         counts.append(await pool.fetchval(f"SELECT count(*) FROM {table}"))
     return keys, tuple(counts)
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """A curl-like client on its own loopback address, so its anonymous rate bucket is fresh."""
-    address = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    connector = aiohttp.TCPConnector(local_addr=(address, 0))
-    async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        yield session
-
-
-@pytest.fixture(scope="module")
-def other_account(stack) -> dict:
-    """A second tenant."""
-    return stack.create_account("Grace Hopper")
 
 
 async def upload(client, stack, data: bytes, headers=None, **kwargs) -> dict:
