@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -145,7 +146,7 @@ async def _authenticate(
     key = domain.cache_key(authorization, session)
     cached = request.app[CACHE].get(key, now)
     if cached is not None:
-        return Principal(**{**cached.__dict__, "client_address": address})
+        return dataclasses.replace(cached, client_address=address)
     try:
         resolved = await _resolve(request.app, authorization, session)
     except errors.BadCredentials:
@@ -155,7 +156,7 @@ async def _authenticate(
             return anonymous
         raise
     request.app[CACHE].put(key, resolved, now)
-    return Principal(**{**resolved.__dict__, "client_address": address})
+    return dataclasses.replace(resolved, client_address=address)
 
 
 async def _resolve(

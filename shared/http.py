@@ -182,9 +182,7 @@ async def error_middleware(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.reason if exc.text is None or exc.text.startswith(str(exc.status)) else None
-        error = errors.for_status(exc.status, message or exc.reason)
-        response = error_response(error)
+        response = error_response(errors.for_status(exc.status, exc.reason))
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from moto.server import ThreadedMotoServer
 
 from shared import logging as darkroom_logging
 from shared.config import load
@@ -254,3 +255,19 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 def other_account(stack: Stack) -> dict:
     """A second tenant, for checks that one account cannot see or touch another's data."""
     return stack.create_account("Katherine Johnson")
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real moto S3 server on loopback, on a free port picked by the OS, for the session.
+
+    Under ``python -X dev`` or ``PYTHONASYNCIODEBUG=1`` aiohttp parses strictly and rejects
+    moto's answers, which carry two ``Server`` headers (Werkzeug's and moto's ``amazon.com``).
+    """
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()

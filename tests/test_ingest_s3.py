@@ -4,12 +4,11 @@ bucket of a real S3-protocol server (moto) on loopback, with its own database an
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
 import pytest
-from moto.server import ThreadedMotoServer
 
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
@@ -18,18 +17,6 @@ from shared.runtime import POOL
 from shared.storage import S3BlobStore
 from tests.conftest import PG_ADMIN, delete_topology, stack_env, start_stack, stop_stack
 from tests.test_ingest_hashhost import random_png, snapshot
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto S3 server on loopback."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

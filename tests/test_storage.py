@@ -6,14 +6,13 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from shared.storage import (
     CHUNK_SIZE,
@@ -46,22 +45,6 @@ INVALID_KEYS = [
     "x" * 256,
     "a/" * 512 + "a",
 ]
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """A real moto S3 server on loopback, on a free port picked by the OS.
-
-    Under ``python -X dev`` or ``PYTHONASYNCIODEBUG=1`` aiohttp parses strictly and rejects
-    moto's answers, which carry two ``Server`` headers (Werkzeug's and moto's ``amazon.com``).
-    """
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def s3_admin(store: S3BlobStore) -> Any:
