@@ -214,3 +214,27 @@ class CommonConfig(ServersConfig):
     def public(self, path: str) -> str:
         """Absolute public URL for ``path`` (which starts with ``/``)."""
         return self.public_url.rstrip("/") + path
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageConfig(CommonConfig):
+    """Settings of a process that reads or writes blobs: the common ones plus the blob store."""
+
+    blob_dir: str = setting(
+        "DARKROOM_BLOB_DIR",
+        "var/blobs",
+        "Folder of the local blob store (used when no S3 bucket is configured).",
+    )
+    s3_endpoint_url: str | None = setting(
+        "S3_ENDPOINT_URL", None, "S3-compatible endpoint (unset: AWS itself when a bucket is set)."
+    )
+    s3_bucket: str | None = setting(
+        "S3_BUCKET", None, "Bucket that holds the blobs; when set, S3 replaces the local folder."
+    )
+    s3_region: str = setting("S3_REGION", "us-east-1", "Region of the S3 bucket.")
+    s3_access_key: str | None = setting(
+        "AWS_ACCESS_KEY_ID", None, "S3 access key (unset: botocore's default credential chain)."
+    )
+    s3_secret_key: str | None = setting(
+        "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (unset: botocore's default credential chain)."
+    )

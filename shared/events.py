@@ -212,11 +212,16 @@ Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Subscription:
-    """A durable consumer: ``handler`` runs in a transaction for each event once."""
+    """A durable consumer: ``handler`` runs in a transaction for each event once.
+
+    ``prefetch`` bounds the deliveries one process holds unacknowledged: for CPU-bound work,
+    the number of jobs it runs at once, so that the rest stay in the queue for other replicas.
+    """
 
     consumer: str
     routing_keys: tuple[str, ...]
     handler: Handler
+    prefetch: int = 8
 
 
 class EventConsumer:

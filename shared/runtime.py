@@ -18,12 +18,13 @@ import asyncpg
 from aiohttp import web
 
 from shared import db
-from shared.config import CommonConfig, ConfigError, load
+from shared.config import CommonConfig, ConfigError, StorageConfig, load
 from shared.errors import Unavailable
 from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
 from shared.http import InternalClient
 from shared.logging import configure as configure_logging
 from shared.logging import get_logger
+from shared.storage import BlobStore, open_blob_store
 
 log = get_logger("darkroom.runtime")
 T = TypeVar("T")
@@ -32,6 +33,7 @@ POOL = web.AppKey("darkroom.pool", asyncpg.Pool)
 BROKER = web.AppKey("darkroom.broker", Broker)
 INTERNAL = web.AppKey("darkroom.internal", InternalClient)
 CONSUMERS = web.AppKey("darkroom.consumers", list)
+STORE = web.AppKey("darkroom.store", BlobStore)
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
@@ -103,6 +105,7 @@ def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> Cl
                 subscription,
                 delivery_limit=config.event_delivery_limit,
                 retry_base=config.event_retry_base,
+                prefetch=subscription.prefetch,
             )
             for subscription in subscriptions
         ]
@@ -128,6 +131,27 @@ def internal_client(config: CommonConfig) -> CleanupContext:
         ) as session:
             app[INTERNAL] = InternalClient(session, config.internal_key)
             yield
+
+    return context
+
+
+def blob_store(config: StorageConfig) -> CleanupContext:
+    """Open the configured blob store (local folder or S3) for as long as the app runs."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        store = await open_blob_store(
+            blob_dir=Path(config.blob_dir),
+            s3_endpoint_url=config.s3_endpoint_url,
+            s3_bucket=config.s3_bucket,
+            s3_region=config.s3_region,
+            s3_access_key=config.s3_access_key,
+            s3_secret_key=config.s3_secret_key,
+        )
+        app[STORE] = store
+        try:
+            yield
+        finally:
+            await store.close()
 
     return context
 

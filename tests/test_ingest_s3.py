@@ -12,7 +12,7 @@ import pytest
 
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
-from services.ingest.handlers import STORE
+from shared.runtime import STORE
 from shared.runtime import POOL
 from shared.storage import S3BlobStore
 from tests.conftest import PG_ADMIN, delete_topology, stack_env, start_stack, stop_stack

@@ -12,43 +12,21 @@ from aiohttp import web
 from services.ingest import consumers
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.config import IngestConfig
-from services.ingest.handlers import CONFIG, PAGES, STORE, SWEEPER
+from services.ingest.handlers import CONFIG, PAGES, SWEEPER
 from services.ingest.routes import setup_routes
 from shared import runtime
 from shared.http import health_routes, service_middlewares
 from shared.pages import Pages
-from shared.storage import open_blob_store
 
 SCHEMA = "ingest"
 HERE = Path(__file__).parent
-
-
-def blob_store(config: IngestConfig) -> runtime.CleanupContext:
-    """Open the configured blob store (local folder or S3) for as long as the app runs."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        store = await open_blob_store(
-            blob_dir=Path(config.blob_dir),
-            s3_endpoint_url=config.s3_endpoint_url,
-            s3_bucket=config.s3_bucket,
-            s3_region=config.s3_region,
-            s3_access_key=config.s3_access_key,
-            s3_secret_key=config.s3_secret_key,
-        )
-        app[STORE] = store
-        try:
-            yield
-        finally:
-            await store.close()
-
-    return context
 
 
 def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
     """Sweep orphaned bytes every ``sweep_interval_seconds`` while the app runs."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        sweeper = OrphanSweeper(app[runtime.POOL], app[STORE], config.orphan_grace_seconds)
+        sweeper = OrphanSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[SWEEPER] = sweeper
         task = asyncio.create_task(sweeper.run(config.sweep_interval_seconds))
         try:
@@ -71,7 +49,7 @@ def create_app(config: IngestConfig) -> web.Application:
         [
             *runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS),
             runtime.internal_client(config),
-            blob_store(config),
+            runtime.blob_store(config),
             orphan_sweeper(config),
         ]
     )

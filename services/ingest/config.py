@@ -4,31 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import CommonConfig, secret, setting
+from shared.config import StorageConfig, secret, setting
 
 
 @dataclass(frozen=True)
-class IngestConfig(CommonConfig):
-    """Ingest's settings: the common ones plus storage, upload limits and upload-URL signing."""
+class IngestConfig(StorageConfig):
+    """Ingest's settings: the common and storage ones plus upload limits and URL signing."""
 
-    blob_dir: str = setting(
-        "DARKROOM_BLOB_DIR",
-        "var/blobs",
-        "Folder of the local blob store (used when no S3 bucket is configured).",
-    )
-    s3_endpoint_url: str | None = setting(
-        "S3_ENDPOINT_URL", None, "S3-compatible endpoint (unset: AWS itself when a bucket is set)."
-    )
-    s3_bucket: str | None = setting(
-        "S3_BUCKET", None, "Bucket that holds the blobs; when set, S3 replaces the local folder."
-    )
-    s3_region: str = setting("S3_REGION", "us-east-1", "Region of the S3 bucket.")
-    s3_access_key: str | None = setting(
-        "AWS_ACCESS_KEY_ID", None, "S3 access key (unset: botocore's default credential chain)."
-    )
-    s3_secret_key: str | None = setting(
-        "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (unset: botocore's default credential chain)."
-    )
     max_upload_bytes: int = setting(
         "DARKROOM_MAX_UPLOAD_BYTES",
         30 * 1024 * 1024,

@@ -29,11 +29,10 @@ from shared import errors
 from shared.http import Principal, principal_of, require_account
 from shared.logging import get_logger
 from shared.pages import Pages, redirect
-from shared.runtime import INTERNAL, POOL
-from shared.storage import BlobNotFound, BlobStore
+from shared.runtime import INTERNAL, POOL, STORE
+from shared.storage import BlobNotFound
 
 CONFIG = web.AppKey("ingest.config", IngestConfig)
-STORE = web.AppKey("ingest.store", BlobStore)
 PAGES = web.AppKey("ingest.pages", Pages)
 SWEEPER = web.AppKey("ingest.sweeper", blobs.OrphanSweeper)
 

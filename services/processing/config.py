@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import CommonConfig
+from shared.config import StorageConfig
 
 
 @dataclass(frozen=True)
-class ProcessingConfig(CommonConfig):
+class ProcessingConfig(StorageConfig):
     """Processing's settings: the common ones (its own arrive with its features)."""
