@@ -28,6 +28,10 @@ TOKEN_PREFIX = "drk_"  # noqa: S105 -- a public prefix, not a secret
 SESSION_COOKIE = "darkroom_session"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 _HAPPO_KEY = re.compile(r"^[0-9a-f]{10,64}$")
+#: The Progimage seed guarantees access tokens of 64 alphanumerical characters: no "drk_"
+#: underscore and no JWT dots, so a bearer value is never ambiguous.
+OAUTH_TOKEN_LENGTH = 64
+_OAUTH_TOKEN = re.compile(rf"^[A-Za-z0-9]{{{OAUTH_TOKEN_LENGTH}}}$")
 _MAX_CREDENTIAL = 4096
 _passwords = PasswordHasher()
 
@@ -56,13 +60,20 @@ class TokenCredential:
 
 
 @dataclass(frozen=True)
+class OAuthCredential:
+    """``Authorization: Bearer <64 alphanumerical characters>``: an OAuth access token."""
+
+    token: str
+
+
+@dataclass(frozen=True)
 class SessionCredential:
     """The web session cookie."""
 
     token: str
 
 
-Credential = BasicCredential | JwtCredential | TokenCredential | SessionCredential
+Credential = BasicCredential | JwtCredential | TokenCredential | OAuthCredential | SessionCredential
 
 
 def parse_authorization(header: str) -> Credential:
@@ -87,6 +98,8 @@ def parse_authorization(header: str) -> Credential:
             return TokenCredential(value)
         if value.count(".") == 2:
             return JwtCredential(jwt_key_id(value), value)
+        if _OAUTH_TOKEN.match(value):
+            return OAuthCredential(value)
         raise errors.BadCredentials("Unrecognised bearer token")
     raise errors.BadCredentials("Unsupported authorization scheme")
 
@@ -172,6 +185,13 @@ def digest(token: str) -> bytes:
 def display_prefix(token: str) -> str:
     """The part of a token safe to show in lists."""
     return token[: len(TOKEN_PREFIX) + 6]
+
+
+def csrf_token(secrets_key: str, session_id: str) -> str:
+    """The anti-forgery token of a session's forms: an HMAC of the session id, so it needs no
+    storage and dies with the session. The label keeps it apart from the key's AES use."""
+    key = base64.b64decode(secrets_key)
+    return hmac.new(key, b"darkroom-csrf\0" + session_id.encode(), hashlib.sha256).hexdigest()
 
 
 def secrets_equal(a: str, b: str) -> bool:

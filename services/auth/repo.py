@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import asyncpg
 
-from services.auth import domain, events
+from services.auth import domain, events, oauth
 from shared.events import record_event
 
 
@@ -158,7 +158,7 @@ async def live_session(conn: asyncpg.Connection, token_hash: bytes) -> Credentia
 
 async def touch(conn: asyncpg.Connection, table: str, credential_id: uuid.UUID) -> None:
     """Record use of a key or token, at most once a minute per credential."""
-    assert table in {"api_keys", "api_tokens"}
+    assert table in {"api_keys", "api_tokens", "oauth_tokens"}
     await conn.execute(
         f"UPDATE {table} SET last_used_at = now() WHERE id = $1"
         " AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')",
@@ -261,3 +261,232 @@ async def issue_token(
         name=name,
     )
     return token_id, token
+
+
+# --- OAuth 2.0 ---------------------------------------------------------------------------------
+
+_CLIENT_COLUMNS = "id, account_id, client_id, secret_hash, name, redirect_uri"
+_PAIR_COLUMNS = (
+    "id, client_id AS client_pk, account_id, user_id, code_id, refresh_expires_at,"
+    " rotated_at, revoked_at"
+)
+
+
+async def account_exists(conn: asyncpg.Connection, account_id: uuid.UUID) -> bool:
+    """True when the account ``account_id`` exists."""
+    return bool(await conn.fetchval("SELECT 1 FROM accounts WHERE id = $1", account_id))
+
+
+async def create_oauth_client(
+    conn: asyncpg.Connection,
+    *,
+    account_id: uuid.UUID,
+    redirect_uri: str,
+    name: str = "",
+    created_by: uuid.UUID | None = None,
+) -> tuple[uuid.UUID, str, str]:
+    """Register an application; returns ``(id, client_id, client_secret)`` (the secret is only
+    stored hashed, so this is its one showing)."""
+    client_pk = uuid.uuid4()
+    client_id, secret = oauth.new_client_credentials()
+    await conn.execute(
+        "INSERT INTO oauth_clients"
+        " (id, account_id, created_by, client_id, secret_hash, name, redirect_uri)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        client_pk,
+        account_id,
+        created_by,
+        client_id,
+        domain.digest(secret),
+        name,
+        redirect_uri,
+    )
+    return client_pk, client_id, secret
+
+
+async def live_oauth_client(conn: asyncpg.Connection, client_id: str) -> oauth.Client | None:
+    """The undeleted application with ``client_id``, if any."""
+    row = await conn.fetchrow(
+        f"SELECT {_CLIENT_COLUMNS} FROM oauth_clients WHERE client_id = $1 AND deleted_at IS NULL",
+        client_id,
+    )
+    return oauth.Client(**row) if row else None
+
+
+async def oauth_clients_of(conn: asyncpg.Connection, account_id: uuid.UUID) -> list[dict]:
+    """The account's live applications, newest first, with how many live tokens each has."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.client_id, c.name, c.redirect_uri, c.created_at,"
+        " (SELECT count(*) FROM oauth_tokens t WHERE t.client_id = c.id"
+        "  AND t.revoked_at IS NULL AND t.expires_at > now()) AS live_tokens"
+        " FROM oauth_clients c WHERE c.account_id = $1 AND c.deleted_at IS NULL"
+        " ORDER BY c.created_at DESC",
+        account_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def delete_oauth_client(
+    conn: asyncpg.Connection, account_id: uuid.UUID, client_pk: uuid.UUID
+) -> list[uuid.UUID] | None:
+    """Delete the account's application and revoke every token it holds; returns the revoked
+    token ids, or None when the account has no such live application."""
+    async with conn.transaction():
+        deleted = await conn.fetchval(
+            "UPDATE oauth_clients SET deleted_at = now()"
+            " WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING id",
+            client_pk,
+            account_id,
+        )
+        if deleted is None:
+            return None
+        await conn.execute(
+            "UPDATE oauth_codes SET used_at = now() WHERE client_id = $1 AND used_at IS NULL",
+            client_pk,
+        )
+        return await _revoke_oauth_tokens(conn, "client_id", client_pk)
+
+
+async def create_oauth_code(
+    conn: asyncpg.Connection,
+    *,
+    client_pk: uuid.UUID,
+    user_id: uuid.UUID,
+    redirect_uri: str,
+    code_challenge: str | None,
+    lifetime: timedelta,
+) -> str:
+    """Store a new authorization code for ``user_id``'s consent; returns the code."""
+    code = oauth.new_token()
+    await conn.execute(
+        "INSERT INTO oauth_codes"
+        " (id, client_id, user_id, code_hash, redirect_uri, code_challenge, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)",
+        uuid.uuid4(),
+        client_pk,
+        user_id,
+        domain.digest(code),
+        redirect_uri,
+        code_challenge,
+        lifetime,
+    )
+    return code
+
+
+async def lock_oauth_code(conn: asyncpg.Connection, code_hash: bytes) -> oauth.Code | None:
+    """The code with ``code_hash``, locked until the transaction ends (so two exchanges of one
+    code are serialised and the second sees the first's tokens)."""
+    row = await conn.fetchrow(
+        "SELECT c.id, c.client_id AS client_pk, c.user_id, u.account_id, c.redirect_uri,"
+        " c.code_challenge, c.expires_at, c.used_at"
+        " FROM oauth_codes c JOIN users u ON u.id = c.user_id"
+        " WHERE c.code_hash = $1 FOR UPDATE OF c",
+        code_hash,
+    )
+    return oauth.Code(**row) if row else None
+
+
+async def spend_oauth_code(conn: asyncpg.Connection, code_id: uuid.UUID) -> None:
+    """Mark a code used: any later presentation is a replay."""
+    await conn.execute("UPDATE oauth_codes SET used_at = now() WHERE id = $1", code_id)
+
+
+async def issue_oauth_tokens(
+    conn: asyncpg.Connection,
+    *,
+    client_pk: uuid.UUID,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    code_id: uuid.UUID,
+    lifetime: timedelta,
+    refresh_lifetime: timedelta,
+) -> tuple[uuid.UUID, str, str, datetime]:
+    """Issue an access/refresh pair of grant ``code_id``; returns ``(id, access_token,
+    refresh_token, created_at)`` (only their digests are stored)."""
+    token_id, access, refresh = uuid.uuid4(), oauth.new_token(), oauth.new_token()
+    created_at = await conn.fetchval(
+        "INSERT INTO oauth_tokens (id, client_id, account_id, user_id, code_id, access_hash,"
+        " refresh_hash, scope, expires_at, refresh_expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + $9::interval, now() + $10::interval)"
+        " RETURNING created_at",
+        token_id,
+        client_pk,
+        account_id,
+        user_id,
+        code_id,
+        domain.digest(access),
+        domain.digest(refresh),
+        oauth.SCOPE,
+        lifetime,
+        refresh_lifetime,
+    )
+    return token_id, access, refresh, created_at
+
+
+async def lock_oauth_refresh(
+    conn: asyncpg.Connection, refresh_hash: bytes
+) -> oauth.TokenPair | None:
+    """The pair whose refresh token has ``refresh_hash``, locked until the transaction ends."""
+    row = await conn.fetchrow(
+        f"SELECT {_PAIR_COLUMNS} FROM oauth_tokens WHERE refresh_hash = $1 FOR UPDATE",
+        refresh_hash,
+    )
+    return oauth.TokenPair(**row) if row else None
+
+
+async def oauth_pair_of(conn: asyncpg.Connection, token_hash: bytes) -> oauth.TokenPair | None:
+    """The pair that ``token_hash`` is the access or the refresh token of, if any."""
+    row = await conn.fetchrow(
+        f"SELECT {_PAIR_COLUMNS} FROM oauth_tokens WHERE access_hash = $1 OR refresh_hash = $1",
+        token_hash,
+    )
+    return oauth.TokenPair(**row) if row else None
+
+
+async def rotate_oauth_pair(conn: asyncpg.Connection, token_id: uuid.UUID) -> list[uuid.UUID]:
+    """Retire a pair whose refresh token was just used: its access token stops working and a
+    later use of its refresh token is recognised as a replay."""
+    await conn.execute("UPDATE oauth_tokens SET rotated_at = now() WHERE id = $1", token_id)
+    return await _revoke_oauth_tokens(conn, "id", token_id)
+
+
+async def revoke_oauth_grant(conn: asyncpg.Connection, code_id: uuid.UUID) -> list[uuid.UUID]:
+    """Revoke every live pair issued from the code ``code_id`` or refreshed from those; returns
+    their ids (with rotation there is at most one)."""
+    async with conn.transaction():
+        return await _revoke_oauth_tokens(conn, "code_id", code_id)
+
+
+async def _revoke_oauth_tokens(
+    conn: asyncpg.Connection, column: str, value: uuid.UUID
+) -> list[uuid.UUID]:
+    assert column in {"id", "code_id", "client_id"}
+    rows = await conn.fetch(
+        f"UPDATE oauth_tokens SET revoked_at = now() WHERE {column} = $1 AND revoked_at IS NULL"
+        " RETURNING id, account_id",
+        value,
+    )
+    for row in rows:
+        await record_event(
+            conn,
+            events.CREDENTIAL_REVOKED,
+            {
+                "credential_id": str(row["id"]),
+                "kind": "oauth_token",
+                "account_id": str(row["account_id"]),
+            },
+        )
+    return [row["id"] for row in rows]
+
+
+async def live_oauth_token(conn: asyncpg.Connection, access_hash: bytes) -> CredentialOwner | None:
+    """The consenting user of the unexpired, unrevoked access token with ``access_hash`` whose
+    application still exists, if any."""
+    row = await conn.fetchrow(
+        "SELECT t.account_id, t.user_id, t.id AS credential_id FROM oauth_tokens t"
+        " JOIN oauth_clients c ON c.id = t.client_id"
+        " WHERE t.access_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()"
+        " AND c.deleted_at IS NULL",
+        access_hash,
+    )
+    return CredentialOwner(**row) if row else None
