@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import uuid
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode, urlsplit
 
 import asyncpg
 from aiohttp import web
 
-from services.auth import domain, repo
+from services.auth import domain, oauth, repo
 from services.auth.config import AuthConfig
 from shared import errors
 from shared.http import (
@@ -78,6 +80,12 @@ async def _owner_of(
             raise errors.BadCredentials("Unknown or invalidated token")
         await repo.touch(conn, "api_tokens", owner.credential_id)
         return "token", owner
+    if isinstance(credential, domain.OAuthCredential):
+        owner = await repo.live_oauth_token(conn, domain.digest(credential.token))
+        if owner is None:
+            raise errors.BadCredentials("Unknown, expired or revoked access token")
+        await repo.touch(conn, "oauth_tokens", owner.credential_id)
+        return "oauth", owner
     owner = await repo.live_session(conn, domain.digest(credential.token))
     if owner is None:
         raise errors.BadCredentials("Session expired or signed out")
@@ -95,7 +103,7 @@ async def get_user(request: web.Request) -> web.Response:
 
 async def list_credentials(request: web.Request) -> web.Response:
     """``GET /api/keys`` → the account's key pairs and tokens (no secrets)."""
-    principal = require_account(request)
+    principal = _credential_manager(request)
     async with request.app[POOL].acquire() as conn:
         found = await repo.credentials_of(conn, uuid.UUID(principal.account_id))
     return web.json_response(
@@ -115,13 +123,14 @@ async def create_credential(request: web.Request) -> web.Response:
     kind, name = body.get("kind", "token"), body.get("name", "")
     if kind not in {"token", "key"} or not isinstance(name, str) or len(name) > 200:
         raise errors.InvalidRequest('kind must be "token" or "key"; name a string of ≤200')
+    _credential_manager(request)
     user = await _current_user(request)
     return web.json_response(await _issue(request.app, user, kind, name), status=201)
 
 
 async def revoke_credential(request: web.Request) -> web.Response:
     """``DELETE /api/keys/{id}`` → invalidates one of the account's credentials."""
-    principal = require_account(request)
+    principal = _credential_manager(request)
     credential_id = _uuid(request.match_info["credential_id"])
     async with request.app[POOL].acquire() as conn:
         kind = await repo.revoke_credential(conn, uuid.UUID(principal.account_id), credential_id)
@@ -304,9 +313,18 @@ async def _current_user(request: web.Request) -> repo.User:
     return user
 
 
+def _credential_manager(request: web.Request) -> Principal:
+    # An application the user authorised acts on the API for them; it must not mint
+    # credentials that outlive its grant, nor revoke the user's own.
+    principal = require_account(request)
+    if principal.kind == "oauth":
+        raise errors.Forbidden("OAuth access tokens cannot manage credentials")
+    return principal
+
+
 async def _page_user(request: web.Request) -> repo.User | None:
     principal = principal_of(request)
-    if not principal.authenticated or principal.user_id is None:
+    if not principal.authenticated or principal.user_id is None or principal.kind == "oauth":
         return None
     async with request.app[POOL].acquire() as conn:
         return await repo.user_by_id(conn, uuid.UUID(principal.user_id))
@@ -328,3 +346,359 @@ def _uuid(value: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError as exc:
         raise errors.NotFound("No such credential") from exc
+
+
+# --- OAuth 2.0 authorization server -----------------------------------------------------------
+
+
+async def authorize_page(request: web.Request) -> web.Response:
+    """``GET /oauth/authorize?client_id&response_type=code&redirect_url|redirect_uri&state``:
+    sign in first, then the consent page. An unknown client or redirect URI gets a 400 page
+    and no redirect; other errors go back to the client's redirect URI."""
+    checked = await _check_authorization(request, list(request.query.items()))
+    if isinstance(checked, web.Response):
+        return checked
+    client, authorization = checked
+    session = await _session_user(request)
+    if session is None:
+        return redirect("/signin?" + urlencode({"next": request.raw_path}))
+    user, session_id = session
+    response = request.app[PAGES].render(
+        "consent.html",
+        user=user,
+        client=client,
+        redirect_uri=authorization.redirect_uri,
+        fields=authorization.form_fields(),
+        csrf=domain.csrf_token(request.app[CONFIG].secrets_key, session_id),
+    )
+    # Browsers hold a form's redirect to form-action too: allow the one we will send them to.
+    parts = urlsplit(authorization.redirect_uri)
+    csp = response.headers["Content-Security-Policy"]
+    response.headers["Content-Security-Policy"] = csp.replace(
+        "form-action 'self'", f"form-action 'self' {parts.scheme}://{parts.netloc}"
+    )
+    return response
+
+
+async def authorize_decision(request: web.Request) -> web.Response:
+    """``POST /oauth/authorize`` (the consent form): approve → redirect with ``code`` and
+    ``state``; anything else → ``error=access_denied``."""
+    form = await request.post()
+    pairs = [
+        (name, value)
+        for name, value in form.items()
+        if isinstance(value, str) and name not in {"csrf", "decision"}
+    ]
+    checked = await _check_authorization(request, pairs)
+    if isinstance(checked, web.Response):
+        return checked
+    client, authorization = checked
+    session = await _session_user(request)
+    if session is None:
+        query = urlencode(authorization.form_fields())
+        return redirect("/signin?" + urlencode({"next": f"/oauth/authorize?{query}"}))
+    user, session_id = session
+    if not _csrf_ok(request, session_id, form.get("csrf")):
+        return await _error_page(request, "This form has expired; start again.", 403)
+    if form.get("decision") != "approve":
+        params = {"error": "access_denied", "error_description": "The user denied access"}
+        return redirect(
+            oauth.redirect_with(
+                authorization.redirect_uri, {**params, "state": authorization.state}
+            )
+        )
+    async with request.app[POOL].acquire() as conn:
+        code = await repo.create_oauth_code(
+            conn,
+            client_pk=client.id,
+            user_id=user.id,
+            redirect_uri=authorization.redirect_uri,
+            code_challenge=authorization.code_challenge,
+            lifetime=timedelta(seconds=request.app[CONFIG].oauth_code_seconds),
+        )
+    return redirect(
+        oauth.redirect_with(
+            authorization.redirect_uri, {"code": code, "state": authorization.state}
+        )
+    )
+
+
+async def token(request: web.Request) -> web.Response:
+    """``POST /oauth/token``: exchange a code (``grant_type=authorization_code``, or no
+    grant_type as in the seed) or a refresh token for the seed's token answer.
+
+    Client authentication by HTTP Basic or ``client_id``/``client_secret`` in the body (form or
+    JSON). Errors answer in RFC 6749 §5.2 JSON, ``{"error": "invalid_grant",
+    "error_description": ...}`` with 400 (401 for ``invalid_client``), not in the platform's
+    error shape, because standard OAuth 2.0 client libraries parse exactly that.
+    """
+    try:
+        params = await _oauth_params(request)
+        client = await _authenticated_client(request, params)
+        grant_type = oauth.grant_type_of(params)
+        async with request.app[POOL].acquire() as conn:
+            if grant_type == "authorization_code":
+                outcome, revoked = await _redeem_code(request.app, conn, client, params)
+            else:
+                oauth.check_scope(params)
+                outcome, revoked = await _refresh(request.app, conn, client, params)
+    except oauth.OAuthError as exc:
+        outcome, revoked = exc, []
+    if isinstance(outcome, oauth.OAuthError):
+        return _oauth_answer(outcome.body(), outcome.status, revoked)
+    return _oauth_answer(outcome, 200, revoked)
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """``POST /oauth/revoke`` (RFC 7009): revoke an access or refresh token — and with it the
+    rest of its grant — and answer 200. A token that is unknown or another client's also gets
+    200 and is left alone, so the endpoint tells nobody which tokens exist. Errors answer in
+    RFC 6749 §5.2 JSON like ``/oauth/token``."""
+    try:
+        params = await _oauth_params(request)
+        client = await _authenticated_client(request, params)
+        value = params.get("token")
+        if not value:
+            raise oauth.OAuthError("invalid_request", "token is required")
+        revoked: list[uuid.UUID] = []
+        async with request.app[POOL].acquire() as conn:
+            pair = await repo.oauth_pair_of(conn, domain.digest(value))
+            if pair is not None and pair.client_pk == client.id:
+                revoked = await repo.revoke_oauth_grant(conn, pair.code_id)
+    except oauth.OAuthError as exc:
+        return _oauth_answer(exc.body(), exc.status, [])
+    response = web.Response(status=200, headers={"Cache-Control": "no-store"})
+    if revoked:
+        response.headers[REVOKED_HEADER] = str(revoked[0])
+    return response
+
+
+async def applications_page(request: web.Request) -> web.Response:
+    """``GET /applications``: the account's OAuth applications, and a form to register one."""
+    session = await _session_user(request)
+    if session is None:
+        return redirect("/signin?next=/applications")
+    return await _render_applications(request, *session)
+
+
+async def applications_create(request: web.Request) -> web.Response:
+    """``POST /applications`` (form ``name``, ``redirect_uri``): register an application and
+    show its secret once."""
+    session = await _session_user(request)
+    if session is None:
+        return redirect("/signin?next=/applications")
+    user, session_id = session
+    form = await request.post()
+    if not _csrf_ok(request, session_id, form.get("csrf")):
+        return await _error_page(request, "This form has expired; start again.", 403)
+    name, redirect_uri = str(form.get("name", "")).strip(), str(form.get("redirect_uri", ""))
+    try:
+        if not 1 <= len(name) <= 200:
+            raise errors.InvalidRequest("name must be 1 to 200 characters")
+        redirect_uri = oauth.validate_redirect_uri(redirect_uri)
+    except errors.InvalidRequest as exc:
+        return await _render_applications(
+            request, user, session_id, error=exc.message, form=form, status=422
+        )
+    async with request.app[POOL].acquire() as conn:
+        _client_pk, client_id, secret = await repo.create_oauth_client(
+            conn,
+            account_id=user.account_id,
+            redirect_uri=redirect_uri,
+            name=name,
+            created_by=user.id,
+        )
+    created = {"client_id": client_id, "client_secret": secret}
+    return await _render_applications(request, user, session_id, created=created, status=201)
+
+
+async def applications_delete(request: web.Request) -> web.Response:
+    """``POST /applications/{id}/delete`` (form): delete the application and revoke every
+    token it holds (the gateways evict them on ``credential.revoked``)."""
+    session = await _session_user(request)
+    if session is None:
+        return redirect("/signin?next=/applications")
+    user, session_id = session
+    form = await request.post()
+    if not _csrf_ok(request, session_id, form.get("csrf")):
+        return await _error_page(request, "This form has expired; start again.", 403)
+    async with request.app[POOL].acquire() as conn:
+        revoked = await repo.delete_oauth_client(
+            conn, user.account_id, _uuid(request.match_info["client_pk"])
+        )
+    if revoked is None:
+        raise errors.NotFound("No such application in this account")
+    response = redirect("/applications")
+    if revoked:
+        response.headers[REVOKED_HEADER] = str(revoked[0])
+    return response
+
+
+async def _check_authorization(
+    request: web.Request, pairs: list[tuple[str, str]]
+) -> web.Response | tuple[oauth.Client, oauth.AuthorizationRequest]:
+    try:
+        params = oauth.single_values(pairs)
+        client = None
+        if params.get("client_id"):
+            async with request.app[POOL].acquire() as conn:
+                client = await repo.live_oauth_client(conn, params["client_id"])
+        redirect_uri = oauth.choose_redirect_uri(client, params)
+    except (ValueError, oauth.AuthorizePageError) as exc:
+        return await _error_page(request, str(exc), 400)
+    assert client is not None
+    try:
+        return client, oauth.check_authorization(client, redirect_uri, params)
+    except oauth.OAuthError as exc:
+        error = {"error": exc.error, "error_description": exc.description}
+        return redirect(oauth.redirect_with(redirect_uri, {**error, "state": params.get("state")}))
+
+
+async def _redeem_code(
+    app: web.Application, conn: asyncpg.Connection, client: oauth.Client, params: dict[str, str]
+) -> tuple[dict | oauth.OAuthError, list[uuid.UUID]]:
+    # Errors are returned, not raised, inside the transaction: spending the code and revoking
+    # a replayed code's tokens must commit even though the client gets an error.
+    value = params.get("code")
+    if not value:
+        return oauth.OAuthError("invalid_request", "code is required"), []
+    async with conn.transaction():
+        code = await repo.lock_oauth_code(conn, domain.digest(value))
+        if code is None or code.client_pk != client.id:
+            return oauth.OAuthError("invalid_grant", "Unknown authorization code"), []
+        if code.used_at is not None:
+            revoked = await repo.revoke_oauth_grant(conn, code.id)
+            message = "The authorization code was already used; its tokens are revoked"
+            return oauth.OAuthError("invalid_grant", message), revoked
+        await repo.spend_oauth_code(conn, code.id)
+        try:
+            oauth.check_code(code, datetime.now(UTC), params)
+        except oauth.OAuthError as exc:
+            return exc, []
+        answer = await _issue_oauth(app, conn, client, code.account_id, code.user_id, code.id)
+    return answer, []
+
+
+async def _refresh(
+    app: web.Application, conn: asyncpg.Connection, client: oauth.Client, params: dict[str, str]
+) -> tuple[dict | oauth.OAuthError, list[uuid.UUID]]:
+    value = params.get("refresh_token")
+    if not value:
+        return oauth.OAuthError("invalid_request", "refresh_token is required"), []
+    async with conn.transaction():
+        pair = await repo.lock_oauth_refresh(conn, domain.digest(value))
+        if pair is None or pair.client_pk != client.id:
+            return oauth.OAuthError("invalid_grant", "Unknown refresh token"), []
+        if pair.rotated_at is not None:
+            revoked = await repo.revoke_oauth_grant(conn, pair.code_id)
+            message = "The refresh token was already used; its grant is revoked"
+            return oauth.OAuthError("invalid_grant", message), revoked
+        if pair.revoked_at is not None or pair.refresh_expires_at <= datetime.now(UTC):
+            return oauth.OAuthError("invalid_grant", "The refresh token is revoked or expired"), []
+        revoked = await repo.rotate_oauth_pair(conn, pair.id)
+        answer = await _issue_oauth(app, conn, client, pair.account_id, pair.user_id, pair.code_id)
+    return answer, revoked
+
+
+async def _issue_oauth(
+    app: web.Application,
+    conn: asyncpg.Connection,
+    client: oauth.Client,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    code_id: uuid.UUID,
+) -> dict:
+    config = app[CONFIG]
+    _token_id, access, refresh, created_at = await repo.issue_oauth_tokens(
+        conn,
+        client_pk=client.id,
+        account_id=account_id,
+        user_id=user_id,
+        code_id=code_id,
+        lifetime=timedelta(seconds=config.oauth_token_seconds),
+        refresh_lifetime=timedelta(seconds=config.oauth_refresh_seconds),
+    )
+    return oauth.token_answer(access, refresh, created_at, config.oauth_token_seconds)
+
+
+async def _oauth_params(request: web.Request) -> dict[str, str]:
+    if request.content_type == "application/json":
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise oauth.OAuthError("invalid_request", "Body must be valid JSON") from exc
+        if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
+            raise oauth.OAuthError("invalid_request", "Body must be a JSON object of strings")
+        return body
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise oauth.OAuthError(
+            "invalid_request", "Send application/x-www-form-urlencoded (or JSON) parameters"
+        )
+    form = await request.post()
+    try:
+        return oauth.single_values([(k, str(v)) for k, v in form.items()])
+    except ValueError as exc:
+        raise oauth.OAuthError("invalid_request", str(exc)) from exc
+
+
+async def _authenticated_client(request: web.Request, params: dict[str, str]) -> oauth.Client:
+    client_id, secret = oauth.client_credentials(request.headers.get("Authorization"), params)
+    async with request.app[POOL].acquire() as conn:
+        client = await repo.live_oauth_client(conn, client_id)
+    return oauth.authenticate_client(client, secret)
+
+
+def _oauth_answer(body: dict, status: int, revoked: list[uuid.UUID]) -> web.Response:
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="darkroom"'
+    if revoked:
+        # The gateway that carries this answer evicts one credential at once; with rotation a
+        # grant has one live pair, and any other reaches every gateway as credential.revoked.
+        headers[REVOKED_HEADER] = str(revoked[0])
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def _session_user(request: web.Request) -> tuple[repo.User, str] | None:
+    # Consent and application forms need a browser session: its id keys their CSRF token.
+    principal = principal_of(request)
+    if principal.kind != "session" or not principal.credential_id:
+        return None
+    user = await _page_user(request)
+    return (user, principal.credential_id) if user is not None else None
+
+
+def _csrf_ok(request: web.Request, session_id: str, sent: object) -> bool:
+    expected = domain.csrf_token(request.app[CONFIG].secrets_key, session_id)
+    return isinstance(sent, str) and hmac.compare_digest(expected, sent)
+
+
+async def _error_page(request: web.Request, message: str, status: int) -> web.Response:
+    return request.app[PAGES].render(
+        "oauth_error.html", status=status, user=await _page_user(request), message=message
+    )
+
+
+async def _render_applications(
+    request: web.Request,
+    user: repo.User,
+    session_id: str,
+    *,
+    created: dict | None = None,
+    error: str | None = None,
+    form: object = None,
+    status: int = 200,
+) -> web.Response:
+    async with request.app[POOL].acquire() as conn:
+        applications = await repo.oauth_clients_of(conn, user.account_id)
+    return request.app[PAGES].render(
+        "applications.html",
+        status=status,
+        user=user,
+        applications=applications,
+        created=created,
+        error=error,
+        form=form or {},
+        csrf=domain.csrf_token(request.app[CONFIG].secrets_key, session_id),
+        public_url=request.app[CONFIG].public_url,
+    )

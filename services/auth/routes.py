@@ -1,4 +1,5 @@
-"""Auth's routes: the internal resolve call, ``/user``, the keys API and the web pages."""
+"""Auth's routes: the internal resolve call, ``/user``, the keys API, the OAuth 2.0
+authorization server and the web pages."""
 
 from aiohttp import web
 
@@ -21,3 +22,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/keys", handlers.keys_page)
     app.router.add_post("/keys", handlers.keys_create)
     app.router.add_post("/keys/{credential_id}/revoke", handlers.keys_revoke)
+    app.router.add_get("/oauth/authorize", handlers.authorize_page)
+    app.router.add_post("/oauth/authorize", handlers.authorize_decision)
+    app.router.add_post("/oauth/token", handlers.token)
+    app.router.add_post("/oauth/revoke", handlers.revoke)
+    app.router.add_get("/applications", handlers.applications_page)
+    app.router.add_post("/applications", handlers.applications_create)
+    app.router.add_post("/applications/{client_pk}/delete", handlers.applications_delete)
