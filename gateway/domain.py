@@ -18,12 +18,17 @@ REQUIRED = "required"  # 401 without valid credentials
 
 @dataclass(frozen=True)
 class Route:
-    """Public paths equal to ``path`` or below it (``path/…``) go to ``service``."""
+    """Public paths equal to ``path`` or below it (``path/…``) go to ``service``.
+
+    ``pass_authorization`` forwards the caller's ``Authorization`` header untouched, for a
+    PUBLIC path whose service reads it itself (OAuth client authentication by HTTP Basic).
+    """
 
     path: str
     service: str
     auth: str
     exact: bool = False
+    pass_authorization: bool = False
 
     def matches(self, request_path: str) -> bool:
         """True when ``request_path`` falls under this route."""

@@ -127,7 +127,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {config.max_body_bytes} bytes")
-    return await _forward(request, route.service, principal, config)
+    return await _forward(request, route, principal, config)
 
 
 async def _authenticate(
@@ -219,12 +219,15 @@ def _client_address(request: web.Request, config: GatewayConfig) -> str:
 
 
 async def _forward(
-    request: web.Request, service: str, principal: Principal, config: GatewayConfig
+    request: web.Request, route: domain.Route, principal: Principal, config: GatewayConfig
 ) -> web.StreamResponse:
     rid = request_id_var.get() or ""
+    service = route.service
     headers = CIMultiDict(
         (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
     )
+    if route.pass_authorization and "Authorization" in request.headers:
+        headers["Authorization"] = request.headers["Authorization"]
     headers.update(
         sign_principal(config.internal_key, request.method, request.raw_path, principal, rid)
     )

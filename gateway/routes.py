@@ -20,6 +20,11 @@ ROUTES = RoutingTable(
         Route("/signin", "auth", OPTIONAL, exact=True),
         Route("/signout", "auth", OPTIONAL, exact=True),
         Route("/keys", "auth", OPTIONAL),
+        # auth: OAuth 2.0 (consent/applications use the session; token endpoints get client Basic)
+        Route("/oauth/authorize", "auth", OPTIONAL, exact=True),
+        Route("/oauth/token", "auth", PUBLIC, exact=True, pass_authorization=True),
+        Route("/oauth/revoke", "auth", PUBLIC, exact=True, pass_authorization=True),
+        Route("/applications", "auth", OPTIONAL),
         # ingest: the Happo Image API (the signed upload URL is its own authority; OPTIONAL so
         # the clients' JWT still picks the API-key rate bucket) and serving by account + hash
         Route("/api/images", "ingest", REQUIRED),
