@@ -1,4 +1,4 @@
-"""The operator CLI, ``darkroom``: prepare the platform and manage accounts.
+"""The operator CLI, ``darkroom``: prepare the platform, manage accounts and OAuth clients.
 
 It talks to the database directly with the same configuration the services read (environment,
 ``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
@@ -12,12 +12,14 @@ import base64
 import json
 import secrets
 import sys
+import uuid
 from pathlib import Path
 
 import aio_pika
 import asyncpg
 
 from services.auth import domain as auth_domain
+from services.auth import oauth as auth_oauth
 from services.auth import repo as auth_repo
 from services.auth.config import AuthConfig
 from shared import db
@@ -100,6 +102,28 @@ async def _create_account(config: AuthConfig, name: str, email: str, password: s
     }
 
 
+async def _create_oauth_client(
+    config: ServersConfig, account_id: str, redirect_uri: str, name: str
+) -> dict:
+    try:
+        account = uuid.UUID(account_id)
+    except ValueError as exc:
+        raise CommandError(f"--account must be an account id (a UUID), not {account_id!r}") from exc
+    redirect_uri = auth_oauth.validate_redirect_uri(redirect_uri)
+    await db.ensure_database(config.database_url)
+    conn = await db.connect(config.database_url, "auth")
+    try:
+        await db.migrate(conn, "auth", _services_root() / "auth" / "migrations")
+        if not await auth_repo.account_exists(conn, account):
+            raise CommandError(f"no account {account}")
+        _client_pk, client_id, client_secret = await auth_repo.create_oauth_client(
+            conn, account_id=account, redirect_uri=redirect_uri, name=name
+        )
+    finally:
+        await conn.close()
+    return {"client_id": client_id, "client_secret": client_secret}
+
+
 def _generate_secrets(folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
@@ -126,6 +150,14 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
+    oauth_client = commands.add_parser("oauth-client", help="manage OAuth 2.0 applications")
+    oauth_commands = oauth_client.add_subparsers(dest="action", required=True)
+    register = oauth_commands.add_parser(
+        "create", help="register an application; prints its client_id and client_secret"
+    )
+    register.add_argument("--account", required=True, help="id of the owning account")
+    register.add_argument("--redirect-uri", required=True, help="the one allowed redirect URI")
+    register.add_argument("--name", default="", help="shown to users on the consent page")
     return parser
 
 
@@ -141,6 +173,12 @@ def main(argv: list[str] | None = None) -> None:
             result = {"postgres": "ok", "rabbitmq": "ok"}
         elif args.command == "migrate":
             result = asyncio.run(_migrate(load(ServersConfig)))
+        elif args.command == "oauth-client":
+            result = asyncio.run(
+                _create_oauth_client(
+                    load(ServersConfig), args.account, args.redirect_uri, args.name
+                )
+            )
         else:
             config = load(AuthConfig)
             result = asyncio.run(_create_account(config, args.name, args.email, args.password))
