@@ -2,11 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-from shared.config import StorageConfig
+from shared.config import StorageConfig, setting
 
 
 @dataclass(frozen=True)
 class ProcessingConfig(StorageConfig):
-    """Processing's settings: the common ones (its own arrive with its features)."""
+    """Processing's settings: the common and storage ones plus its worker pool and limits."""
+
+    workers: int = setting(
+        "DARKROOM_PROCESSING_WORKERS",
+        os.cpu_count() or 1,
+        "Image jobs one process runs at once (threads, and deliveries it takes from the queue);"
+        " default the machine's CPU count. In a container, set it to the CPU limit. Each job in"
+        " flight holds a database connection, so keep it below DARKROOM_DB_POOL_MAX.",
+    )
+    max_pixels: int = setting(
+        "DARKROOM_MAX_PIXELS",
+        100_000_000,
+        "Largest width x height of an original processing decodes (decompression-bomb guard;"
+        " the same setting limits uploads in ingest).",
+    )
+    vips_concurrency: int = setting(
+        "DARKROOM_VIPS_CONCURRENCY",
+        1,
+        "Threads libvips gives one job. 1 suits a busy queue (one job per core); more only"
+        " shortens large jobs (no thumbnail box) while cores are idle.",
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "max_pixels", "vips_concurrency"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
