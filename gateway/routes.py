@@ -30,6 +30,9 @@ ROUTES = RoutingTable(
         Route("/api/images", "ingest", REQUIRED),
         Route("/api/images/upload", "ingest", OPTIONAL),
         Route("/img", "ingest", PUBLIC),
+        # ingest: Progimage images (OAuth bearer tokens; its derivatives are public by id)
+        Route("/user/images", "ingest", REQUIRED),
+        Route("/uploads", "ingest", PUBLIC),
         # ingest: the hash file host (anonymous uploads and delete tokens work signed out)
         Route("/api/upload", "ingest", OPTIONAL, exact=True),
         Route("/upload", "ingest", OPTIONAL, exact=True),

@@ -245,15 +245,33 @@ class InternalClient:
             return response.status, body
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object; 400 ``bad_request`` when it is not one."""
+async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """The request body as a JSON object; 400 ``bad_request`` when it is not one.
+
+    ``max_bytes`` raises the app's body limit for this request (413 beyond it), for bodies
+    that carry base64 images.
+    """
     try:
-        body = await request.json(loads=json.loads)
+        if max_bytes is None:
+            body = await request.json(loads=json.loads)
+        else:
+            body = json.loads(await _read_at_most(request, max_bytes))
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.BadRequest("Body must be valid JSON") from exc
     if not isinstance(body, dict):
         raise errors.BadRequest("Body must be a JSON object")
     return body
+
+
+async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            raise errors.PayloadTooLarge(f"Request body exceeds {max_bytes} bytes")
+    return bytes(body)
 
 
 def health_routes(ready: Callable[[], Awaitable[dict[str, bool]]]) -> list[web.RouteDef]:

@@ -15,8 +15,7 @@ import pyvips
 
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
-from shared.runtime import STORE
-from shared.runtime import POOL
+from shared.runtime import POOL, STORE
 
 LIMIT = 3 * 1024 * 1024  # DARKROOM_MAX_UPLOAD_BYTES of the test stack
 

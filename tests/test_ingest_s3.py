@@ -12,8 +12,7 @@ import pytest
 
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
-from shared.runtime import STORE
-from shared.runtime import POOL
+from shared.runtime import POOL, STORE
 from shared.storage import S3BlobStore
 from tests.conftest import PG_ADMIN, delete_topology, stack_env, start_stack, stop_stack
 from tests.test_ingest_hashhost import random_png, snapshot

@@ -12,7 +12,10 @@ from aiohttp import web
 from services.ingest import consumers
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.config import IngestConfig
-from services.ingest.handlers import CONFIG, PAGES, SWEEPER
+from services.ingest.derivations import PendingDerivatives
+from services.ingest.handlers import CONFIG, PAGES, PROGIMAGE, SWEEPER
+from services.ingest.progimage import ProgimageUploads
+from services.ingest.remote import RemoteFetcher, RemotePolicy
 from services.ingest.routes import setup_routes
 from shared import runtime
 from shared.http import health_routes, service_middlewares
@@ -39,9 +42,29 @@ def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
     return context
 
 
+def progimage(config: IngestConfig) -> runtime.CleanupContext:
+    """The Progimage uploads: a remote fetcher and a listener for processing's answers."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        fetcher = RemoteFetcher(RemotePolicy.from_config(config))
+        pending = PendingDerivatives(app[runtime.POOL], app[runtime.BROKER], app[runtime.STORE])
+        try:
+            await pending.start()
+            app[PROGIMAGE] = ProgimageUploads(
+                app[runtime.POOL], app[runtime.STORE], pending, fetcher, config
+            )
+            yield
+        finally:
+            await pending.stop()
+            await fetcher.close()
+
+    return context
+
+
 def create_app(config: IngestConfig) -> web.Application:
     """The ingest app: pool on schema ``ingest``, broker, outbox relay, consumers, blob store,
-    orphan sweeper, internal client (pages ask auth who is signed in), routes."""
+    orphan sweeper, Progimage uploads, internal client (pages ask auth who is signed in),
+    routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     app[CONFIG] = config
     app[PAGES] = Pages(HERE / "templates")
@@ -51,6 +74,7 @@ def create_app(config: IngestConfig) -> web.Application:
             runtime.internal_client(config),
             runtime.blob_store(config),
             orphan_sweeper(config),
+            progimage(config),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

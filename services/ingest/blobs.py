@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 
 from services.ingest import domain, events, repo
+from shared.derivatives import DERIVATIVE_PREFIX, derivatives_prefix
 from shared.events import record_event
 from shared.logging import get_logger
 from shared.storage import BlobStore
@@ -86,12 +87,16 @@ async def remove_record(
 
 
 async def release_bytes(pool: asyncpg.Pool, store: BlobStore, sha256: str) -> bool:
-    """Delete the bytes of ``sha256`` if no blob row exists (checked under the blob's lock)."""
+    """Delete the bytes of ``sha256`` and its derivatives if no blob row exists (checked
+    under the blob's lock); True when the original's bytes were there."""
     async with pool.acquire() as conn, conn.transaction():
         await repo.lock_blob(conn, sha256)
         if await repo.blob_row_exists(conn, sha256):
             return False
-        return await store.delete(domain.blob_key(sha256))
+        deleted = await store.delete(domain.blob_key(sha256))
+        for key in [key async for key in store.keys(derivatives_prefix(sha256))]:
+            await store.delete(key)
+        return deleted
 
 
 class OrphanSweeper:
@@ -116,13 +121,20 @@ class OrphanSweeper:
         seen: dict[str, float] = {}
         deleted = 0
         batch: list[str] = []
-        async for key in self.store.keys(domain.BLOB_PREFIX):
-            sha256 = domain.sha256_of_key(key)
-            if sha256 is not None:
-                batch.append(sha256)
-            if len(batch) >= self._BATCH:
-                deleted += await self._sweep_batch(batch, now, seen)
-                batch = []
+        # Derivatives count as the original's bytes: whatever is stored under a hash that has
+        # no blob row (an original, or a derivative that finished after its request gave up)
+        # goes once the grace has passed.
+        for prefix, original_of in (
+            (domain.BLOB_PREFIX, domain.sha256_of_key),
+            (DERIVATIVE_PREFIX, domain.sha256_of_derivative_key),
+        ):
+            async for key in self.store.keys(prefix):
+                sha256 = original_of(key)
+                if sha256 is not None and sha256 not in seen:
+                    batch.append(sha256)
+                if len(batch) >= self._BATCH:
+                    deleted += await self._sweep_batch(batch, now, seen)
+                    batch = []
         if batch:
             deleted += await self._sweep_batch(batch, now, seen)
         self._first_seen = seen

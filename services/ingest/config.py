@@ -33,6 +33,19 @@ class IngestConfig(StorageConfig):
     upload_url_seconds: int = setting(
         "DARKROOM_UPLOAD_URL_SECONDS", 3600, "Lifetime of a signed Happo upload URL, in seconds."
     )
+    processing_timeout_seconds: float = setting(
+        "DARKROOM_PROCESSING_TIMEOUT_SECONDS",
+        60.0,
+        "How long an upload waits for its derivatives before answering 503 (nothing is kept).",
+    )
+    max_bulk_items: int = setting(
+        "DARKROOM_MAX_BULK_ITEMS", 50, "Most images one Progimage POST /user/images may carry."
+    )
+    remote_fetch_concurrency: int = setting(
+        "DARKROOM_REMOTE_FETCH_CONCURRENCY",
+        4,
+        "Remote images one request downloads at once (a bulk request's others wait).",
+    )
     signing_key: str = secret("DARKROOM_SIGNING_KEY", "Signs upload URLs (ingest).")
     orphan_grace_seconds: float = setting(
         "DARKROOM_ORPHAN_GRACE_SECONDS",

@@ -16,10 +16,12 @@ import secrets
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pyvips
 
 from shared import errors
+from shared.derivatives import OPTION_NAMES, Transform, output_format, parse_options
 
 # Uploads are hostile input: refuse libvips' operations flagged untrusted (ImageMagick, matio,
 # …) and every loader but the four web formats we accept. This is process-wide by design.
@@ -196,6 +198,25 @@ def _image_geometry(data: bytes, kind: Kind, limits: Limits) -> tuple[int, int, 
     return width, height, frames
 
 
+def stored_event_data(content: Content, account_id: str | None, source: str) -> dict:
+    """The ``image.stored`` / ``file.stored`` payload of a new record of ``content``."""
+    data = {
+        "hash": content.sha256,
+        "account_id": account_id,
+        "bytes": content.size,
+        "media_type": content.media_type,
+        "source": source,
+    }
+    if content.image:
+        data.update(
+            format=content.format,
+            width=content.width,
+            height=content.height,
+            frames=content.frames,
+        )
+    return data
+
+
 def blob_key(sha256: str) -> str:
     """The store key of the bytes whose SHA-256 is ``sha256`` (fanned out on two levels)."""
     if not _SHA256.match(sha256):
@@ -209,6 +230,15 @@ def sha256_of_key(key: str) -> str | None:
     if match is None or match[3][:2] != match[1] or match[3][2:4] != match[2]:
         return None
     return match[3]
+
+
+_DERIVATIVE_KEY = re.compile(r"^derived/[0-9a-f]{2}/[0-9a-f]{2}/([0-9a-f]{64})/[^/]+$")
+
+
+def sha256_of_derivative_key(key: str) -> str | None:
+    """The original's hash in a derivative's store key, or None for any other key."""
+    match = _DERIVATIVE_KEY.match(key)
+    return match.group(1) if match else None
 
 
 def is_sha256(value: str) -> bool:
@@ -419,3 +449,161 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if start >= size:
         raise RangeNotSatisfiable()
     return start, end
+
+
+# --- Progimage: POST /user/images -------------------------------------------------------------
+
+#: Sources an item of ``process`` may name; exactly one per item.
+PROGIMAGE_SOURCES = ("file", "remote_file_url", "image_id")
+#: The box of the ``thumb`` variant when the client gives neither ``thumb_w`` nor ``thumb_h``.
+DEFAULT_THUMB_BOX = 300
+#: The box of the ``mini`` variant (always square; the seed's single answer lists it).
+MINI_BOX = 64
+_DATA_URI = re.compile(r"^data:[\w.+-]+/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ProcessItem:
+    """One item of a ``process`` request: where its image comes from and what to do to it."""
+
+    index: int
+    source: str
+    value: str
+    transform: Transform
+
+
+@dataclass(frozen=True)
+class ProcessRequest:
+    """A whole ``POST /user/images``: its items and whether the client sent an array."""
+
+    items: tuple[ProcessItem, ...]
+    bulk: bool
+
+
+class ItemRefused(errors.InvalidRequest):
+    """One item of a ``process`` request is wrong; the message names it (422)."""
+
+
+def item_label(index: int, bulk: bool) -> str:
+    """How an error names an item: ``process[3]`` in a bulk request, ``process`` otherwise."""
+    return f"process[{index}]" if bulk else "process"
+
+
+def parse_process_request(body: dict, max_items: int) -> ProcessRequest:
+    """Validate the JSON body of ``POST /user/images`` (numbers may come as strings, as in the
+    seed's examples); unknown fields are refused so that a typo is not silently ignored."""
+    unknown = set(body) - {"process"}
+    if unknown:
+        raise errors.InvalidRequest(f"Unknown field: {sorted(unknown)[0]}")
+    process = body.get("process")
+    if isinstance(process, dict):
+        raw_items, bulk = [process], False
+    elif isinstance(process, list):
+        raw_items, bulk = process, True
+    else:
+        raise errors.InvalidRequest("process: an image hash or an array of image hashes")
+    if not raw_items:
+        raise errors.InvalidRequest("process: at least one image")
+    if len(raw_items) > max_items:
+        raise errors.InvalidRequest(f"process: at most {max_items} images per request")
+    items = []
+    for index, raw in enumerate(raw_items):
+        label = item_label(index, bulk)
+        if not isinstance(raw, dict):
+            raise ItemRefused(f"{label}: must be an object")
+        items.append(_parse_item(index, label, raw))
+    return ProcessRequest(tuple(items), bulk)
+
+
+def _parse_item(index: int, label: str, raw: dict) -> ProcessItem:
+    unknown = set(raw) - set(PROGIMAGE_SOURCES) - OPTION_NAMES
+    if unknown:
+        raise ItemRefused(f"{label}: unknown field {sorted(unknown)[0]}")
+    sources = [name for name in PROGIMAGE_SOURCES if raw.get(name) not in (None, "")]
+    if len(sources) != 1:
+        raise ItemRefused(
+            f"{label}: exactly one of remote_file_url, file or image_id is required"
+            + (f" (got {', '.join(sources)})" if sources else "")
+        )
+    source = sources[0]
+    value = raw[source]
+    if not isinstance(value, str):
+        raise ItemRefused(f"{label}.{source}: must be a string")
+    try:
+        transform = parse_options(raw)
+    except errors.InvalidRequest as exc:
+        raise ItemRefused(f"{label}.{exc.message}") from None
+    if source == "image_id":
+        try:
+            value = str(uuid.UUID(value))
+        except ValueError:
+            raise ItemRefused(f"{label}.image_id: no such image") from None
+    return ProcessItem(index, source, value, transform)
+
+
+def decode_base64_image(text: str, max_bytes: int) -> bytes:
+    """The bytes of a ``file`` value: base64 (standard or URL-safe alphabet, padding optional,
+    an optional ``data:`` URI prefix); :class:`errors.InvalidRequest` when it is not."""
+    text = _DATA_URI.sub("", text.strip(), count=1)
+    text = "".join(text.split())
+    if len(text) > (max_bytes + 2) // 3 * 4 + 4:
+        raise errors.InvalidRequest(f"file: larger than {max_bytes} bytes")
+    text = text.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.InvalidRequest("file: not valid base64") from None
+    if not data:
+        raise errors.InvalidRequest("file: empty")
+    return data
+
+
+@dataclass(frozen=True)
+class Variants:
+    """The three derivatives of a Progimage image: the processed file, its thumb and mini."""
+
+    file: Transform
+    thumb: Transform
+    mini: Transform
+
+    def items(self) -> tuple[tuple[str, Transform], ...]:
+        """``(name, transform)`` pairs, file first."""
+        return (("file", self.file), ("thumb", self.thumb), ("mini", self.mini))
+
+
+def progimage_variants(transform: Transform, media_type: str) -> Variants:
+    """What an item produces: the transform at full size, fitted in the thumb box, and mini.
+
+    The client's ``thumb_w``/``thumb_h`` size the thumbnail only; the file keeps its size.
+    """
+    whole = transform.boxed(None, None).with_format(output_format(media_type))
+    if transform.thumb_w is None and transform.thumb_h is None:
+        thumb = whole.boxed(DEFAULT_THUMB_BOX, DEFAULT_THUMB_BOX)
+    else:
+        thumb = whole.boxed(transform.thumb_w, transform.thumb_h)
+    return Variants(whole, thumb, whole.boxed(MINI_BOX, MINI_BOX))
+
+
+def upload_path(image_id: str, variant: str, extension: str) -> str:
+    """The public path of a variant, shaped like the seed's ``/uploads/image/file/…`` URLs."""
+    prefix = "" if variant == "file" else f"{variant}_"
+    return f"/uploads/image/file/{image_id}/{prefix}{image_id}.{extension}"
+
+
+_UPLOAD_NAME = re.compile(r"^(?:(thumb|mini)_)?([0-9a-f-]{36})\.([a-z]{3,4})$")
+
+
+def parse_upload_path(image_id: str, name: str) -> str | None:
+    """The variant a ``/uploads/image/file/{image_id}/{name}`` path names, or None."""
+    match = _UPLOAD_NAME.match(name)
+    if match is None or match.group(2) != image_id:
+        return None
+    return match.group(1) or "file"
+
+
+def iso_millis(moment: datetime) -> str:
+    """``2016-12-04T06:34:37.650Z``: the seed's timestamp spelling."""
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )

@@ -1,9 +1,12 @@
 """Events ingest publishes and consumes (payloads only grow; a breaking change is a new type)."""
 
+from shared import derivatives
+
 #: ``{hash, account_id, bytes, format, width, height, frames, media_type, source,
-#: happo_hash?}`` — an image was validated, stored and recorded (once per new record).
-#: ``hash`` is the SHA-256 of the bytes; ``account_id`` is null for anonymous uploads;
-#: ``source`` is ``happo`` or ``hashhost``; ``happo_hash`` is the client's name of a Happo image.
+#: happo_hash?, image_id?}`` — an image was validated, stored and recorded (once per new
+#: record). ``hash`` is the SHA-256 of the bytes; ``account_id`` is null for anonymous uploads;
+#: ``source`` is ``happo``, ``hashhost`` or ``progimage``; ``happo_hash`` is the client's name
+#: of a Happo image, ``image_id`` the id of a Progimage image.
 IMAGE_STORED = "image.stored"
 
 #: ``{hash, account_id, bytes, media_type, source}`` — a non-image file was stored and recorded.
@@ -13,5 +16,12 @@ FILE_STORED = "file.stored"
 #: (derivatives keyed by this hash may go too).
 BLOB_DELETED = "blob.deleted"
 
-#: Routing keys ingest consumes.
+#: ``derivative.requested`` (see :mod:`shared.derivatives`) — Progimage uploads ask processing
+#: for their variants.
+DERIVATIVE_REQUESTED = derivatives.DERIVATIVE_REQUESTED
+
+#: Routing keys ingest consumes on durable queues.
 CONSUMED: tuple[str, ...] = ()
+
+#: Routing keys every ingest process hears on its private queue: the answers to its requests.
+BROADCAST: tuple[str, ...] = (derivatives.DERIVATIVE_COMPUTED, derivatives.DERIVATIVE_FAILED)

@@ -25,16 +25,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from services.ingest import blobs, domain, repo
 from services.ingest.config import IngestConfig
+from services.ingest.progimage import ProgimageUploads
 from shared import errors
-from shared.http import Principal, principal_of, require_account
+from shared.http import Principal, principal_of, read_json_object, require_account
 from shared.logging import get_logger
 from shared.pages import Pages, redirect
+from shared.pagination import offset_window
 from shared.runtime import INTERNAL, POOL, STORE
 from shared.storage import BlobNotFound
 
 CONFIG = web.AppKey("ingest.config", IngestConfig)
 PAGES = web.AppKey("ingest.pages", Pages)
 SWEEPER = web.AppKey("ingest.sweeper", blobs.OrphanSweeper)
+PROGIMAGE = web.AppKey("ingest.progimage", ProgimageUploads)
 
 log = get_logger("darkroom.ingest")
 
@@ -115,24 +118,6 @@ async def _examine(
     return await asyncio.to_thread(domain.examine, data, _limits(config), accept=accept)
 
 
-def _event_data(content: domain.Content, account_id: str | None, source: str) -> dict:
-    data = {
-        "hash": content.sha256,
-        "account_id": account_id,
-        "bytes": content.size,
-        "media_type": content.media_type,
-        "source": source,
-    }
-    if content.image:
-        data.update(
-            format=content.format,
-            width=content.width,
-            height=content.height,
-            frames=content.frames,
-        )
-    return data
-
-
 # --- Happo Image API --------------------------------------------------------------------------
 
 
@@ -190,7 +175,10 @@ async def happo_upload(request: web.Request) -> web.Response:
             raise errors.Conflict("This upload URL was used already; ask for a new one")
         return await repo.add_happo_image(conn, account_id, grant.hash, content.sha256)
 
-    event = {**_event_data(content, str(account_id), "happo"), "happo_hash": grant.hash}
+    event = {
+        **domain.stored_event_data(content, str(account_id), "happo"),
+        "happo_hash": grant.hash,
+    }
     await blobs.store_content(
         request.app[POOL], request.app[STORE], content, upload.data, register, event
     )
@@ -246,7 +234,7 @@ async def _store_hashhost_file(request: web.Request, upload: Upload) -> dict:
             await repo.add_anonymous_file(conn, content, filename, digest)
             return True
 
-    event = _event_data(
+    event = domain.stored_event_data(
         content, principal.account_id if principal.authenticated else None, "hashhost"
     )
     await blobs.store_content(
@@ -406,16 +394,127 @@ async def _page_user(request: web.Request) -> dict | None:
     return body if status == 200 and isinstance(body, dict) else None
 
 
+# --- Progimage ------------------------------------------------------------------------------
+
+
+async def progimage_upload(request: web.Request) -> web.Response:
+    """``POST /user/images {process: {...} | [{...}, ...]}`` → 201 with the seed's single
+    shape (``data.file.url``, ``.thumb.url``, ``.mini.url``) or its array shape.
+
+    Every URL in the answer serves its bytes already. One bad item → 422 naming its index,
+    and nothing of the request is kept.
+    """
+    principal = require_account(request)
+    account_id, user_id = _account_and_user(principal)
+    config = request.app[CONFIG]
+    # The base64 of one largest upload, plus room for the options around it.
+    body = await read_json_object(request, max_bytes=config.max_upload_bytes * 4 // 3 + _CHUNK)
+    process = domain.parse_process_request(body, config.max_bulk_items)
+    images = await request.app[PROGIMAGE].process(account_id, user_id, process)
+    if process.bulk:
+        data: object = [_progimage_listing(config, image) for image in images]
+    else:
+        data = _progimage_single(config, images[0])
+    return web.json_response({"data": data}, status=201)
+
+
+async def progimage_list(request: web.Request) -> web.Response:
+    """``GET /user/images?offset&limit`` → the caller's images, newest first (array shape)."""
+    principal = require_account(request)
+    _account_id, user_id = _account_and_user(principal)
+    config = request.app[CONFIG]
+    window = offset_window(request.query, default_limit=10, max_limit=100)
+    async with request.app[POOL].acquire() as conn:
+        images, total = await repo.progimage_images_of(conn, user_id, window.offset, window.limit)
+    return web.json_response(
+        {
+            "data": [_progimage_listing(config, image) for image in images],
+            "meta": {"offset": window.offset, "limit": window.limit, "total": total},
+        }
+    )
+
+
+async def serve_upload(request: web.Request) -> web.StreamResponse:
+    """``GET|HEAD /uploads/image/file/{image_id}/{name}``: a variant of a Progimage image."""
+    image_id = request.match_info["image_id"]
+    try:
+        parsed = uuid.UUID(image_id)
+    except ValueError:
+        raise errors.NotFound("No such image") from None
+    variant = domain.parse_upload_path(str(parsed), request.match_info["name"])
+    if variant is None:
+        raise errors.NotFound("No such image")
+    async with request.app[POOL].acquire() as conn:
+        image = await repo.progimage_image(conn, parsed)
+    if image is None or request.match_info["name"].rsplit(".", 1)[-1] != image.extension:
+        raise errors.NotFound("No such image")
+    stored = image.variants[variant]
+    tag = stored["key"].rsplit("/", 1)[-1].split(".", 1)[0]
+    return await _stream(request, stored["key"], tag, stored["bytes"], stored["media_type"])
+
+
+def _account_and_user(principal: Principal) -> tuple[uuid.UUID, uuid.UUID]:
+    if not principal.user_id:
+        raise errors.Forbidden("Images belong to a user; use a user's credentials")
+    return uuid.UUID(principal.account_id), uuid.UUID(principal.user_id)
+
+
+def _progimage_urls(config: IngestConfig, image: repo.ProgimageImage) -> dict[str, str]:
+    return {
+        name: config.public(domain.upload_path(str(image.id), name, image.extension))
+        for name in ("file", "thumb", "mini")
+    }
+
+
+def _progimage_single(config: IngestConfig, image: repo.ProgimageImage) -> dict:
+    urls = _progimage_urls(config, image)
+    return {
+        "id": str(image.id),
+        "user_id": str(image.user_id),
+        "file": {
+            "url": urls["file"],
+            "mini": {"url": urls["mini"]},
+            "thumb": {"url": urls["thumb"]},
+        },
+        "created_at": domain.iso_millis(image.created_at),
+        "updated_at": domain.iso_millis(image.updated_at),
+    }
+
+
+def _progimage_listing(config: IngestConfig, image: repo.ProgimageImage) -> dict:
+    urls = _progimage_urls(config, image)
+    # Every URL we hand out is on DARKROOM_PUBLIC_URL: the "secure" ones are the same URLs
+    # (https whenever the platform is served over TLS).
+    return {
+        "id": str(image.id),
+        "created_at": domain.iso_millis(image.created_at),
+        "url": urls["file"],
+        "secure_url": urls["file"],
+        "thumbnail_url": urls["thumb"],
+        "secure_thumbnail_url": urls["thumb"],
+    }
+
+
 # --- delivery ---------------------------------------------------------------------------------
 
 
 async def _deliver(request: web.Request, blob: repo.Blob) -> web.StreamResponse:
-    """Stream a blob with its ETag, caching, range and safety headers (never read whole)."""
+    """Stream a content-addressed blob (never read whole)."""
+    return await _stream(
+        request, domain.blob_key(blob.sha256), blob.sha256, blob.size, blob.media_type
+    )
+
+
+async def _stream(
+    request: web.Request, key: str, tag: str, size: int, media_type: str
+) -> web.StreamResponse:
+    """Stream immutable bytes under ``key`` with the ETag ``tag``, caching, range and safety
+    headers."""
     try:
         plan = domain.plan_delivery(
-            blob.sha256,
-            blob.size,
-            blob.media_type,
+            tag,
+            size,
+            media_type,
             if_none_match=request.headers.get("If-None-Match"),
             range_header=request.headers.get("Range"),
             if_range=request.headers.get("If-Range"),
@@ -424,7 +523,7 @@ async def _deliver(request: web.Request, blob: repo.Blob) -> web.StreamResponse:
         return web.json_response(
             exc.body(),
             status=exc.status,
-            headers={"Content-Range": f"bytes */{blob.size}", "Accept-Ranges": "bytes"},
+            headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
         )
     if plan.status == 304:
         return web.Response(status=304, headers=plan.headers)
@@ -434,13 +533,13 @@ async def _deliver(request: web.Request, blob: repo.Blob) -> web.StreamResponse:
         await response.prepare(request)
         await response.write_eof()
         return response
-    chunks = request.app[STORE].open(domain.blob_key(blob.sha256), plan.start, plan.end)
+    chunks = request.app[STORE].open(key, plan.start, plan.end)
     async with contextlib.aclosing(chunks):
         try:
             first = await anext(chunks, b"")
         except BlobNotFound:
             # A record without bytes breaks the storage invariant: say so loudly.
-            log.error("blob.missing", hash=blob.sha256)
+            log.error("blob.missing", key=key)
             raise errors.NotFound("The file's content is missing") from None
         await response.prepare(request)
         await response.write(first)

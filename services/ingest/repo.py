@@ -63,7 +63,8 @@ async def known_blobs(conn: asyncpg.Connection, digests: list[str]) -> set[str]:
 
 
 async def drop_blob_if_unreferenced(conn: asyncpg.Connection, sha256: str) -> bool:
-    """Delete the blob row when no file or Happo image references it; True when deleted.
+    """Delete the blob row when no record (file, Happo or Progimage image) references it; True
+    when deleted.
 
     Call it holding :func:`lock_blob`, so no record can be added between check and delete.
     """
@@ -71,6 +72,7 @@ async def drop_blob_if_unreferenced(conn: asyncpg.Connection, sha256: str) -> bo
         "DELETE FROM blobs b WHERE b.sha256 = $1"
         " AND NOT EXISTS (SELECT 1 FROM files f WHERE f.sha256 = b.sha256)"
         " AND NOT EXISTS (SELECT 1 FROM happo_images h WHERE h.sha256 = b.sha256)"
+        " AND NOT EXISTS (SELECT 1 FROM progimage_images p WHERE p.sha256 = b.sha256)"
         " RETURNING true",
         sha256,
     )
@@ -201,3 +203,92 @@ async def forget_expired_upload_urls(conn: asyncpg.Connection) -> int:
     """Drop used-URL ids whose URLs have expired (they cannot be replayed any more)."""
     status = await conn.execute("DELETE FROM used_upload_urls WHERE expires_at < now()")
     return int(status.rsplit(" ", 1)[-1])
+
+
+@dataclass(frozen=True)
+class ProgimageImage:
+    """A Progimage image: its original's hash and the stored derivatives of each variant."""
+
+    id: uuid.UUID
+    user_id: uuid.UUID
+    sha256: str
+    variants: dict
+    extension: str
+    created_at: datetime
+    updated_at: datetime
+
+
+_PROGIMAGE_COLUMNS = "id, user_id, sha256, variants, extension, created_at, updated_at"
+
+
+async def progimage_original(
+    conn: asyncpg.Connection, user_id: uuid.UUID, image_id: uuid.UUID
+) -> Blob | None:
+    """The original behind one of ``user_id``'s images (None for anyone else's)."""
+    row = await conn.fetchrow(
+        "SELECT b.sha256, b.size, b.media_type FROM progimage_images p JOIN blobs b USING (sha256)"
+        " WHERE p.id = $1 AND p.user_id = $2",
+        image_id,
+        user_id,
+    )
+    return Blob(**row) if row else None
+
+
+async def add_progimage_image(
+    conn: asyncpg.Connection,
+    *,
+    image_id: uuid.UUID,
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    sha256: str,
+    options: dict,
+    variants: dict,
+    extension: str,
+    order: int,
+) -> ProgimageImage:
+    """Record an image; ``order`` (its index in the request) keeps a bulk's items ordered
+    newest-last within the one transaction time."""
+    row = await conn.fetchrow(
+        "INSERT INTO progimage_images"
+        " (id, account_id, user_id, sha256, options, variants, extension, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7,"
+        " now() + make_interval(secs => $8 / 1000.0), now() + make_interval(secs => $8 / 1000.0))"
+        f" RETURNING {_PROGIMAGE_COLUMNS}",
+        image_id,
+        account_id,
+        user_id,
+        sha256,
+        options,
+        variants,
+        extension,
+        order,
+    )
+    return ProgimageImage(**row)
+
+
+async def progimage_images_of(
+    conn: asyncpg.Connection, user_id: uuid.UUID, offset: int, limit: int
+) -> tuple[list[ProgimageImage], int]:
+    """A page of ``user_id``'s images, newest first, and how many there are in all."""
+    rows = await conn.fetch(
+        f"SELECT {_PROGIMAGE_COLUMNS}, count(*) OVER () AS total FROM progimage_images"
+        " WHERE user_id = $1 ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT $3",
+        user_id,
+        offset,
+        limit,
+    )
+    if not rows:
+        total = await conn.fetchval(
+            "SELECT count(*) FROM progimage_images WHERE user_id = $1", user_id
+        )
+        return [], int(total)
+    total = int(rows[0]["total"])
+    return [ProgimageImage(**{k: v for k, v in row.items() if k != "total"}) for row in rows], total
+
+
+async def progimage_image(conn: asyncpg.Connection, image_id: uuid.UUID) -> ProgimageImage | None:
+    """One image by id, for serving its public URLs."""
+    row = await conn.fetchrow(
+        f"SELECT {_PROGIMAGE_COLUMNS} FROM progimage_images WHERE id = $1", image_id
+    )
+    return ProgimageImage(**row) if row else None

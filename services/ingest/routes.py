@@ -1,4 +1,5 @@
-"""Ingest's routes: the Happo Image API, the hash file host (API and pages) and serving."""
+"""Ingest's routes: the Happo Image API, Progimage images, the hash file host (API and
+pages) and serving."""
 
 from aiohttp import web
 
@@ -11,6 +12,10 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/images/{hash}/upload-url", handlers.happo_upload_url)
     app.router.add_post("/api/images/upload/{token}", handlers.happo_upload)
     app.router.add_get("/img/{account_id}/{hash}", handlers.serve_happo_image)
+    # Progimage
+    app.router.add_post("/user/images", handlers.progimage_upload)
+    app.router.add_get("/user/images", handlers.progimage_list)
+    app.router.add_get("/uploads/image/file/{image_id}/{name}", handlers.serve_upload)
     # hash file host
     app.router.add_post("/api/upload", handlers.api_upload)
     app.router.add_delete("/api/files/{hash}", handlers.delete_file)
