@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import aiohttp
 import httpx2
 import pytest
+import pyvips
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
@@ -218,7 +219,17 @@ async def test_authlib_client_completes_the_code_flow_with_pkce(stack, user, app
             f"{stack.url}/oauth/token", authorization_response=callback, code_verifier=verifier
         )
         response = await oauth_client.get(f"{stack.url}/user")
+        png = pyvips.Image.black(40, 30, bands=3).write_to_buffer(".png")
+        uploaded = await oauth_client.post(
+            f"{stack.url}/user/images",
+            json={"process": {"file": base64.b64encode(png).decode(), "rotation": "90"}},
+        )
+        listed = await oauth_client.get(f"{stack.url}/user/images")
     assert response.status_code == 200
+    assert uploaded.status_code == 201, uploaded.text
+    image = uploaded.json()["data"]
+    assert image["user_id"] == user["user_id"]
+    assert [item["id"] for item in listed.json()["data"]] == [image["id"]]
     assert response.json() == {"id": user["user_id"], "name": user["name"], "email": user["email"]}
     assert_seed_answer(raw_answers[0])
     assert token["access_token"] == raw_answers[0]["access_token"]
@@ -779,3 +790,48 @@ def test_bearer_values_are_told_apart():
     for value in (token[:-1], token + "a", token[:-1] + "-"):
         with pytest.raises(errors.BadCredentials):
             domain.parse_authorization(f"Bearer {value}")
+
+
+async def test_progimage_rate_limit_is_20_requests_per_5_seconds_per_token(
+    stack, client, app_client
+):
+    person = stack.create_account("Rate Limited Person")
+    code = await get_code(stack, person, app_client)
+    status, answer, _ = await exchange(client, stack, app_client, code=code)
+    assert status == 200
+    headers = bearer(answer["access_token"])
+    statuses, refusal = [], None
+    for _ in range(24):
+        async with client.get(f"{stack.url}/user/images", headers=headers) as r:
+            statuses.append(r.status)
+            if r.status == 429 and refusal is None:
+                refusal = (r.headers.get("Retry-After"), (await r.json())["error"]["code"])
+    # The bucket refills at 4/s while the loop runs, so a few more than 20 may pass.
+    assert 20 <= statuses.count(200) <= 23, statuses
+    assert statuses[:20] == [200] * 20 and statuses[-1] == 429
+    assert refusal is not None and int(refusal[0]) >= 1
+    assert refusal[1] == "rate_limit_exceeded"
+
+
+async def test_progimage_cors_works_from_any_origin(stack, client, user, app_client):
+    origin = "https://photos.example.org"
+    async with client.options(
+        f"{stack.url}/user/images",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    ) as preflight:
+        assert preflight.status in (200, 204)
+        assert preflight.headers["Access-Control-Allow-Origin"] in ("*", origin)
+        assert "POST" in preflight.headers["Access-Control-Allow-Methods"]
+        assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    code = await get_code(stack, user, app_client)
+    _, answer, _ = await exchange(client, stack, app_client, code=code)
+    async with client.get(
+        f"{stack.url}/user/images",
+        headers={**bearer(answer["access_token"]), "Origin": origin},
+    ) as r:
+        assert r.status == 200
+        assert r.headers["Access-Control-Allow-Origin"] in ("*", origin)
