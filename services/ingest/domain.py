@@ -22,18 +22,9 @@ import pyvips
 
 from shared import errors
 from shared.derivatives import OPTION_NAMES, Transform, output_format, parse_options
+from shared.imaging import refuse_untrusted_loaders
 
-# Uploads are hostile input: refuse libvips' operations flagged untrusted (ImageMagick, matio,
-# …) and every loader but the four web formats we accept. This is process-wide by design.
-pyvips.block_untrusted_set(True)
-pyvips.operation_block_set("VipsForeignLoad", True)
-for _loader in (
-    "VipsForeignLoadPng",
-    "VipsForeignLoadJpeg",
-    "VipsForeignLoadNsgif",
-    "VipsForeignLoadWebp",
-):
-    pyvips.operation_block_set(_loader, False)
+refuse_untrusted_loaders()
 
 #: Prefix of every content-addressed key in the blob store.
 BLOB_PREFIX = "sha256/"

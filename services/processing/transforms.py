@@ -22,19 +22,9 @@ import pyvips
 
 from shared.derivatives import Transform
 from shared.errors import InvalidRequest
+from shared.imaging import refuse_untrusted_loaders
 
-# Originals were validated at upload, but this process must not trust them either: refuse
-# libvips' operations flagged untrusted and every loader but the four web formats. This is
-# process-wide by design (it is also what ingest sets).
-pyvips.block_untrusted_set(True)
-pyvips.operation_block_set("VipsForeignLoad", True)
-for _loader in (
-    "VipsForeignLoadPng",
-    "VipsForeignLoadJpeg",
-    "VipsForeignLoadNsgif",
-    "VipsForeignLoadWebp",
-):
-    pyvips.operation_block_set(_loader, False)
+refuse_untrusted_loaders()
 
 #: Quality of lossy outputs when the transform names none (thumbor's own default is 80-85).
 DEFAULT_QUALITY = 82
