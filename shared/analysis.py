@@ -18,9 +18,29 @@ The conversation, over the event stream:
 
 The analysis of an original depends only on its bytes and :data:`ALGORITHM`, so processing may
 answer a repeated request from what it stored before.
+
+How processing answers (additions, the meaning above unchanged):
+
+* An original whose bytes are stored but cannot be read as an image is a *completed* analysis
+  with ``problems`` ``["undecodable"]`` (plus ``file_too_large`` when it is), ``quality_score``
+  0, ``aux_images`` ``[]`` and the figures it could not measure as ``null`` — so the image shows
+  its problem like any other. Bytes in a format processing does not decode (GIF, and a TIFF,
+  HEIF/HEIC/AVIF, BMP, JPEG XL or JPEG 2000 recognised by its signature) get
+  ``unsupported_format`` instead; a GIF is still measured. ``analysis.failed`` (code
+  ``invalid_request``) is kept for requests that cannot be analysed at all: the original is no
+  longer stored, its bytes do not hash to ``sha256``, or the payload is malformed.
+* ``analysis.completed`` also carries ``worker`` (``host:pid`` of the process that computed the
+  analysis) and ``cached`` (true when it was answered from an earlier analysis of the same
+  bytes).
+* ``quality_result`` also carries ``clipped_shadows`` and ``clipped_highlights`` (fractions of
+  pixels), ``analysis_width`` and ``analysis_height`` (the size the figures were measured at)
+  and ``score_parts`` (the 0..1 parts of the score); see
+  :mod:`services.processing.quality` for every threshold and the score formula.
 """
 
 from __future__ import annotations
+
+from shared.derivatives import derivatives_prefix
 
 ANALYSIS_REQUESTED = "analysis.requested"
 ANALYSIS_COMPLETED = "analysis.completed"
@@ -47,3 +67,17 @@ QUALITY_ISSUE_CODES = {
 
 #: ``aux_image_type`` values processing produces.
 AUX_IMAGE_TYPES = ("normalized_preview", "sharpness_map")
+
+#: The smallest width and height an image may have (``low_resolution`` below either).
+MIN_SIDE = 256
+#: The largest file, in bytes (``file_too_large`` above it): 30 MB as the Haut.ai seed's
+#: ``X-Goog-Content-Length-Range: 1,31457280`` counts it.
+MAX_FILE_BYTES = 31_457_280
+#: The media type of every aux image (PNG, no metadata).
+AUX_MEDIA_TYPE = "image/png"
+
+
+def aux_image_key(original_sha256: str, aux_image_type: str) -> str:
+    """Where the aux image ``aux_image_type`` of ``original_sha256`` is stored: under the
+    original's derivatives prefix, so it goes when the original goes."""
+    return f"{derivatives_prefix(original_sha256)}aux-{ALGORITHM}-{aux_image_type}.png"

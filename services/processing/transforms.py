@@ -96,7 +96,7 @@ def derive(data: bytes, transform: Transform, limits: Limits) -> Derived:
 
 
 @dataclass(frozen=True)
-class _Header:
+class Header:
     """What an original's header says: its size once upright, its EXIF orientation (1-8) and
     its format's name."""
 
@@ -105,9 +105,15 @@ class _Header:
     orientation: int
     format_name: str
 
+    @property
+    def pixels(self) -> int:
+        """Width x height: what :class:`Limits` holds it against."""
+        return self.width * self.height
 
-def _examine(data: bytes, limits: Limits) -> _Header:
-    """Read the header of ``data`` (no pixel decoded) and hold it against ``limits``."""
+
+def read_header(data: bytes) -> Header:
+    """Read the header of ``data`` (no pixel decoded); raises :class:`UndecodableImage` when
+    it is not a JPEG, PNG, WebP or GIF image."""
     try:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error")
     except pyvips.Error as exc:
@@ -116,18 +122,24 @@ def _examine(data: bytes, limits: Limits) -> _Header:
     if format_name is None:
         raise UndecodableImage("The file is not a JPEG, PNG, WebP or GIF image")
     width, height = header.width, header.height
-    if width * height > limits.max_pixels:
-        raise UndecodableImage(
-            f"The image is {width}x{height} pixels; at most {limits.max_pixels} pixels"
-            " can be processed"
-        )
     orientation = header.get("orientation") if header.get_typeof("orientation") else 1
     if orientation >= 5:  # EXIF 5-8 turn the image a quarter
         width, height = height, width
-    return _Header(width, height, orientation, format_name)
+    return Header(width, height, orientation, format_name)
 
 
-def _load(data: bytes, transform: Transform, header: _Header) -> pyvips.Image:
+def _examine(data: bytes, limits: Limits) -> Header:
+    """Read the header of ``data`` and hold it against ``limits``."""
+    header = read_header(data)
+    if header.pixels > limits.max_pixels:
+        raise UndecodableImage(
+            f"The image is {header.width}x{header.height} pixels; at most {limits.max_pixels}"
+            " pixels can be processed"
+        )
+    return header
+
+
+def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
     """The original upright (EXIF orientation applied), in 8-bit sRGB, already shrunk as far
     as the box will allow after the rotation."""
     box = _preshrink_box(transform, header.width, header.height)
@@ -144,7 +156,7 @@ def _load(data: bytes, transform: Transform, header: _Header) -> pyvips.Image:
         access = "random" if turns else "sequential"
         image = pyvips.Image.new_from_buffer(data, "", access=access, fail_on="error")
         image = image.autorot()
-    return _to_srgb(image)
+    return to_srgb(image)
 
 
 def _preshrink_box(transform: Transform, width: int, height: int) -> tuple[int, int] | None:
@@ -171,7 +183,7 @@ def _preshrink_box(transform: Transform, width: int, height: int) -> tuple[int, 
     return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
 
 
-def _to_srgb(image: pyvips.Image) -> pyvips.Image:
+def to_srgb(image: pyvips.Image) -> pyvips.Image:
     """``image`` in 8-bit sRGB (three bands, plus alpha when it has one); an embedded ICC
     profile is honoured, since the output carries none and will be read as sRGB."""
     if image.get_typeof("icc-profile-data"):
