@@ -11,7 +11,7 @@ from aiohttp import web
 
 from services.processing import consumers
 from services.processing.config import ProcessingConfig
-from services.processing.consumers import DERIVATIVES, DerivativeWorks
+from services.processing.consumers import ANALYSES, DERIVATIVES, AnalysisWorks, DerivativeWorks
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
 from shared import runtime
@@ -23,9 +23,10 @@ HERE = Path(__file__).parent
 log = get_logger("darkroom.processing")
 
 
-def derivative_works(config: ProcessingConfig) -> runtime.CleanupContext:
+def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
     """The worker threads libvips jobs run in (one per configured worker) and the derivative
-    works that use them with the blob store; at shutdown, running jobs finish first."""
+    and analysis works that share them and the blob store; at shutdown, running jobs finish
+    first."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         # Process-wide in libvips. One thread per job by default, since jobs already run one
@@ -36,19 +37,23 @@ def derivative_works(config: ProcessingConfig) -> runtime.CleanupContext:
         # The operation cache would keep recent originals' buffers alive; every job here is a
         # different image, so nothing would ever be reused from it.
         pyvips.cache_set_max(0)
-        if config.workers >= config.db_pool_max:
+        # Each delivery in flight holds a connection, and each of the two queues (derivatives,
+        # analyses) may have ``workers`` deliveries in flight.
+        if 2 * config.workers >= config.db_pool_max:
             log.warning(
                 "processing.workers_exceed_pool",
                 workers=config.workers,
                 db_pool_max=config.db_pool_max,
             )
         executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="vips")
-        app[DERIVATIVES] = DerivativeWorks(
+        shared = (
             app[runtime.STORE],
             executor,
             Limits(max_pixels=config.max_pixels),
             consumers.worker_name(),
         )
+        app[DERIVATIVES] = DerivativeWorks(*shared)
+        app[ANALYSES] = AnalysisWorks(*shared)
         try:
             yield
         finally:
@@ -65,7 +70,7 @@ def create_app(config: ProcessingConfig) -> web.Application:
     app.cleanup_ctx.extend(
         [
             runtime.blob_store(config),
-            derivative_works(config),
+            image_works(config),
             *runtime.service_contexts(
                 config, SCHEMA, HERE / "migrations", consumers.subscriptions(app, config)
             ),

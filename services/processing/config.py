@@ -15,9 +15,10 @@ class ProcessingConfig(StorageConfig):
     workers: int = setting(
         "DARKROOM_PROCESSING_WORKERS",
         os.cpu_count() or 1,
-        "Image jobs one process runs at once (threads, and deliveries it takes from the queue);"
-        " default the machine's CPU count. In a container, set it to the CPU limit. Each job in"
-        " flight holds a database connection, so keep it below DARKROOM_DB_POOL_MAX.",
+        "Image jobs one process runs at once (threads, and deliveries it takes from each of its"
+        " queues: derivatives and analyses); default the machine's CPU count. In a container,"
+        " set it to the CPU limit. Each delivery in flight holds a database connection, so keep"
+        " twice it below DARKROOM_DB_POOL_MAX.",
     )
     max_pixels: int = setting(
         "DARKROOM_MAX_PIXELS",

@@ -1,6 +1,7 @@
-"""Processing's rules as plain computation: reading a ``derivative.requested`` payload and
-checking that what it asks for is consistent. No pyvips, no I/O (transforms live in
-:mod:`services.processing.transforms`)."""
+"""Processing's rules as plain computation: reading ``derivative.requested`` and
+``analysis.requested`` payloads and checking that what they ask for is consistent. No pyvips,
+no I/O (transforms live in :mod:`services.processing.transforms`, the quality analysis in
+:mod:`services.processing.quality`)."""
 
 from __future__ import annotations
 
@@ -75,3 +76,43 @@ def read_request(data: Mapping[str, Any]) -> DerivativeRequest:
 def lock_name(key: str) -> str:
     """The name of the advisory lock that serialises every computation of ``key``."""
     return f"processing.derivative.{key}"
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """What an ``analysis.requested`` event asks: analyse the original at ``original_key``
+    (whose bytes hash to ``original_sha256``) for the image ``image_id``."""
+
+    image_id: str
+    original_sha256: str
+    original_key: str
+
+
+def requested_image_id(data: Mapping[str, Any]) -> str:
+    """The image an analysis is for; raises :class:`UnanswerableRequest` without one (nobody
+    could be told the outcome)."""
+    image_id = data.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise UnanswerableRequest("analysis.requested without an image_id")
+    return image_id
+
+
+def read_analysis_request(data: Mapping[str, Any]) -> AnalysisRequest:
+    """Read and check an ``analysis.requested`` payload. Raises :class:`UnanswerableRequest`
+    without an ``image_id``, :class:`InvalidRequest` for anything else wrong."""
+    image_id = requested_image_id(data)
+    original = data.get("original")
+    if not isinstance(original, Mapping):
+        raise InvalidRequest("The request names no original image")
+    sha256, original_key = original.get("sha256"), original.get("key")
+    if not isinstance(sha256, str) or not _SHA256.match(sha256):
+        raise InvalidRequest("The original's sha256 is not a SHA-256 hex digest")
+    if not isinstance(original_key, str) or not original_key:
+        raise InvalidRequest("The request gives no store key for the original")
+    return AnalysisRequest(image_id, sha256, original_key)
+
+
+def analysis_lock_name(sha256: str, algorithm: str) -> str:
+    """The name of the advisory lock that serialises every analysis of one original by one
+    algorithm."""
+    return f"processing.analysis.{algorithm}.{sha256}"
