@@ -266,15 +266,15 @@ def analyse(data: bytes, limits: Limits) -> Analysis:
     except pyvips.Error:
         problems.add("undecodable")  # a header we read over pixels we cannot: truncated, corrupt
         return _conclude(problems, set(), details, result, None)
-    result.update(
+    # Rounded before anything is decided on them, so that what is reported is what was judged.
+    measures = Measures(
         sharpness=round(measures.sharpness, 1),
         brightness=round(measures.brightness, 2),
         contrast=round(measures.contrast, 2),
         clipped_shadows=round(measures.clipped_shadows, 4),
         clipped_highlights=round(measures.clipped_highlights, 4),
-        analysis_width=image.width,
-        analysis_height=image.height,
     )
+    result.update(vars(measures), analysis_width=image.width, analysis_height=image.height)
     return _conclude(problems, _issues(measures), details, result, measures, aux)
 
 
