@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 from aiohttp import web
 
-from services.processing import domain
+from services.processing import domain, repo
 from services.processing.config import ProcessingConfig
 from services.processing.quality import Analysis, analyse
 from services.processing.transforms import Derived, Limits, derive
@@ -47,12 +47,6 @@ T = TypeVar("T")
 DERIVATIVES_CONSUMER = "processing.derivatives"
 #: The competing consumer (and queue) of analysis requests.
 ANALYSES_CONSUMER = "processing.analyses"
-
-
-async def advisory_xact_lock(conn: asyncpg.Connection, name: str) -> None:
-    """Hold the advisory lock ``name`` until the transaction on ``conn`` ends (every process
-    that takes the same name waits for it)."""
-    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
 
 
 class Works:
@@ -103,12 +97,10 @@ class DerivativeWorks(Works):
         except InvalidRequest as exc:
             await self._failed(conn, key, domain.claimed_sha256(data), exc.message)
             return
-        await advisory_xact_lock(conn, domain.lock_name(key))
-        row = await conn.fetchrow(
-            "SELECT media_type, bytes, width, height FROM derivatives WHERE key = $1", key
-        )
+        await repo.advisory_xact_lock(conn, domain.lock_name(key))
+        row = await repo.derivative(conn, key)
         if row is not None and await self.store.exists(key):
-            await self._computed(conn, request, dict(row), cached=True)
+            await self._computed(conn, request, row, cached=True)
             return
         try:
             original = await self.store.read(request.original_key)
@@ -129,21 +121,14 @@ class DerivativeWorks(Works):
             "width": derived.width,
             "height": derived.height,
         }
-        await conn.execute(
-            "INSERT INTO derivatives (key, original_sha256, canonical, media_type, bytes,"
-            " width, height, worker, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-            " ON CONFLICT (key) DO UPDATE SET media_type = EXCLUDED.media_type,"
-            " bytes = EXCLUDED.bytes, width = EXCLUDED.width, height = EXCLUDED.height,"
-            " worker = EXCLUDED.worker, duration_ms = EXCLUDED.duration_ms, created_at = now()",
-            key,
-            request.original_sha256,
-            request.transform.canonical(),
-            derived.media_type,
-            len(derived.data),
-            derived.width,
-            derived.height,
-            self.worker,
-            round(seconds * 1000),
+        await repo.record_derivative(
+            conn,
+            key=key,
+            original_sha256=request.original_sha256,
+            canonical=request.transform.canonical(),
+            described=described,
+            worker=self.worker,
+            duration_ms=round(seconds * 1000),
         )
         log.info(
             "derivative.computed",
@@ -215,12 +200,8 @@ class AnalysisWorks(Works):
             await self._failed(conn, image_id, domain.claimed_sha256(data), exc.message)
             return
         sha256 = request.original_sha256
-        await advisory_xact_lock(conn, domain.analysis_lock_name(sha256, ALGORITHM))
-        row = await conn.fetchrow(
-            "SELECT result, aux FROM analyses WHERE sha256 = $1 AND algorithm = $2",
-            sha256,
-            ALGORITHM,
-        )
+        await repo.advisory_xact_lock(conn, domain.analysis_lock_name(sha256, ALGORITHM))
+        row = await repo.analysis(conn, sha256, ALGORITHM)
         if row is not None and await self._all_stored(row["aux"]):
             await self._completed(conn, request, row["result"], row["aux"], cached=True)
             return
@@ -252,17 +233,14 @@ class AnalysisWorks(Works):
                 }
             )
         result = analysis.summary()
-        await conn.execute(
-            "INSERT INTO analyses (sha256, algorithm, result, aux, worker, duration_ms)"
-            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (sha256, algorithm) DO UPDATE SET"
-            " result = EXCLUDED.result, aux = EXCLUDED.aux, worker = EXCLUDED.worker,"
-            " duration_ms = EXCLUDED.duration_ms, created_at = now()",
-            sha256,
-            ALGORITHM,
-            result,
-            aux,
-            self.worker,
-            round(seconds * 1000),
+        await repo.record_analysis(
+            conn,
+            sha256=sha256,
+            algorithm=ALGORITHM,
+            result=result,
+            aux=aux,
+            worker=self.worker,
+            duration_ms=round(seconds * 1000),
         )
         log.info(
             "analysis.completed",
