@@ -25,6 +25,14 @@ from joserfc.jwk import OctKey
 from shared import errors
 
 TOKEN_PREFIX = "drk_"  # noqa: S105 -- a public prefix, not a secret
+#: Prefixes of the tokens ``POST /api/v1/login/`` hands out (Haut.ai dialect): an access token
+#: is a bearer credential; a refresh token is only ever sent to ``/api/v1/auth/refresh/``.
+LOGIN_ACCESS_PREFIX = "drl_"
+LOGIN_REFRESH_PREFIX = "drr_"
+#: Lifetime of a login access token (the Haut.ai dialect promises one hour) and of its refresh
+#: token (each use rotates it).
+LOGIN_ACCESS_SECONDS = 3600
+LOGIN_REFRESH_SECONDS = 30 * 86400
 SESSION_COOKIE = "darkroom_session"
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{1,63}$")
 _HAPPO_KEY = re.compile(r"^[0-9a-f]{10,64}$")
@@ -60,6 +68,13 @@ class TokenCredential:
 
 
 @dataclass(frozen=True)
+class LoginCredential:
+    """``Authorization: Bearer drl_…``: an access token from ``POST /api/v1/login/``."""
+
+    token: str
+
+
+@dataclass(frozen=True)
 class OAuthCredential:
     """``Authorization: Bearer <64 alphanumerical characters>``: an OAuth access token."""
 
@@ -73,7 +88,14 @@ class SessionCredential:
     token: str
 
 
-Credential = BasicCredential | JwtCredential | TokenCredential | OAuthCredential | SessionCredential
+Credential = (
+    BasicCredential
+    | JwtCredential
+    | TokenCredential
+    | LoginCredential
+    | OAuthCredential
+    | SessionCredential
+)
 
 
 def parse_authorization(header: str) -> Credential:
@@ -96,6 +118,8 @@ def parse_authorization(header: str) -> Credential:
     if scheme.lower() == "bearer":
         if value.startswith(TOKEN_PREFIX):
             return TokenCredential(value)
+        if value.startswith(LOGIN_ACCESS_PREFIX):
+            return LoginCredential(value)
         if value.count(".") == 2:
             return JwtCredential(jwt_key_id(value), value)
         if _OAUTH_TOKEN.match(value):
@@ -170,6 +194,14 @@ def is_api_key(value: str) -> bool:
 def new_token() -> str:
     """A fresh bearer API token with the recognisable ``drk_`` prefix."""
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_login_tokens() -> tuple[str, str]:
+    """A fresh ``(access_token, refresh_token)`` pair for an API login, each with its prefix."""
+    return (
+        LOGIN_ACCESS_PREFIX + secrets.token_urlsafe(32),
+        LOGIN_REFRESH_PREFIX + secrets.token_urlsafe(32),
+    )
 
 
 def new_session_token() -> str:

@@ -80,6 +80,12 @@ async def _owner_of(
             raise errors.BadCredentials("Unknown or invalidated token")
         await repo.touch(conn, "api_tokens", owner.credential_id)
         return "token", owner
+    if isinstance(credential, domain.LoginCredential):
+        owner = await repo.live_login_token(conn, domain.digest(credential.token))
+        if owner is None:
+            raise errors.BadCredentials("Unknown, expired or revoked access token")
+        await repo.touch(conn, "login_tokens", owner.credential_id)
+        return "token", owner
     if isinstance(credential, domain.OAuthCredential):
         owner = await repo.live_oauth_token(conn, domain.digest(credential.token))
         if owner is None:
@@ -193,10 +199,8 @@ async def sign_in(request: web.Request) -> web.Response:
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     next_path = safe_next(str(form.get("next", "")), "/keys")
     async with request.app[POOL].acquire() as conn:
-        found = await repo.user_for_sign_in(conn, email)
-        stored_hash = found[1] if found else domain.DUMMY_PASSWORD_HASH
-        matches = await asyncio.to_thread(domain.password_matches, stored_hash, password)
-        if found is None or not matches:
+        user = await _password_user(conn, email, password)
+        if user is None:
             return request.app[PAGES].render(
                 "signin.html",
                 status=401,
@@ -206,7 +210,7 @@ async def sign_in(request: web.Request) -> web.Response:
                 next=next_path,
             )
         response = redirect(next_path)
-        await _start_session(request.app, conn, found[0], response)
+        await _start_session(request.app, conn, user, response)
     return response
 
 
@@ -259,7 +263,121 @@ async def keys_revoke(request: web.Request) -> web.Response:
     return response
 
 
+# --- API login (Haut.ai dialect) ---------------------------------------------------------------
+
+
+async def api_login(request: web.Request) -> web.Response:
+    """``POST /api/v1/login/ {username, password}`` (JSON or a form; ``username`` is the
+    e-mail) → ``{access_token, refresh_token, company_id, id}``.
+
+    The access token is a bearer credential for one hour; the refresh token gets a new pair
+    from ``/api/v1/auth/refresh/``. A wrong e-mail or password → 401 ``bad_credentials`` (one
+    answer for both); missing fields → 422 ``invalid_request``. Every call counts against the
+    caller's address in the gateway's anonymous rate bucket, so guessing is rate-limited.
+    """
+    fields = await _api_fields(request, ("username", "password"))
+    async with request.app[POOL].acquire() as conn:
+        user = await _password_user(conn, fields["username"], fields["password"])
+        if user is None:
+            raise errors.BadCredentials("Wrong username or password")
+        async with conn.transaction():
+            access, refresh = await repo.issue_login_tokens(
+                conn,
+                user=user,
+                family_id=uuid.uuid4(),
+                lifetime=timedelta(seconds=domain.LOGIN_ACCESS_SECONDS),
+                refresh_lifetime=timedelta(seconds=domain.LOGIN_REFRESH_SECONDS),
+            )
+    return _login_answer(user.account_id, user.id, access, refresh, [])
+
+
+async def api_refresh(request: web.Request) -> web.Response:
+    """``POST /api/v1/auth/refresh/ {refresh_token}`` → a new ``access_token`` and a rotated
+    ``refresh_token`` (plus ``company_id``, ``id``); the old pair stops working.
+
+    An unknown, expired or revoked refresh token → 401 ``bad_credentials``; one that was
+    already used is a replay: every token of that login is revoked, and 401.
+    """
+    fields = await _api_fields(request, ("refresh_token",))
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        pair = await repo.lock_login_refresh(conn, domain.digest(fields["refresh_token"]))
+        if pair is None or (pair.revoked_at is not None and pair.rotated_at is None):
+            raise errors.BadCredentials("Unknown or revoked refresh token")
+        if pair.rotated_at is not None:
+            revoked = await repo.revoke_login_family(conn, pair.family_id)
+            # Committed despite the error answer: the replay must cost the thief the family.
+            return _login_error(
+                errors.BadCredentials("The refresh token was already used; sign in again"),
+                revoked,
+            )
+        if pair.refresh_expires_at <= datetime.now(UTC):
+            raise errors.BadCredentials("The refresh token has expired; sign in again")
+        user = await repo.user_by_id(conn, pair.user_id)
+        if user is None:
+            raise errors.BadCredentials("The user no longer exists")
+        revoked = await repo.rotate_login_pair(conn, pair.id)
+        access, refresh = await repo.issue_login_tokens(
+            conn,
+            user=user,
+            family_id=pair.family_id,
+            lifetime=timedelta(seconds=domain.LOGIN_ACCESS_SECONDS),
+            refresh_lifetime=timedelta(seconds=domain.LOGIN_REFRESH_SECONDS),
+        )
+    return _login_answer(user.account_id, user.id, access, refresh, revoked)
+
+
+async def _api_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
+    if request.content_type == "application/x-www-form-urlencoded":
+        body: dict = dict(await request.post())
+    else:
+        body = await read_json_object(request)
+    fields = {}
+    for name in names:
+        value = body.get(name)
+        if not isinstance(value, str) or not value or len(value) > 1024:
+            raise errors.InvalidRequest(f"{name} is required (a string)")
+        fields[name] = value
+    return fields
+
+
+def _login_answer(
+    account_id: uuid.UUID,
+    user_id: uuid.UUID,
+    access: str,
+    refresh: str,
+    revoked: list[uuid.UUID],
+) -> web.Response:
+    response = web.json_response(
+        {
+            "access_token": access,
+            "refresh_token": refresh,
+            "company_id": str(account_id),
+            "id": str(user_id),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+    if revoked:
+        response.headers[REVOKED_HEADER] = str(revoked[0])
+    return response
+
+
+def _login_error(error: errors.DarkroomError, revoked: list[uuid.UUID]) -> web.Response:
+    response = web.json_response(error.body(), status=error.status)
+    if revoked:
+        response.headers[REVOKED_HEADER] = str(revoked[0])
+    return response
+
+
 # --- helpers ----------------------------------------------------------------------------------
+
+
+async def _password_user(conn: asyncpg.Connection, email: str, password: str) -> repo.User | None:
+    """The user whose e-mail and password these are, or None; as slow for an unknown e-mail as
+    for a wrong password, so timing does not tell which e-mails exist."""
+    found = await repo.user_for_sign_in(conn, email)
+    stored_hash = found[1] if found else domain.DUMMY_PASSWORD_HASH
+    matches = await asyncio.to_thread(domain.password_matches, stored_hash, password)
+    return found[0] if found is not None and matches else None
 
 
 async def _render_keys(

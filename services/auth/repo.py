@@ -158,7 +158,7 @@ async def live_session(conn: asyncpg.Connection, token_hash: bytes) -> Credentia
 
 async def touch(conn: asyncpg.Connection, table: str, credential_id: uuid.UUID) -> None:
     """Record use of a key or token, at most once a minute per credential."""
-    assert table in {"api_keys", "api_tokens", "oauth_tokens"}
+    assert table in {"api_keys", "api_tokens", "oauth_tokens", "login_tokens"}
     await conn.execute(
         f"UPDATE {table} SET last_used_at = now() WHERE id = $1"
         " AND (last_used_at IS NULL OR last_used_at < now() - interval '60 seconds')",
@@ -461,8 +461,17 @@ async def _revoke_oauth_tokens(
     conn: asyncpg.Connection, column: str, value: uuid.UUID
 ) -> list[uuid.UUID]:
     assert column in {"id", "code_id", "client_id"}
+    return await _revoke_pairs(conn, "oauth_tokens", "oauth_token", column, value)
+
+
+async def _revoke_pairs(
+    conn: asyncpg.Connection, table: str, kind: str, column: str, value: uuid.UUID
+) -> list[uuid.UUID]:
+    """Revoke the live access/refresh pairs of ``table`` whose ``column`` is ``value`` and
+    publish ``credential.revoked`` (of ``kind``) for each; returns their ids."""
+    assert table in {"oauth_tokens", "login_tokens"}
     rows = await conn.fetch(
-        f"UPDATE oauth_tokens SET revoked_at = now() WHERE {column} = $1 AND revoked_at IS NULL"
+        f"UPDATE {table} SET revoked_at = now() WHERE {column} = $1 AND revoked_at IS NULL"
         " RETURNING id, account_id",
         value,
     )
@@ -472,7 +481,7 @@ async def _revoke_oauth_tokens(
             events.CREDENTIAL_REVOKED,
             {
                 "credential_id": str(row["id"]),
-                "kind": "oauth_token",
+                "kind": kind,
                 "account_id": str(row["account_id"]),
             },
         )
@@ -487,6 +496,80 @@ async def live_oauth_token(conn: asyncpg.Connection, access_hash: bytes) -> Cred
         " JOIN oauth_clients c ON c.id = t.client_id"
         " WHERE t.access_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > now()"
         " AND c.deleted_at IS NULL",
+        access_hash,
+    )
+    return CredentialOwner(**row) if row else None
+
+
+# --- API login (Haut.ai dialect) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginPair:
+    """An issued login access/refresh pair as stored (the token values only the client has)."""
+
+    id: uuid.UUID
+    family_id: uuid.UUID
+    account_id: uuid.UUID
+    user_id: uuid.UUID
+    refresh_expires_at: datetime
+    rotated_at: datetime | None
+    revoked_at: datetime | None
+
+
+async def issue_login_tokens(
+    conn: asyncpg.Connection,
+    *,
+    user: User,
+    family_id: uuid.UUID,
+    lifetime: timedelta,
+    refresh_lifetime: timedelta,
+) -> tuple[str, str]:
+    """Issue an access/refresh pair for ``user`` in ``family_id`` (a new login's own id, or the
+    family of the pair a refresh rotates); returns ``(access_token, refresh_token)``."""
+    access, refresh = domain.new_login_tokens()
+    await conn.execute(
+        "INSERT INTO login_tokens (id, family_id, account_id, user_id, access_hash,"
+        " refresh_hash, expires_at, refresh_expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval, now() + $8::interval)",
+        uuid.uuid4(),
+        family_id,
+        user.account_id,
+        user.id,
+        domain.digest(access),
+        domain.digest(refresh),
+        lifetime,
+        refresh_lifetime,
+    )
+    return access, refresh
+
+
+async def lock_login_refresh(conn: asyncpg.Connection, refresh_hash: bytes) -> LoginPair | None:
+    """The pair whose refresh token has ``refresh_hash``, locked until the transaction ends."""
+    row = await conn.fetchrow(
+        "SELECT id, family_id, account_id, user_id, refresh_expires_at, rotated_at, revoked_at"
+        " FROM login_tokens WHERE refresh_hash = $1 FOR UPDATE",
+        refresh_hash,
+    )
+    return LoginPair(**row) if row else None
+
+
+async def rotate_login_pair(conn: asyncpg.Connection, pair_id: uuid.UUID) -> list[uuid.UUID]:
+    """Retire a pair whose refresh token was just used (its access token stops working)."""
+    await conn.execute("UPDATE login_tokens SET rotated_at = now() WHERE id = $1", pair_id)
+    return await _revoke_pairs(conn, "login_tokens", "login_token", "id", pair_id)
+
+
+async def revoke_login_family(conn: asyncpg.Connection, family_id: uuid.UUID) -> list[uuid.UUID]:
+    """Revoke every live pair of a login (a rotated refresh token was replayed)."""
+    return await _revoke_pairs(conn, "login_tokens", "login_token", "family_id", family_id)
+
+
+async def live_login_token(conn: asyncpg.Connection, access_hash: bytes) -> CredentialOwner | None:
+    """The owner of the unexpired, unrevoked login access token with ``access_hash``, if any."""
+    row = await conn.fetchrow(
+        "SELECT account_id, user_id, id AS credential_id FROM login_tokens"
+        " WHERE access_hash = $1 AND revoked_at IS NULL AND expires_at > now()",
         access_hash,
     )
     return CredentialOwner(**row) if row else None

@@ -1,5 +1,5 @@
 """Auth's routes: the internal resolve call, ``/user``, the keys API, the OAuth 2.0
-authorization server and the web pages."""
+authorization server, the API login and the web pages."""
 
 from aiohttp import web
 
@@ -27,5 +27,12 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/oauth/token", handlers.token)
     app.router.add_post("/oauth/revoke", handlers.revoke)
     app.router.add_get("/applications", handlers.applications_page)
+    # API login of the Haut.ai dialect (both spellings: its clients send the trailing slash)
+    for path, handler in (
+        ("/api/v1/login/", handlers.api_login),
+        ("/api/v1/auth/refresh/", handlers.api_refresh),
+    ):
+        app.router.add_post(path, handler)
+        app.router.add_post(path.rstrip("/"), handler)
     app.router.add_post("/applications", handlers.applications_create)
     app.router.add_post("/applications/{client_pk}/delete", handlers.applications_delete)
