@@ -13,10 +13,11 @@ from services.ingest import consumers
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.config import IngestConfig
 from services.ingest.derivations import PendingDerivatives
-from services.ingest.handlers import CONFIG, PAGES, PROGIMAGE, SWEEPER
+from services.ingest.handlers import CONFIG, PAGES, PROGIMAGE, SUBJECTS, SWEEPER
 from services.ingest.progimage import ProgimageUploads
 from services.ingest.remote import RemoteFetcher, RemotePolicy
 from services.ingest.routes import setup_routes
+from services.ingest.subjects import Subjects
 from shared import runtime
 from shared.http import health_routes, service_middlewares
 from shared.pages import Pages
@@ -61,10 +62,20 @@ def progimage(config: IngestConfig) -> runtime.CleanupContext:
     return context
 
 
+def subjects(config: IngestConfig) -> runtime.CleanupContext:
+    """The Haut.ai-style subjects API's use cases over the pool and the blob store."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        app[SUBJECTS] = Subjects(app[runtime.POOL], app[runtime.STORE], config)
+        yield
+
+    return context
+
+
 def create_app(config: IngestConfig) -> web.Application:
     """The ingest app: pool on schema ``ingest``, broker, outbox relay, consumers, blob store,
-    orphan sweeper, Progimage uploads, internal client (pages ask auth who is signed in),
-    routes."""
+    orphan sweeper, Progimage uploads, the subjects API, internal client (pages ask auth who
+    is signed in), routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     app[CONFIG] = config
     app[PAGES] = Pages(HERE / "templates")
@@ -75,6 +86,7 @@ def create_app(config: IngestConfig) -> web.Application:
             runtime.blob_store(config),
             orphan_sweeper(config),
             progimage(config),
+            subjects(config),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

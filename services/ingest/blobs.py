@@ -100,7 +100,8 @@ async def release_bytes(pool: asyncpg.Pool, store: BlobStore, sha256: str) -> bo
 
 
 class OrphanSweeper:
-    """Deletes stored bytes that have had no blob row for ``grace_seconds``.
+    """Deletes stored bytes that have had no blob row for ``grace_seconds``, and Haut.ai images
+    whose signed upload URL expired ``grace_seconds`` ago without an upload.
 
     The store does not tell a blob's age, so the sweeper remembers when it first saw each
     orphan (a restart only delays deletion). The decision is re-checked under the blob's lock,
@@ -140,6 +141,9 @@ class OrphanSweeper:
         self._first_seen = seen
         async with self.pool.acquire() as conn:
             await repo.forget_expired_upload_urls(conn)
+            abandoned = await repo.forget_abandoned_uploads(conn, self.grace_seconds)
+        if abandoned:
+            log.info("uploads.abandoned_deleted", count=abandoned)
         if deleted:
             log.info("blobs.orphans_deleted", count=deleted)
         return deleted

@@ -31,7 +31,9 @@ class IngestConfig(StorageConfig):
         "DARKROOM_MAX_FRAMES", 500, "Most frames (pages) an uploaded animated image may have."
     )
     upload_url_seconds: int = setting(
-        "DARKROOM_UPLOAD_URL_SECONDS", 3600, "Lifetime of a signed Happo upload URL, in seconds."
+        "DARKROOM_UPLOAD_URL_SECONDS",
+        3600,
+        "Lifetime of a signed upload URL (Happo, Haut.ai), in seconds.",
     )
     processing_timeout_seconds: float = setting(
         "DARKROOM_PROCESSING_TIMEOUT_SECONDS",

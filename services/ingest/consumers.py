@@ -1,5 +1,11 @@
-"""Ingest's event consumers."""
+"""Ingest's event consumers: the answers of processing's quality analysis (Haut.ai images)."""
 
+from services.ingest import events, subjects
 from shared.events import Subscription
 
-SUBSCRIPTIONS: tuple[Subscription, ...] = ()
+#: The competing consumer (and queue) of ``analysis.completed`` and ``analysis.failed``.
+ANALYSIS_CONSUMER = "ingest.analysis"
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    Subscription(ANALYSIS_CONSUMER, events.CONSUMED, subjects.analysis_answered),
+)
