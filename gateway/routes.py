@@ -39,6 +39,15 @@ ROUTES = RoutingTable(
         Route("/api/files", "ingest", OPTIONAL),
         Route("/files", "ingest", OPTIONAL),
         Route("/f", "ingest", PUBLIC),
+        # the Haut.ai-style API: sign-in with e-mail and password (JSON bodies, no client
+        # Authorization to pass), then companies and dictionaries with bearer tokens; its signed
+        # upload (PUT) and file URLs are their own authority, like the seed's storage URLs
+        Route("/api/v1/login", "auth", PUBLIC),
+        Route("/api/v1/auth/refresh", "auth", PUBLIC),
+        Route("/api/v1/dicts", "ingest", REQUIRED),
+        Route("/api/v1/companies", "ingest", REQUIRED),
+        Route("/api/v1/uploads", "ingest", PUBLIC),
+        Route("/api/v1/files", "ingest", PUBLIC),
     ]
 )
 
