@@ -271,3 +271,31 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+async def s3_stack(run_id, secrets_env, moto_endpoint, tmp_path_factory) -> AsyncIterator[Stack]:
+    """The whole platform again, its blobs in a bucket of the moto S3 server, in a database and
+    exchange of its own; shared by the session's tests that run on both storage backends."""
+    name = f"darkroom_test_{run_id}_s3"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    env = stack_env(
+        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name, secrets_env, tmp_path_factory.mktemp("s3")
+    )
+    env.update(
+        S3_ENDPOINT_URL=moto_endpoint,
+        S3_BUCKET="darkroom-blobs",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+    )
+    running = await start_stack(env)
+    try:
+        yield running
+    finally:
+        await stop_stack(running)
+        await delete_topology(name)
+        admin = await asyncpg.connect(PG_ADMIN)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

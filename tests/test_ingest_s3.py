@@ -1,48 +1,18 @@
-"""The core ingest flow on the S3 backend: a second platform whose ingest keeps its blobs in a
-bucket of a real S3-protocol server (moto) on loopback, with its own database and exchange."""
+"""The core ingest flow on the S3 backend: a second platform (the ``s3_stack`` fixture of
+conftest) whose ingest keeps its blobs in a bucket of a real S3-protocol server (moto) on
+loopback, with its own database and exchange."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 
 import aiohttp
-import asyncpg
-import pytest
 
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
 from shared.storage import S3BlobStore
-from tests.conftest import PG_ADMIN, delete_topology, stack_env, start_stack, stop_stack
 from tests.test_ingest_hashhost import random_png, snapshot
-
-
-@pytest.fixture(scope="module")
-async def s3_stack(run_id, secrets_env, moto_endpoint, tmp_path_factory) -> AsyncIterator:
-    """The whole platform again, its ingest on S3, in a database and exchange of its own."""
-    name = f"darkroom_test_{run_id}_s3"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    env = stack_env(
-        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name, secrets_env, tmp_path_factory.mktemp("s3")
-    )
-    env.update(
-        S3_ENDPOINT_URL=moto_endpoint,
-        S3_BUCKET="darkroom-blobs",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-    )
-    running = await start_stack(env)
-    try:
-        yield running
-    finally:
-        await stop_stack(running)
-        await delete_topology(name)
-        admin = await asyncpg.connect(PG_ADMIN)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def test_upload_serve_dedupe_delete_and_sweep_on_s3(s3_stack, http):
