@@ -18,6 +18,7 @@ import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING
 
 import pyvips
 
@@ -30,6 +31,9 @@ from shared.derivatives import (
     parse_options,
 )
 from shared.imaging import refuse_untrusted_loaders
+
+if TYPE_CHECKING:
+    from services.ingest.config import IngestConfig
 
 refuse_untrusted_loaders()
 
@@ -116,6 +120,11 @@ class Limits:
     max_bytes: int
     max_pixels: int
     max_frames: int
+
+    @classmethod
+    def of(cls, config: IngestConfig) -> Limits:
+        """The limits the configuration sets on every upload."""
+        return cls(config.max_upload_bytes, config.max_pixels, config.max_frames)
 
 
 @dataclass(frozen=True)

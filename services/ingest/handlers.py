@@ -110,15 +110,11 @@ async def _read_part(part: aiohttp.BodyPartReader, limit: int, field_name: str =
     return bytes(buffer)
 
 
-def _limits(config: IngestConfig) -> domain.Limits:
-    return domain.Limits(config.max_upload_bytes, config.max_pixels, config.max_frames)
-
-
 async def _examine(
     config: IngestConfig, data: bytes, accept: frozenset[domain.Kind] | None = None
 ) -> domain.Content:
     # Hashing and decoding are CPU work: keep them off the event loop.
-    return await asyncio.to_thread(domain.examine, data, _limits(config), accept=accept)
+    return await asyncio.to_thread(domain.examine, data, domain.Limits.of(config), accept=accept)
 
 
 # --- Happo Image API --------------------------------------------------------------------------

@@ -72,7 +72,7 @@ class ProgimageUploads:
         self.pending = pending
         self.fetcher = fetcher
         self.config = config
-        self._limits = domain.Limits(config.max_upload_bytes, config.max_pixels, config.max_frames)
+        self._limits = domain.Limits.of(config)
 
     async def process(
         self, account_id: uuid.UUID, user_id: uuid.UUID, request: domain.ProcessRequest

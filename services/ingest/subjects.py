@@ -45,7 +45,7 @@ class Subjects:
         self.pool = pool
         self.store = store
         self.config = config
-        self._limits = domain.Limits(config.max_upload_bytes, config.max_pixels, config.max_frames)
+        self._limits = domain.Limits.of(config)
 
     # --- datasets and subjects ----------------------------------------------------------------
 

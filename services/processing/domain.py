@@ -56,6 +56,19 @@ def read_request(data: Mapping[str, Any]) -> DerivativeRequest:
     :class:`InvalidRequest` for anything else wrong.
     """
     key = requested_key(data)
+    sha256, original_key = _requested_original(data)
+    raw_transform = data.get("transform")
+    if not isinstance(raw_transform, Mapping):
+        raise InvalidRequest("The request has no transform")
+    transform = Transform.from_dict(raw_transform)
+    if key != derivative_key(sha256, transform):
+        raise InvalidRequest("The derivative key does not match the original and the transform")
+    return DerivativeRequest(key, sha256, original_key, transform)
+
+
+def _requested_original(data: Mapping[str, Any]) -> tuple[str, str]:
+    """``(sha256, store key)`` of the original a request names; :class:`InvalidRequest` when
+    it names none or names it badly."""
     original = data.get("original")
     if not isinstance(original, Mapping):
         raise InvalidRequest("The request names no original image")
@@ -64,13 +77,7 @@ def read_request(data: Mapping[str, Any]) -> DerivativeRequest:
         raise InvalidRequest("The original's sha256 is not a SHA-256 hex digest")
     if not isinstance(original_key, str) or not original_key:
         raise InvalidRequest("The request gives no store key for the original")
-    raw_transform = data.get("transform")
-    if not isinstance(raw_transform, Mapping):
-        raise InvalidRequest("The request has no transform")
-    transform = Transform.from_dict(raw_transform)
-    if key != derivative_key(sha256, transform):
-        raise InvalidRequest("The derivative key does not match the original and the transform")
-    return DerivativeRequest(key, sha256, original_key, transform)
+    return sha256, original_key
 
 
 def lock_name(key: str) -> str:
@@ -101,14 +108,7 @@ def read_analysis_request(data: Mapping[str, Any]) -> AnalysisRequest:
     """Read and check an ``analysis.requested`` payload. Raises :class:`UnanswerableRequest`
     without an ``image_id``, :class:`InvalidRequest` for anything else wrong."""
     image_id = requested_image_id(data)
-    original = data.get("original")
-    if not isinstance(original, Mapping):
-        raise InvalidRequest("The request names no original image")
-    sha256, original_key = original.get("sha256"), original.get("key")
-    if not isinstance(sha256, str) or not _SHA256.match(sha256):
-        raise InvalidRequest("The original's sha256 is not a SHA-256 hex digest")
-    if not isinstance(original_key, str) or not original_key:
-        raise InvalidRequest("The request gives no store key for the original")
+    sha256, original_key = _requested_original(data)
     return AnalysisRequest(image_id, sha256, original_key)
 
 
