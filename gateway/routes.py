@@ -48,6 +48,23 @@ ROUTES = RoutingTable(
         Route("/api/v1/companies", "ingest", REQUIRED),
         Route("/api/v1/uploads", "ingest", PUBLIC),
         Route("/api/v1/files", "ingest", PUBLIC),
+        # reports: the Happo reports API (Basic or JWT), with the endpoints outside its
+        # reference that the real clients call; the pages and diff images use the session or
+        # the API credentials; status badges and unsubscribe links are their own authority
+        Route("/api/reports", "reports", REQUIRED),
+        Route("/api/jobs", "reports", REQUIRED),
+        Route("/api/ignored-diffs", "reports", REQUIRED, exact=True),
+        Route("/api/subscriptions", "reports", REQUIRED),
+        Route("/api/components", "reports", REQUIRED),
+        Route("/api/skip", "reports", REQUIRED),
+        Route("/api/async-reports", "reports", REQUIRED),
+        Route("/api/snap-requests", "reports", REQUIRED),
+        Route("/api/flake", "reports", REQUIRED, exact=True),
+        Route("/reports", "reports", OPTIONAL),
+        Route("/comparisons", "reports", OPTIONAL),
+        Route("/jobs", "reports", OPTIONAL),
+        Route("/badges", "reports", PUBLIC),
+        Route("/unsubscribe", "reports", PUBLIC),
     ]
 )
 

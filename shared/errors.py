@@ -102,6 +102,12 @@ class Unavailable(DarkroomError):
     status, code, default_message = 503, "unavailable", "Service temporarily unavailable"
 
 
+class NotImplementedYet(DarkroomError):
+    """A documented flow Darkroom does not offer yet (501), e.g. server-side rendering."""
+
+    status, code, default_message = 501, "not_implemented", "Not implemented"
+
+
 _BY_STATUS = {
     cls.status: cls
     for cls in (
@@ -117,6 +123,7 @@ _BY_STATUS = {
         InvalidRequest,
         RateLimitExceeded,
         Unavailable,
+        NotImplementedYet,
     )
 }
 

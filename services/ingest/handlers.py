@@ -149,6 +149,34 @@ async def happo_upload_url(request: web.Request) -> web.Response:
     )
 
 
+async def happo_images_lookup(request: web.Request) -> web.Response:
+    """Internal ``POST /internal/happo-images`` ``{hashes: [...]}`` → ``{images: {hash:
+    {sha256, key, media_type, width, height}}}`` for the calling account's own images.
+
+    Reports asks it to check that a snapshot's ``url`` names an image the account stored;
+    hashes the account does not hold are simply absent from the answer.
+    """
+    principal = require_account(request)
+    body = await read_json_object(request)
+    hashes = body.get("hashes")
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        raise errors.BadRequest("`hashes` must be a list of strings")
+    wanted = sorted({h for h in hashes if domain.HAPPO_HASH.match(h)})
+    async with request.app[POOL].acquire() as conn:
+        rows = await repo.happo_images(conn, uuid.UUID(principal.account_id), wanted)
+    images = {
+        row["hash"]: {
+            "sha256": row["sha256"],
+            "key": domain.blob_key(row["sha256"]),
+            "media_type": row["media_type"],
+            "width": row["width"],
+            "height": row["height"],
+        }
+        for row in rows
+    }
+    return web.json_response({"images": images})
+
+
 async def happo_upload(request: web.Request) -> web.Response:
     """``POST /api/images/upload/{token}`` (multipart PNG in ``file``) → ``{url}``.
 

@@ -174,6 +174,19 @@ async def happo_image(
     return Blob(**row) if row else None
 
 
+async def happo_images(
+    conn: asyncpg.Connection, account_id: uuid.UUID, hashes: list[str]
+) -> list[asyncpg.Record]:
+    """The account's Happo images among ``hashes``: hash, sha256, media type, width, height."""
+    return await conn.fetch(
+        "SELECT h.hash, b.sha256, b.media_type, b.width, b.height"
+        " FROM happo_images h JOIN blobs b USING (sha256)"
+        " WHERE h.account_id = $1 AND h.hash = ANY($2::text[])",
+        account_id,
+        hashes,
+    )
+
+
 async def add_happo_image(
     conn: asyncpg.Connection, account_id: uuid.UUID, happo_hash: str, sha256: str
 ) -> bool:

@@ -12,6 +12,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/images/{hash}/upload-url", handlers.happo_upload_url)
     app.router.add_post("/api/images/upload/{token}", handlers.happo_upload)
     app.router.add_get("/img/{account_id}/{hash}", handlers.serve_happo_image)
+    app.router.add_post("/internal/happo-images", handlers.happo_images_lookup)
     # Progimage
     app.router.add_post("/user/images", handlers.progimage_upload)
     app.router.add_get("/user/images", handlers.progimage_list)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
 from services.reports import consumers
+from services.reports.comparing import Comparisons
 from services.reports.config import ReportsConfig
+from services.reports.handlers import COMPARISONS, CONFIG, NOTICES, SUBMISSIONS
+from services.reports.mail import open_mailer
+from services.reports.notices import Notices
 from services.reports.routes import setup_routes
+from services.reports.submissions import Submissions
 from shared import runtime
 from shared.http import health_routes, service_middlewares
 
@@ -16,11 +22,46 @@ SCHEMA = "reports"
 HERE = Path(__file__).parent
 
 
+def reporting(config: ReportsConfig) -> runtime.CleanupContext:
+    """The use cases over the pool: writing reports, running comparisons, sending notices."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        pool = app[runtime.POOL]
+        app[SUBMISSIONS] = Submissions(
+            pool, app[runtime.INTERNAL], config.service_url("ingest"), config.public_url
+        )
+        comparisons = Comparisons(pool, app[runtime.BROKER], config.public_url)
+        mailer = open_mailer(config.smtp_url, Path(config.mail_dir), config.smtp_timeout)
+        app[COMPARISONS] = comparisons
+        app[NOTICES] = Notices(pool, mailer, config)
+        await comparisons.start()
+        try:
+            yield
+        finally:
+            await comparisons.stop()
+            await mailer.close()
+
+    return context
+
+
 def create_app(config: ReportsConfig) -> web.Application:
-    """The reports app: pool on schema ``reports``, broker, outbox relay, consumers, routes."""
+    """The reports app: pool on schema ``reports``, broker, outbox relay, blob store (diff
+    images), internal client (asks ingest about images), the use cases, consumers, routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
+    app[CONFIG] = config
+    database, broker, relay, consuming = runtime.service_contexts(
+        config, SCHEMA, HERE / "migrations", consumers.subscriptions(app)
+    )
     app.cleanup_ctx.extend(
-        runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS)
+        [
+            database,
+            broker,
+            relay,
+            runtime.blob_store(config),
+            runtime.internal_client(config),
+            reporting(config),
+            consuming,
+        ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))
     setup_routes(app)

@@ -4,9 +4,52 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import CommonConfig
+from shared.config import StorageConfig, secret, setting
 
 
 @dataclass(frozen=True)
-class ReportsConfig(CommonConfig):
-    """Reports's settings: the common ones (its own arrive with its features)."""
+class ReportsConfig(StorageConfig):
+    """Reports's settings: storage (it serves diff images), diffing, waiting and e-mail."""
+
+    signing_key: str = secret(
+        "DARKROOM_SIGNING_KEY",
+        "Signs the public status-image and unsubscribe links (shared with ingest's upload URLs).",
+    )
+    diff_threshold: float = setting(
+        "DARKROOM_DIFF_THRESHOLD",
+        0.1,
+        "Per-pixel colour distance (0..1, pixelmatch's scale) a change must exceed to count in a"
+        " comparison; 0 counts every changed value exactly.",
+    )
+    diff_include_anti_aliasing: bool = setting(
+        "DARKROOM_DIFF_INCLUDE_AA",
+        False,
+        "Count pixels that look like anti-aliasing as changes too (false forgives text jitter).",
+    )
+    compare_wait_seconds: float = setting(
+        "DARKROOM_COMPARE_WAIT",
+        50.0,
+        "How long a synchronous compare waits for the pixel diffs before answering 503 with"
+        " Retry-After (the work goes on; a retry picks it up). Below the clients' 60 s timeout.",
+    )
+    max_snapshots: int = setting("DARKROOM_MAX_SNAPSHOTS", 20_000, "Snapshots one report may hold.")
+    max_report_bytes: int = setting(
+        "DARKROOM_MAX_REPORT_BYTES",
+        16 * 1024 * 1024,
+        "Largest JSON body of a report or snap request.",
+    )
+    smtp_url: str | None = setting(
+        "SMTP_URL",
+        None,
+        "Where e-mail goes: smtp://[user:pass@]host[:port][?starttls=1] or smtps://…; unset"
+        " writes .eml files to DARKROOM_MAIL_DIR instead.",
+    )
+    mail_dir: str = setting(
+        "DARKROOM_MAIL_DIR", "var/mail", "Folder of .eml files when SMTP_URL is unset."
+    )
+    mail_from: str = setting(
+        "DARKROOM_MAIL_FROM", "Darkroom <darkroom@localhost>", "Sender of notification e-mails."
+    )
+    smtp_timeout: float = setting(
+        "DARKROOM_SMTP_TIMEOUT", 10.0, "Seconds to connect to and talk with the SMTP server."
+    )

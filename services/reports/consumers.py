@@ -1,5 +1,36 @@
-"""Reports's event consumers."""
+"""Reports's event consumers: comparisons moved on by ``report.completed`` and processing's
+``comparison.diffed``; e-mails sent on ``comparison.completed``."""
 
-from shared.events import Subscription
+from __future__ import annotations
 
-SUBSCRIPTIONS: tuple[Subscription, ...] = ()
+from aiohttp import web
+
+from services.reports import events
+from services.reports.handlers import COMPARISONS, NOTICES
+from shared.events import Envelope, Subscription
+
+#: Comparisons waiting for a report.
+SCHEDULED_CONSUMER = "reports.scheduled"
+#: Processing's pixel diffs.
+DIFFS_CONSUMER = "reports.diffs"
+#: Notification e-mails (a slow SMTP server holds up nothing else).
+MAIL_CONSUMER = "reports.mail"
+
+
+def subscriptions(app: web.Application) -> tuple[Subscription, ...]:
+    """The consumers of ``app`` (their handlers reach its comparisons and notices)."""
+
+    async def scheduled(conn, envelope: Envelope) -> None:
+        await app[COMPARISONS].report_completed(conn, envelope)
+
+    async def diffed(conn, envelope: Envelope) -> None:
+        await app[COMPARISONS].diffed(conn, envelope)
+
+    async def completed(conn, envelope: Envelope) -> None:
+        await app[NOTICES].comparison_completed(conn, envelope)
+
+    return (
+        Subscription(SCHEDULED_CONSUMER, (events.REPORT_COMPLETED,), scheduled),
+        Subscription(DIFFS_CONSUMER, (events.COMPARISON_DIFFED,), diffed),
+        Subscription(MAIL_CONSUMER, (events.COMPARISON_COMPLETED,), completed, prefetch=4),
+    )

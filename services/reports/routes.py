@@ -1,7 +1,53 @@
-"""Reports's routes."""
+"""Reports's routes: the Happo reports API, the endpoints outside its reference that the real
+clients call, diff images and status badges (the HTML pages are in :mod:`pages`)."""
 
 from aiohttp import web
+
+from services.reports import handlers
 
 
 def setup_routes(app: web.Application) -> None:
     """Register reports's routes on ``app`` (health routes are added by ``create_app``)."""
+    app.router.add_routes(
+        [
+            # reports
+            web.post("/api/reports/{sha}", handlers.create_report),
+            web.get("/api/reports/{sha}", handlers.get_report),
+            web.get("/api/reports/{sha}/status", handlers.report_status),
+            web.post("/api/reports/{sha}/complete", handlers.complete_report),
+            web.post("/api/reports/{fromSha}/clone/{toSha}", handlers.clone_report),
+            web.post("/api/reports/{sha}/find-baseline", handlers.find_baseline),
+            # comparisons
+            web.post("/api/reports/{sha1}/compare/{sha2}", handlers.compare),
+            web.get("/api/reports/{sha1}/compare/{sha2}/status", handlers.comparison_status),
+            web.get("/api/reports/{sha}/comparison-statuses", handlers.comparison_statuses),
+            web.post("/api/ignored-diffs", handlers.ignore_diff),
+            web.get("/api/flake", handlers.flake),
+            # jobs
+            web.post("/api/jobs/{sha1}/{sha2}", handlers.create_job),
+            web.post("/api/jobs/{sha1}/{sha2}/orchestrate", handlers.orchestrate),
+            web.post("/api/jobs/{sha1}/{sha2}/cancel", handlers.cancel_job),
+            web.post("/api/jobs/{sha1}/{sha2}/fail", handlers.cancel_job),
+            # skip, subscriptions, the latest snapshot
+            web.post("/api/skip/{sha}", handlers.skip),
+            web.post("/api/subscriptions/{component}", handlers.subscribe),
+            web.delete("/api/subscriptions/{component}", handlers.unsubscribe),
+            web.get("/api/components/{component}/{variant}/{target}", handlers.latest_snapshot),
+            # screenshots taken by the client (happo-e2e, happo-cypress localSnapshots)
+            web.post("/api/async-reports/{sha}", handlers.async_report),
+            web.post("/api/async-reports/{sha}/finalize", handlers.finalize_async_report),
+            web.post("/api/snap-requests/with-results", handlers.snap_request_with_results),
+            web.post("/api/snap-requests/extends-report", handlers.snap_request_extends),
+            web.get("/api/snap-requests/{id:[0-9]+}", handlers.get_snap_request),
+            # rendering in Darkroom's own browsers: not offered yet (501)
+            web.post("/api/snap-requests", handlers.not_rendered),
+            web.post("/api/snap-requests/bulk", handlers.not_rendered),
+            web.get("/api/snap-requests/assets-data/{hash}", handlers.not_rendered),
+            web.post("/api/snap-requests/assets/{hash}", handlers.not_rendered),
+            web.get("/api/snap-requests/assets/{hash}/signed-url", handlers.not_rendered),
+            web.post("/api/snap-requests/assets/{hash}/signed-url/finalize", handlers.not_rendered),
+            # images
+            web.get("/comparisons/{id}/diffs/{position}.png", handlers.diff_image),
+            web.get("/badges/{badge}.svg", handlers.status_badge),
+        ]
+    )

@@ -1,0 +1,296 @@
+"""Writing reports: whole, in partials, cloned, or assembled from snap requests (the async
+reports of happo-e2e), each snapshot checked against the image the account stored.
+
+A report that becomes complete records ``report.completed`` in the same transaction, which
+starts the comparisons scheduled on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from services.reports import domain, events, repo
+from services.reports.domain import Report, SnapInput
+from shared import errors
+from shared.events import record_event
+from shared.http import InternalClient, Principal
+
+
+class Submissions:
+    """The use cases that write reports."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, internal: InternalClient, ingest_url: str, public_url: str
+    ) -> None:
+        self.pool = pool
+        self.internal = internal
+        self.ingest_url = ingest_url
+        self.public_url = public_url
+
+    async def images_of(
+        self, principal: Principal, snaps: Sequence[SnapInput], what: str = "snaps"
+    ) -> dict[str, dict[str, Any]]:
+        """The stored image behind every snapshot; 422 naming the first snapshot whose image
+        the account does not hold or whose size disagrees with it."""
+        hashes = sorted({snap.image_hash for snap in snaps})
+        if not hashes:
+            return {}
+        status, body = await self.internal.call(
+            "POST",
+            self.ingest_url,
+            "/internal/happo-images",
+            principal,
+            json_body={"hashes": hashes},
+        )
+        if status != 200 or not isinstance(body, dict):
+            raise errors.Unavailable("The image store did not answer; try again", retry_after=2)
+        images = body["images"]
+        for i, snap in enumerate(snaps):
+            image = images.get(snap.image_hash)
+            if image is None:
+                raise errors.InvalidRequest(
+                    f"{what}[{i}]: `url` names no image this account uploaded"
+                )
+            size = (image.get("width"), image.get("height"))
+            if None not in size and size != (snap.width, snap.height):
+                raise errors.InvalidRequest(
+                    f"{what}[{i}]: `width`x`height` is {snap.width}x{snap.height} but the image"
+                    f" is {size[0]}x{size[1]}"
+                )
+        return images
+
+    async def post(
+        self,
+        principal: Principal,
+        project: str,
+        sha: str,
+        snaps: list[SnapInput],
+        *,
+        link: str | None,
+        message: str | None,
+        partial: bool,
+    ) -> Report:
+        """Create or overwrite a report, or amend it with a partial."""
+        images = await self.images_of(principal, snaps)
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            existing = await repo.report(conn, account_id, project, sha, lock=True)
+            if partial and existing is not None and existing.partial and not existing.complete:
+                report_id = existing.id
+                await repo.amend_report(conn, report_id, link, message)
+            else:
+                report_id = await repo.start_report(
+                    conn, account_id, project, sha, link=link, message=message, partial=partial
+                )
+            await repo.add_snapshots(conn, report_id, snaps, images)
+            if not partial:
+                await self._completed(conn, report_id)
+            return await self._reread(conn, report_id)
+
+    async def complete(self, principal: Principal, project: str, sha: str) -> Report:
+        """Mark a partial report complete (409 for one that is not partial or is done)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            report = await self.require(conn, principal, project, sha, lock=True)
+            if not report.partial:
+                raise errors.Conflict("This report was not posted in partials; it is complete")
+            if not report.complete:
+                await repo.complete_report(conn, report.id)
+                await self._completed(conn, report.id)
+            return await self._reread(conn, report.id)
+
+    async def clone(
+        self,
+        principal: Principal,
+        project: str,
+        from_sha: str,
+        to_sha: str,
+        *,
+        link: str | None,
+        message: str | None,
+    ) -> Report:
+        """Copy a complete report to another sha (its snapshots are not counted as new)."""
+        if from_sha == to_sha:
+            raise errors.InvalidRequest("A report cannot be cloned onto itself")
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            source = await self.require(conn, principal, project, from_sha)
+            if not source.complete:
+                raise errors.Conflict(f"Report {from_sha} is not complete yet")
+            report_id = await repo.start_report(
+                conn,
+                account_id,
+                project,
+                to_sha,
+                link=link if link is not None else source.link,
+                message=message if message is not None else source.message,
+                partial=False,
+                cloned_from=source.id,
+            )
+            await repo.copy_snapshots(conn, source.id, report_id)
+            await self._completed(conn, report_id)
+            return await self._reread(conn, report_id)
+
+    async def snap_request(self, principal: Principal, snaps: list[SnapInput]) -> int:
+        """Store a batch of snapshots (happo-e2e's local screenshots); its request id."""
+        images = await self.images_of(principal, snaps)
+        records = [
+            {
+                "component": s.component,
+                "variant": s.variant,
+                "target": s.target,
+                "image_hash": s.image_hash,
+                "width": s.width,
+                "height": s.height,
+                "sha256": images[s.image_hash]["sha256"],
+                "key": images[s.image_hash]["key"],
+            }
+            for s in snaps
+        ]
+        async with self.pool.acquire() as conn:
+            return await repo.create_snap_request(conn, str(principal.account_id), records)
+
+    async def extends_request(
+        self, principal: Principal, project: str, extends_sha: str, wanted: list[list[str]]
+    ) -> int:
+        """A snap request holding the snapshots of ``extends_sha``'s report that match
+        ``wanted`` (component, or component and variant)."""
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn:
+            source = await self.require(conn, principal, project, extends_sha)
+            base = f"{self.public_url}/img/{account_id}/"
+            snaps = await repo.snapshots(conn, source.id, base)
+            keys = {tuple(key) for key in wanted}
+            chosen = [s for s in snaps if s.key[:1] in keys or s.key[:2] in keys]
+            records = [
+                {
+                    "component": s.component,
+                    "variant": s.variant,
+                    "target": s.target,
+                    "image_hash": s.url.rsplit("/", 1)[1],
+                    "width": s.width,
+                    "height": s.height,
+                    "sha256": s.sha256,
+                    "key": s.blob_key,
+                }
+                for s in chosen
+            ]
+            return await repo.create_snap_request(conn, account_id, records)
+
+    async def async_report(
+        self,
+        principal: Principal,
+        project: str,
+        sha: str,
+        request_ids: list[int],
+        *,
+        link: str | None,
+        message: str | None,
+        nonce: str | None,
+    ) -> Report:
+        """Build a report from snap requests. Without a nonce it is complete at once; with one
+        it collects the requests of every parallel run until :meth:`finalize`. The same ids
+        posted again add nothing."""
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await repo.snap_requests(conn, account_id, request_ids)
+            missing = sorted(set(request_ids) - set(found))
+            if missing:
+                raise errors.InvalidRequest(f"Unknown snap request id: {missing[0]}")
+            existing = await repo.report(conn, account_id, project, sha, lock=True)
+            if (
+                nonce is not None
+                and existing is not None
+                and existing.nonce == nonce
+                and not existing.complete
+            ):
+                report_id = existing.id
+                await repo.amend_report(conn, report_id, link, message)
+            else:
+                report_id = await repo.start_report(
+                    conn,
+                    account_id,
+                    project,
+                    sha,
+                    link=link,
+                    message=message,
+                    partial=nonce is not None,
+                    nonce=nonce,
+                )
+            fresh = await repo.attach_requests(conn, report_id, request_ids)
+            snaps = [_snap_input(record) for rid in fresh for record in found[rid]]
+            images = {
+                record["image_hash"]: {"sha256": record["sha256"], "key": record["key"]}
+                for rid in fresh
+                for record in found[rid]
+            }
+            await repo.add_snapshots(conn, report_id, snaps, images)
+            if nonce is None:
+                await self._completed(conn, report_id)
+            return await self._reread(conn, report_id)
+
+    async def finalize(
+        self, principal: Principal, project: str, sha: str, nonce: str, skipped: list[list[str]]
+    ) -> Report:
+        """Complete an async report whose parallel runs are all in (the nonce must match)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            report = await self.require(conn, principal, project, sha, lock=True)
+            if report.nonce != nonce:
+                raise errors.Conflict("No report is being collected under this nonce for the sha")
+            if not report.complete:
+                await repo.complete_report(conn, report.id, skipped)
+                await self._completed(conn, report.id)
+            return await self._reread(conn, report.id)
+
+    async def require(
+        self,
+        conn: asyncpg.Connection,
+        principal: Principal,
+        project: str,
+        sha: str,
+        *,
+        lock: bool = False,
+    ) -> Report:
+        """The caller's report of a sha, or 404."""
+        report = await repo.report(conn, str(principal.account_id), project, sha, lock=lock)
+        if report is None:
+            raise errors.NotFound(f"No report for sha {sha}" + _in_project(project))
+        return report
+
+    async def _completed(self, conn: asyncpg.Connection, report_id: int) -> None:
+        report = await repo.report_by_id(conn, report_id)
+        assert report is not None
+        await record_event(
+            conn,
+            events.REPORT_COMPLETED,
+            {
+                "report_id": report.id,
+                "account_id": report.account_id,
+                "project": report.project,
+                "sha": report.sha,
+                "snapshot_count": report.snapshot_count,
+            },
+        )
+
+    @staticmethod
+    async def _reread(conn: asyncpg.Connection, report_id: int) -> Report:
+        report = await repo.report_by_id(conn, report_id)
+        assert report is not None
+        return report
+
+
+def _snap_input(record: dict[str, Any]) -> SnapInput:
+    return SnapInput(
+        component=record["component"],
+        variant=record["variant"],
+        target=record["target"],
+        image_hash=record["image_hash"],
+        width=record["width"],
+        height=record["height"],
+    )
+
+
+def _in_project(project: str) -> str:
+    return f" in project {project!r}" if project != domain.DEFAULT_PROJECT else ""
