@@ -36,7 +36,8 @@ More about ``comparison.diffed``, as processing publishes it:
   answered: ``pairs`` not a list, ``threshold`` not a number from 0 to 1,
   ``include_anti_aliasing`` not a boolean; then every result carries that message too) and
   ``worker`` (``host:pid`` of the processing process that answered). ``threshold`` and
-  ``include_anti_aliasing`` echo the request's.
+  ``include_anti_aliasing`` echo the request's (null in place of a value JSON cannot carry
+  back, such as NaN).
 * Thresholds are diffed rounded to 6 decimals, as :func:`diff_key` names them.
 * A ``comparison.requested`` without a ``comparison_id`` (a non-empty string or an integer) is
   never answered: it is poison, dead-lettered on processing's queue.

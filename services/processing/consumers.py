@@ -1,12 +1,15 @@
-"""Processing's event consumers: derivatives computed on request, once per key, and quality
-analyses of originals, once per original and algorithm.
+"""Processing's event consumers: derivatives computed on request, once per key; quality
+analyses of originals, once per original and algorithm; and pixel diffs of the pairs of a
+comparison, once per pair and options.
 
-Replicas compete for ``derivative.requested`` on one queue and for ``analysis.requested`` on
-another. On each, a replica takes at most as many deliveries as it has worker threads (the
-prefetch), so a busy replica leaves the rest of the queue to the others; both kinds of job share
-the replica's worker threads. A transaction-scoped advisory lock on what is computed (the
-derivative's key; the original's hash and the algorithm) makes two deliveries of the same job —
-on any replicas — compute it once: the second finds it recorded and answers ``cached``.
+Replicas compete for ``derivative.requested`` on one queue, for ``analysis.requested`` on
+another and for ``comparison.requested`` on a third. On each, a replica takes at most as many
+deliveries as it has worker threads (the prefetch), so a busy replica leaves the rest of the
+queue to the others; every kind of job shares the replica's worker threads. A
+transaction-scoped advisory lock on what is computed (the derivative's key; the original's hash
+and the algorithm) makes two deliveries of the same job — on any replicas — compute it once:
+the second finds it recorded and answers ``cached``. Pixel diffs take no lock (see
+:class:`ComparisonWorks`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -25,6 +28,7 @@ from aiohttp import web
 
 from services.processing import domain, repo
 from services.processing.config import ProcessingConfig
+from services.processing.diffs import DiffOptions, PixelDiff, diff_images
 from services.processing.quality import Analysis, analyse
 from services.processing.transforms import Derived, Limits, derive
 from shared.analysis import (
@@ -34,6 +38,7 @@ from shared.analysis import (
     ANALYSIS_REQUESTED,
     aux_image_key,
 )
+from shared.comparisons import COMPARISON_DIFFED, COMPARISON_REQUESTED, diff_key
 from shared.derivatives import DERIVATIVE_COMPUTED, DERIVATIVE_FAILED, DERIVATIVE_REQUESTED
 from shared.errors import InvalidRequest
 from shared.events import Envelope, Subscription, record_event
@@ -47,6 +52,8 @@ T = TypeVar("T")
 DERIVATIVES_CONSUMER = "processing.derivatives"
 #: The competing consumer (and queue) of analysis requests.
 ANALYSES_CONSUMER = "processing.analyses"
+#: The competing consumer (and queue) of comparison requests.
+COMPARISONS_CONSUMER = "processing.comparisons"
 
 
 class Works:
@@ -302,6 +309,190 @@ class AnalysisWorks(Works):
         )
 
 
+#: What a pair whose image the store no longer has is told (``side``: before or after).
+MISSING_IMAGE = "The {side} image is no longer stored; upload it again"
+
+
+class ComparisonWorks(Works):
+    """Answers ``comparison.requested`` (contract in :mod:`shared.comparisons`): diffs every
+    pair, stores each diff PNG with a change at :func:`shared.comparisons.diff_key`, records the
+    figures and announces them all in one ``comparison.diffed``.
+
+    The pairs of one comparison are diffed concurrently, at most ``concurrency`` at a time
+    (their bytes are held in memory meanwhile), in the worker threads shared with the other
+    jobs. A diff depends only on the two images' bytes and the options, so one recorded earlier
+    answers a pair while its diff PNG is still stored (``cached``). A pair that cannot be
+    diffed — malformed, an image missing from the store, bytes that are not the image named,
+    or an image :func:`services.processing.diffs.diff_images` refuses — carries an ``error``
+    and is not recorded. Transient trouble (store or database down) raises, so the whole
+    request is retried.
+
+    No advisory lock: a comparison may hold thousands of pairs, and a lock each would fill
+    PostgreSQL's shared lock table. Two comparisons diffing the same pair at once both compute
+    it, which costs CPU only: the diff is deterministic, so both write the same bytes and the
+    same row.
+    """
+
+    def __init__(
+        self,
+        store: BlobStore,
+        executor: ThreadPoolExecutor,
+        limits: Limits,
+        worker: str,
+        *,
+        concurrency: int,
+    ) -> None:
+        super().__init__(store, executor, limits, worker)
+        self.concurrency = concurrency
+
+    @classmethod
+    def sharing(cls, works: Works, concurrency: int) -> ComparisonWorks:
+        """Comparison works on the store, worker threads, limits and name of ``works``."""
+        return cls(works.store, works.executor, works.limits, works.worker, concurrency=concurrency)
+
+    async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
+        """Handle one ``comparison.requested`` inside the consumer's transaction on ``conn``."""
+        started = time.perf_counter()
+        request = domain.read_comparison_request(envelope.data)
+        if request.options is None:
+            results = [
+                domain.error_result(pair.before_sha256, pair.after_sha256, pair.message)
+                for pair in request.pairs
+                if isinstance(pair, domain.MalformedPair)
+            ]
+            await self._diffed(conn, request, results, started)
+            return
+        threshold, include_anti_aliasing = request.options
+        # A pair asked twice is diffed once; dict keeps the request's order.
+        wanted = list(dict.fromkeys(p for p in request.pairs if isinstance(p, domain.DiffPair)))
+        known = await repo.pixel_diffs(
+            conn,
+            [(pair.before.sha256, pair.after.sha256) for pair in wanted],
+            threshold,
+            include_anti_aliasing,
+        )
+        slots = asyncio.Semaphore(self.concurrency)
+        options = DiffOptions(threshold, include_anti_aliasing)
+
+        async def answer(pair: domain.DiffPair) -> tuple[dict[str, Any], dict[str, Any] | None]:
+            async with slots:
+                return await self._answer(
+                    pair, known.get((pair.before.sha256, pair.after.sha256)), options
+                )
+
+        answers = dict(zip(wanted, await _all(answer(pair) for pair in wanted), strict=True))
+        computed = [row for _result, row in answers.values() if row is not None]
+        if computed:
+            await repo.record_pixel_diffs(conn, threshold, include_anti_aliasing, computed)
+        results = [
+            answers[pair][0]
+            if isinstance(pair, domain.DiffPair)
+            else domain.error_result(pair.before_sha256, pair.after_sha256, pair.message)
+            for pair in request.pairs
+        ]
+        await self._diffed(conn, request, results, started)
+
+    async def _answer(
+        self, pair: domain.DiffPair, known: dict[str, Any] | None, options: DiffOptions
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The result of one pair, and the row to record when it was computed now."""
+        if known is not None and (
+            known["diff_key"] is None or await self.store.exists(known["diff_key"])
+        ):
+            return domain.diff_result(pair, known, cached=True), None
+        images = []
+        for side, name in ((pair.before, "before"), (pair.after, "after")):
+            try:
+                images.append(await self.store.read(side.key))
+            except BlobNotFound:
+                message = MISSING_IMAGE.format(side=name)
+                return domain.error_result(pair.before.sha256, pair.after.sha256, message), None
+        try:
+            diff, seconds = await self.run(self._compute, *images, pair, options)
+        except InvalidRequest as exc:
+            return domain.error_result(pair.before.sha256, pair.after.sha256, exc.message), None
+        key = None
+        if diff.changed_pixels:
+            key = diff_key(
+                pair.before.sha256,
+                pair.after.sha256,
+                options.threshold,
+                options.include_anti_aliasing,
+            )
+            # Stored before the row commits: a crash in between leaves bytes the next delivery
+            # overwrites with the same bytes, never a row without its bytes.
+            await self.store.put(key, diff.diff_png)
+        figures = {
+            "changed_pixels": diff.changed_pixels,
+            "total_pixels": diff.total_pixels,
+            "width": diff.width,
+            "height": diff.height,
+            "bbox": list(diff.bbox) if diff.bbox is not None else None,
+            "anti_aliased_pixels": diff.anti_aliased_pixels,
+            "size_mismatch": diff.size_mismatch,
+            "diff_key": key,
+            "diff_bytes": len(diff.diff_png) if key is not None else None,
+        }
+        row = {
+            "before_sha256": pair.before.sha256,
+            "after_sha256": pair.after.sha256,
+            **figures,
+            "worker": self.worker,
+            "duration_ms": round(seconds * 1000),
+        }
+        return domain.diff_result(pair, figures, cached=False), row
+
+    def _compute(
+        self, before: bytes, after: bytes, pair: domain.DiffPair, options: DiffOptions
+    ) -> PixelDiff:
+        """The CPU part, in a worker thread: check the bytes are the images named, diff."""
+        for data, side, name in ((before, pair.before, "before"), (after, pair.after, "after")):
+            if hashlib.sha256(data).hexdigest() != side.sha256:
+                raise InvalidRequest(f"The stored {name} image does not match its SHA-256")
+        return diff_images(before, after, options, self.limits)
+
+    async def _diffed(
+        self,
+        conn: asyncpg.Connection,
+        request: domain.ComparisonRequest,
+        results: list[dict[str, Any]],
+        started: float,
+    ) -> None:
+        log.info(
+            "comparison.diffed",
+            comparison_id=request.comparison_id,
+            pairs=len(results),
+            cached=sum(1 for result in results if result["cached"]),
+            errors=sum(1 for result in results if result["error"] is not None),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+        await record_event(
+            conn,
+            COMPARISON_DIFFED,
+            {
+                "comparison_id": request.comparison_id,
+                "threshold": request.threshold,
+                "include_anti_aliasing": request.include_anti_aliasing,
+                "results": results,
+                "error": request.error,
+                "worker": self.worker,
+            },
+        )
+
+
+async def _all(jobs: Iterable[Awaitable[T]]) -> list[T]:
+    """Every job's result, run concurrently; when one fails, the others are cancelled (and
+    awaited, so none outlives the transaction) and its exception raised as it is."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
 #: The derivative and analysis works of a running app (set while its worker pool is open).
 DERIVATIVES = web.AppKey("processing.derivatives", DerivativeWorks)
 ANALYSES = web.AppKey("processing.analyses", AnalysisWorks)
@@ -322,6 +513,12 @@ def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subsc
     async def analysis_requested(conn: asyncpg.Connection, envelope: Envelope) -> None:
         await app[ANALYSES].on_requested(conn, envelope)
 
+    async def comparison_requested(conn: asyncpg.Connection, envelope: Envelope) -> None:
+        # Made from the derivative works, whose worker threads and store it shares: the app
+        # opens those before any consumer starts.
+        works = ComparisonWorks.sharing(app[DERIVATIVES], config.workers)
+        await works.on_requested(conn, envelope)
+
     return (
         Subscription(
             DERIVATIVES_CONSUMER,
@@ -333,6 +530,12 @@ def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subsc
             ANALYSES_CONSUMER,
             (ANALYSIS_REQUESTED,),
             analysis_requested,
+            prefetch=config.workers,
+        ),
+        Subscription(
+            COMPARISONS_CONSUMER,
+            (COMPARISON_REQUESTED,),
+            comparison_requested,
             prefetch=config.workers,
         ),
     )

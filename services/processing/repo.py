@@ -82,3 +82,67 @@ async def record_analysis(
         worker,
         duration_ms,
     )
+
+
+#: The figures of a pixel diff, as :func:`pixel_diffs` answers and :func:`record_pixel_diffs`
+#: takes them.
+PIXEL_DIFF_FIGURES = (
+    "changed_pixels",
+    "total_pixels",
+    "width",
+    "height",
+    "bbox",
+    "anti_aliased_pixels",
+    "size_mismatch",
+    "diff_key",
+    "diff_bytes",
+)
+
+
+async def pixel_diffs(
+    conn: asyncpg.Connection,
+    pairs: list[tuple[str, str]],
+    threshold: float,
+    include_anti_aliasing: bool,
+) -> dict[tuple[str, str], dict]:
+    """The recorded diffs of ``pairs`` (``(before_sha256, after_sha256)``) under the options,
+    by pair: ``{changed_pixels, total_pixels, width, height, bbox, anti_aliased_pixels,
+    size_mismatch, diff_key, diff_bytes}``. Pairs never diffed are absent."""
+    if not pairs:
+        return {}
+    rows = await conn.fetch(
+        f"SELECT before_sha256, after_sha256, {', '.join(PIXEL_DIFF_FIGURES)} FROM pixel_diffs"
+        " WHERE threshold = $3 AND include_anti_aliasing = $4"
+        " AND (before_sha256, after_sha256) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [before for before, _ in pairs],
+        [after for _, after in pairs],
+        threshold,
+        include_anti_aliasing,
+    )
+    return {
+        (row["before_sha256"], row["after_sha256"]): {
+            name: row[name] for name in PIXEL_DIFF_FIGURES
+        }
+        for row in rows
+    }
+
+
+async def record_pixel_diffs(
+    conn: asyncpg.Connection,
+    threshold: float,
+    include_anti_aliasing: bool,
+    diffs: list[dict],
+) -> None:
+    """Record (or re-record) pixel diffs whose images were just stored; each of ``diffs`` has
+    ``before_sha256``, ``after_sha256``, the :data:`PIXEL_DIFF_FIGURES`, ``worker`` and
+    ``duration_ms``."""
+    columns = ("before_sha256", "after_sha256", *PIXEL_DIFF_FIGURES, "worker", "duration_ms")
+    placeholders = ", ".join(f"${n}" for n in range(3, len(columns) + 3))
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in columns[2:])
+    await conn.executemany(
+        f"INSERT INTO pixel_diffs (threshold, include_anti_aliasing, {', '.join(columns)})"
+        f" VALUES ($1, $2, {placeholders})"
+        " ON CONFLICT (before_sha256, after_sha256, threshold, include_anti_aliasing)"
+        f" DO UPDATE SET {updates}, created_at = now()",
+        [(threshold, include_anti_aliasing, *(diff[name] for name in columns)) for diff in diffs],
+    )
