@@ -4,6 +4,7 @@ whole platform (every service and the gateway) started in-process on free loopba
 from __future__ import annotations
 
 import base64
+import email.policy
 import json
 import os
 import random
@@ -14,6 +15,8 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 import aio_pika
@@ -21,6 +24,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from aiosmtpd.controller import Controller
 from moto.server import ThreadedMotoServer
 
 from shared import logging as darkroom_logging
@@ -110,6 +114,37 @@ def secrets_env() -> dict[str, str]:
     }
 
 
+class Inbox:
+    """An aiosmtpd handler that keeps every message the platform sends, parsed."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.port = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        message = BytesParser(policy=email.policy.default).parsebytes(envelope.content)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 Message accepted"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        """The messages delivered to ``address``."""
+        return [m for m in self.messages if address in m["X-Envelope-To"].split(", ")]
+
+
+@pytest.fixture(scope="session")
+def inbox() -> Iterator[Inbox]:
+    """A real SMTP server (aiosmtpd) on loopback that every test stack sends its e-mail to."""
+    handler = Inbox()
+    handler.port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=handler.port)
+    controller.start()
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
 @dataclass
 class Stack:
     """The platform running in-process: where it listens and how it is configured."""
@@ -142,7 +177,7 @@ class Stack:
 
 
 def stack_env(
-    database_url: str, exchange: str, secrets_env: dict[str, str], tmp: Path
+    database_url: str, exchange: str, secrets_env: dict[str, str], tmp: Path, smtp_port: int
 ) -> dict[str, str]:
     """The environment of a platform on free ports with this run's servers and names."""
     ports = {name: free_port() for name in ("gateway", "auth", "ingest", "processing", "reports")}
@@ -153,6 +188,8 @@ def stack_env(
         "DARKROOM_EXCHANGE": exchange,
         "DARKROOM_SECRETS_DIR": str(tmp / "no-secrets-here"),
         "DARKROOM_BLOB_DIR": str(tmp / "blobs"),
+        "DARKROOM_MAIL_DIR": str(tmp / "mail"),
+        "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "DARKROOM_PORT": str(ports["gateway"]),
         "DARKROOM_AUTH_PORT": str(ports["auth"]),
         "DARKROOM_INGEST_PORT": str(ports["ingest"]),
@@ -218,10 +255,12 @@ async def stop_stack(stack: Stack) -> None:
 
 @pytest.fixture(scope="session")
 async def stack(
-    database_url: str, exchange: str, secrets_env: dict[str, str], tmp_path_factory
+    database_url: str, exchange: str, secrets_env: dict[str, str], tmp_path_factory, inbox
 ) -> AsyncIterator[Stack]:
-    """The whole platform, shared by the session's tests."""
-    env = stack_env(database_url, exchange, secrets_env, tmp_path_factory.mktemp("stack"))
+    """The whole platform, shared by the session's tests (its e-mail goes to ``inbox``)."""
+    env = stack_env(
+        database_url, exchange, secrets_env, tmp_path_factory.mktemp("stack"), inbox.port
+    )
     running = await start_stack(env)
     yield running
     await stop_stack(running)
@@ -274,7 +313,9 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def s3_stack(run_id, secrets_env, moto_endpoint, tmp_path_factory) -> AsyncIterator[Stack]:
+async def s3_stack(
+    run_id, secrets_env, moto_endpoint, tmp_path_factory, inbox
+) -> AsyncIterator[Stack]:
     """The whole platform again, its blobs in a bucket of the moto S3 server, in a database and
     exchange of its own; shared by the session's tests that run on both storage backends."""
     name = f"darkroom_test_{run_id}_s3"
@@ -282,7 +323,11 @@ async def s3_stack(run_id, secrets_env, moto_endpoint, tmp_path_factory) -> Asyn
     await admin.execute(f'CREATE DATABASE "{name}"')
     await admin.close()
     env = stack_env(
-        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", name, secrets_env, tmp_path_factory.mktemp("s3")
+        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+        name,
+        secrets_env,
+        tmp_path_factory.mktemp("s3"),
+        inbox.port,
     )
     env.update(
         S3_ENDPOINT_URL=moto_endpoint,

@@ -37,9 +37,9 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
         # The operation cache would keep recent originals' buffers alive; every job here is a
         # different image, so nothing would ever be reused from it.
         pyvips.cache_set_max(0)
-        # Each delivery in flight holds a connection, and each of the two queues (derivatives,
-        # analyses) may have ``workers`` deliveries in flight.
-        if 2 * config.workers >= config.db_pool_max:
+        # Each delivery in flight holds a connection, and each of the three queues
+        # (derivatives, analyses, comparisons) may have ``workers`` deliveries in flight.
+        if 3 * config.workers >= config.db_pool_max:
             log.warning(
                 "processing.workers_exceed_pool",
                 workers=config.workers,

@@ -16,9 +16,9 @@ class ProcessingConfig(StorageConfig):
         "DARKROOM_PROCESSING_WORKERS",
         os.cpu_count() or 1,
         "Image jobs one process runs at once (threads, and deliveries it takes from each of its"
-        " queues: derivatives and analyses); default the machine's CPU count. In a container,"
-        " set it to the CPU limit. Each delivery in flight holds a database connection, so keep"
-        " twice it below DARKROOM_DB_POOL_MAX.",
+        " queues: derivatives, analyses and comparisons); default the machine's CPU count. In a"
+        " container, set it to the CPU limit. Each delivery in flight holds a database"
+        " connection, so keep three times it below DARKROOM_DB_POOL_MAX.",
     )
     max_pixels: int = setting(
         "DARKROOM_MAX_PIXELS",

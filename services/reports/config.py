@@ -51,5 +51,5 @@ class ReportsConfig(StorageConfig):
         "DARKROOM_MAIL_FROM", "Darkroom <darkroom@localhost>", "Sender of notification e-mails."
     )
     smtp_timeout: float = setting(
-        "DARKROOM_SMTP_TIMEOUT", 10.0, "Seconds to connect to and talk with the SMTP server."
+        "DARKROOM_SMTP_TIMEOUT", 10.0, "Seconds to deliver one e-mail (connect to the end of DATA)."
     )

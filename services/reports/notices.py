@@ -37,7 +37,10 @@ class Notices:
         components = [c for c in data.get("diff_components") or [] if isinstance(c, str)]
         notify = [a for a in data.get("notify") or [] if isinstance(a, str)]
         account_id = data.get("account_id")
-        if not isinstance(account_id, str) or (not components and not notify):
+        if not isinstance(account_id, str) or not isinstance(data.get("compare_url"), str):
+            log.warning("comparison.completed_malformed", event_id=envelope.id)
+            return
+        if not components and not notify:
             return
         if not components:
             # Addresses named in the call are told about every outcome, even "no diffs".

@@ -634,6 +634,8 @@ async def remember_diffs(
                 r.error,
             )
             for (b, a), r in results.items()
+            # An error (an image gone or over a limit) may not last: it is not kept.
+            if r.error is None
         ],
     )
 
