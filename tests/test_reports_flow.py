@@ -6,14 +6,19 @@ comparison of a thousand snapshots, and nothing lost when the diff work is redel
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 
 import aiohttp
 import pytest
 
-from shared.runtime import POOL
+from services.ingest.domain import blob_key
+from services.ingest.handlers import SWEEPER
+from shared.runtime import POOL, STORE
 from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
+from tests.test_ingest_hashhost import bearer
+from tests.test_ingest_hashhost import upload as hashhost_upload
 from tests.test_processing_diffs import heading
 from tests.test_reports_api import call, post_report, sha
 
@@ -224,3 +229,22 @@ async def test_a_thousand_snapshot_comparison_is_fast(client, stack, account, sh
     assert [pair[1]["component"] for pair in result["diffs"]] == ["C0003", "C0500", "C0997"]
     assert len(result["unchanged"]) == 997
     print(f"1000-snapshot compare with 3 changes: {elapsed * 1000:.0f} ms")
+
+
+async def test_a_blob_in_a_report_outlives_every_other_reference(client, stack, account):
+    """The same bytes uploaded to the hash host and deleted there, and the orphan sweeper run:
+    the report's image still serves, and its comparison still shows it."""
+    data = screenshot(24, 24, colour=(77, 66, 55))
+    image = await upload(client, stack, account, data)
+    report_sha = sha()
+    await post_report(client, stack, account, report_sha, [snap(image, "Avatar")])
+    digest = hashlib.sha256(data).hexdigest()
+    await hashhost_upload(client, stack, data, headers=bearer(account["token"]))
+    async with client.delete(
+        f"{stack.url}/api/files/{digest}", headers=bearer(account["token"])
+    ) as response:
+        assert response.status == 200
+    await stack.apps["ingest"][SWEEPER].sweep_once()
+    async with client.get(image.url) as response:
+        assert response.status == 200 and await response.read() == data
+    assert await stack.apps["ingest"][STORE].exists(blob_key(digest))
