@@ -15,7 +15,12 @@ import pytest
 
 from services.ingest.domain import blob_key
 from services.ingest.handlers import SWEEPER
+from services.reports.handlers import CONFIG, NOTICES
+from services.reports.mail import MailNotSent, SmtpMailer
+from services.reports.notices import Notices
+from shared.events import new_event
 from shared.runtime import POOL, STORE
+from tests.conftest import free_port
 from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
 from tests.test_ingest_hashhost import bearer
 from tests.test_ingest_hashhost import upload as hashhost_upload
@@ -248,3 +253,39 @@ async def test_a_blob_in_a_report_outlives_every_other_reference(client, stack, 
     async with client.get(image.url) as response:
         assert response.status == 200 and await response.read() == data
     assert await stack.apps["ingest"][STORE].exists(blob_key(digest))
+
+
+async def test_mail_waits_out_an_smtp_outage_and_sends_each_address_once(stack, inbox):
+    """A ``comparison.completed`` handled while the SMTP server is down fails (so the consumer
+    retries it); handled again once the server is back, every address gets exactly one mail,
+    and a third delivery of the same event sends nothing."""
+    app = stack.apps["reports"]
+    config = app[CONFIG]
+    pool = app[POOL]
+    address = f"n{sha()}@example.com"
+    envelope = new_event(
+        "comparison.completed",
+        {
+            "comparison_id": 0,
+            "account_id": str(uuid.uuid4()),
+            "project": "",
+            "sha1": "a" * 8,
+            "sha2": "b" * 8,
+            "status": "awaiting review",
+            "equal": False,
+            "summary": "1 diff, 0 added, 0 deleted, 0 unchanged",
+            "compare_url": f"{stack.url}/comparisons/0",
+            "diff_components": ["Button"],
+            "notify": [address],
+        },
+    )
+    dead = Notices(pool, SmtpMailer("127.0.0.1", free_port(), timeout=2), config)
+    async with pool.acquire() as conn:
+        with pytest.raises(MailNotSent):
+            await dead.comparison_completed(conn, envelope)
+    assert inbox.to(address) == []
+    live = app[NOTICES]
+    for _ in range(2):
+        async with pool.acquire() as conn:
+            await live.comparison_completed(conn, envelope)
+    assert len(inbox.to(address)) == 1
