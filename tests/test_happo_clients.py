@@ -74,6 +74,20 @@ The environment is a CI run's: ``HAPPO_CURRENT_SHA`` (after), ``HAPPO_PREVIOUS_S
         POST /api/reports/<before>/compare/<after> {"isAsync": true, "link", "message"}
 
   Note the Controller dedupes a spec's local snapshots by (component, variant) only.
+
+  Recorded at the gateway for two specs (header+button, footer; the header's bytes were
+  already in the account, so its upload is skipped), no nonce::
+
+        GET /api/images/<header>/upload-url, GET /api/images/<button>/upload-url,
+        POST /api/images/upload/<token>, POST /api/snap-requests/with-results,
+        GET /api/images/<footer>/upload-url, POST /api/images/upload/<token>,
+        POST /api/snap-requests/with-results, POST /api/async-reports/<after>,
+        POST /api/jobs/<before>/<after>, POST /api/reports/<before>/compare/<after>
+
+  and for two parallel runs sharing HAPPO_NONCE (one spec each): 2 with-results, 4
+  async-reports (each run: its id at once, then all its ids again), 2 jobs; then finalize and
+  one async compare. All ``User-Agent: happo.io@13.0.1`` except the deep compare's image GETs
+  (node-fetch's default).
 """
 
 from __future__ import annotations
