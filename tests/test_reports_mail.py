@@ -226,6 +226,7 @@ async def test_smtp_delivers_the_notice_and_does_not_upgrade_a_plain_url(
     assert re.fullmatch(r"<[0-9a-f]{32}@darkroom\.test>", message["Message-ID"])
     # The long header is folded right after its colon; Python's parser keeps that space.
     assert message["List-Unsubscribe"].strip() == f"<{UNSUBSCRIBE_URL}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert message["Auto-Submitted"] == "auto-generated"
     assert message["Date"] is not None
     text, page = parts(message)
@@ -457,6 +458,7 @@ async def test_file_mailer_writes_a_parseable_eml(tmp_path: Path) -> None:
     assert message["Subject"] == "Happo diffs in Button, Modal — abc1234 → def5678"
     assert message["Message-ID"] == sent["Message-ID"]
     assert message["List-Unsubscribe"].strip() == f"<{UNSUBSCRIBE_URL}>"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     text, page = parts(message)
     assert COMPARE_URL in text
     assert f'href="{COMPARE_URL.replace("&", "&amp;")}"' in page
@@ -526,6 +528,7 @@ def test_many_components_are_counted_not_all_named() -> None:
 def test_without_unsubscribe_or_components() -> None:
     message = notice(unsubscribe_url=None, components=[], account_name=None)
     assert message["List-Unsubscribe"] is None
+    assert message["List-Unsubscribe-Post"] is None
     assert message["Subject"] == "Happo diffs — abc1234 → def5678"
     text, page = parts(message)
     assert "nsubscribe" not in text and "nsubscribe" not in page

@@ -13,6 +13,7 @@ from services.reports.config import ReportsConfig
 from services.reports.handlers import COMPARISONS, CONFIG, NOTICES, SUBMISSIONS
 from services.reports.mail import open_mailer
 from services.reports.notices import Notices
+from services.reports.pages import PAGES, create_pages
 from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
 from shared import runtime
@@ -49,6 +50,7 @@ def create_app(config: ReportsConfig) -> web.Application:
     images), internal client (asks ingest about images), the use cases, consumers, routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     app[CONFIG] = config
+    app[PAGES] = create_pages(config.public_url)
     database, broker, relay, consuming = runtime.service_contexts(
         config, SCHEMA, HERE / "migrations", consumers.subscriptions(app)
     )

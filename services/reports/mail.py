@@ -434,10 +434,11 @@ def compose_diff_notice(
     """The e-mail telling ``recipient`` which components changed between two reports.
 
     Plain text and a simple HTML alternative (no external assets; every value escaped),
-    the comparison link in both, an unsubscribe link and ``List-Unsubscribe`` when
-    ``unsubscribe_url`` is given. ``message_id`` is used as given (``<id@domain>``, angle
-    brackets added when missing) so that a re-send is recognisable. Raises ``ValueError`` for
-    a URL that is not absolute http(s) or a malformed ``message_id`` (caller bugs).
+    the comparison link in both, an unsubscribe link, ``List-Unsubscribe`` and RFC 8058's
+    ``List-Unsubscribe-Post`` (one-click) when ``unsubscribe_url`` is given. ``message_id`` is
+    used as given (``<id@domain>``, angle brackets added when missing) so that a re-send is
+    recognisable. Raises ``ValueError`` for a URL that is not absolute http(s) or a malformed
+    ``message_id`` (caller bugs).
     """
     compare_url = _http_url(compare_url, "compare_url")
     if unsubscribe_url is not None:
@@ -527,6 +528,9 @@ def compose_diff_notice(
     message["Auto-Submitted"] = "auto-generated"
     if unsubscribe_url:
         message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
+        # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL
+        # itself, so a link scanner's GET (which only shows a confirm page) unsubscribes nobody.
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     # Quoted-printable keeps the bytes 7-bit whatever the names hold: no server needs 8BITMIME.
     message.set_content("\n".join(text) + "\n", cte="quoted-printable")
     message.add_alternative(page, subtype="html", cte="quoted-printable")

@@ -907,3 +907,58 @@ async def record_delivery(
         email,
         outcome,
     )
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+async def snapshot_page(
+    conn: asyncpg.Connection, report_id: int, image_base: str, *, limit: int, offset: int
+) -> list[Snapshot]:
+    """A window of a report's snapshots, grouped by component (by name, then in the order they
+    were posted), so that a page of a report with thousands of them stays small and a
+    component's snapshots stay together across pages."""
+    rows = await conn.fetch(
+        "SELECT id, component, variant, target, $2 || image_hash AS url, sha256, blob_key,"
+        " width, height FROM snapshots WHERE report_id = $1"
+        " ORDER BY component, position LIMIT $3 OFFSET $4",
+        report_id,
+        image_base,
+        limit,
+        offset,
+    )
+    return [Snapshot(**dict(row)) for row in rows]
+
+
+async def numbered_entries(
+    conn: asyncpg.Connection, comparison_id: int, kind: str, *, limit: int, offset: int
+) -> list[tuple[int, Entry]]:
+    """A window of a comparison's entries of one ``kind`` in order, each with its position
+    (which names its diff image); walks the (comparison, kind, position) index."""
+    rows = await conn.fetch(
+        "SELECT position, kind, component, before, after, ignored, changed_pixels,"
+        " total_pixels, bbox, diff_key, error FROM comparison_entries"
+        " WHERE comparison_id = $1 AND kind = $2 ORDER BY position LIMIT $3 OFFSET $4",
+        comparison_id,
+        kind,
+        limit,
+        offset,
+    )
+    return [
+        (
+            row["position"],
+            Entry(
+                kind=row["kind"],
+                component=row["component"],
+                before=Snapshot.from_record(row["before"]) if row["before"] else None,
+                after=Snapshot.from_record(row["after"]) if row["after"] else None,
+                ignored=row["ignored"],
+                changed_pixels=row["changed_pixels"],
+                total_pixels=row["total_pixels"],
+                bbox=list(row["bbox"]) if row["bbox"] else None,
+                diff_key=row["diff_key"],
+                error=row["error"],
+            ),
+        )
+        for row in rows
+    ]

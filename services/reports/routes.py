@@ -3,7 +3,7 @@ clients call, diff images and status badges (the HTML pages are in :mod:`pages`)
 
 from aiohttp import web
 
-from services.reports import handlers
+from services.reports import handlers, pages
 
 
 def setup_routes(app: web.Application) -> None:
@@ -49,5 +49,12 @@ def setup_routes(app: web.Application) -> None:
             # images
             web.get("/comparisons/{id}/diffs/{position}.png", handlers.diff_image),
             web.get("/badges/{badge}.svg", handlers.status_badge),
+            # pages
+            web.get("/reports/{id}", pages.report_page),
+            web.get("/comparisons/{id}", pages.comparison_page),
+            web.post("/comparisons/{id}/review", pages.review),
+            web.get("/jobs/{id}", pages.job_page),
+            web.get("/unsubscribe/{token}", pages.unsubscribe_page),
+            web.post("/unsubscribe/{token}", pages.unsubscribe),
         ]
     )

@@ -1,0 +1,464 @@
+"""Reports's web pages: a report, a comparison (each diff side by side, as an overlay and as the
+diff image; accept or reject), a job, and the unsubscribe link of the notification e-mails.
+
+Each handler parses HTTP, calls :mod:`repo` and :mod:`domain`, and renders a template of
+``templates/`` on the shared layout. The pages are server-rendered with no script at all: the
+overlay's fade and flicker are radio buttons and CSS, which the shared Content-Security-Policy
+(``default-src 'self'``, inline styles only) allows as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from operator import attrgetter
+from pathlib import Path
+from urllib.parse import quote
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from services.reports import domain, repo
+from services.reports.domain import Comparison, Entry, Job
+
+# _job_status is the API's rule for a project job's status; the job page uses that very rule
+# rather than a copy that could drift from what GET /api/jobs answers.
+from services.reports.handlers import COMPARISONS, CONFIG, _job_status
+from shared import errors
+from shared.http import Principal, principal_of
+from shared.logging import get_logger
+from shared.pages import Pages, redirect
+from shared.runtime import INTERNAL, POOL
+
+log = get_logger("darkroom.reports.pages")
+
+PAGES = web.AppKey("reports.pages", Pages)
+TEMPLATES = Path(__file__).with_name("templates")
+
+#: Lines of a comparison's diffs list per page: a comparison of thousands of snapshots is read
+#: and drawn a page at a time.
+DIFFS_PER_PAGE = 20
+#: Snapshots per page of a report (a report may hold 20 000).
+SNAPSHOTS_PER_PAGE = 100
+#: What a comparison page lists, in this order; unchanged entries are only counted.
+SHOWN_KINDS = ("diff", "added", "deleted")
+DECISIONS = {"accept": "accepted", "reject": "rejected"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def create_pages(public_url: str) -> Pages:
+    """The reports templates on the shared layout, with the filters they use."""
+    pages = Pages(TEMPLATES)
+    pages.env.filters["when"] = when
+    pages.env.filters["project_name"] = project_name
+    pages.env.filters["web_link"] = web_link
+    pages.env.filters["local"] = functools.partial(local_url, public_url.rstrip("/"))
+    return pages
+
+
+# --- small rules ------------------------------------------------------------------------------
+
+
+def when(value: datetime | None) -> str:
+    """A timestamp as people read it, in UTC (the pages are shared across time zones)."""
+    if value is None:
+        return "—"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def project_name(project: str | None) -> str:
+    """The default project is stored as ``""``."""
+    return project if project else "default project"
+
+
+def web_link(value: str | None) -> str | None:
+    """``value`` when it is an http(s) URL, else None: a report's ``link`` is client input and
+    a ``javascript:`` one must not become a clickable ``href``."""
+    if value and value.lower().startswith(("https://", "http://")):
+        return value
+    return None
+
+
+def local_url(public_url: str, url: str) -> str:
+    """The path of one of our own absolute URLs: the page's origin is the browser's, which
+    ``default-src 'self'`` allows even when it reached us by another name than the public URL."""
+    if url.startswith(public_url + "/"):
+        return url[len(public_url) :]
+    return url
+
+
+def review_token(signing_key: str, principal: Principal) -> str:
+    """The anti-forgery token of the accept/reject forms.
+
+    Auth ties its form tokens to the session cookie, but this service never sees the cookie:
+    the gateway keeps cookies to itself and forwards the principal it resolved, signed. So the
+    token is tied to what the gateway vouches for instead: the session's credential id and its
+    user, MACed with a server-only key. It needs no storage, differs per sign-in, dies with the
+    session, and a page of another site can neither read nor compute it (the gateway's Origin
+    check is the first line; this is the second). The label keeps it apart from the badge and
+    unsubscribe MACs made with the same key.
+    """
+    message = f"darkroom-reports-review\0{principal.credential_id}\0{principal.user_id}"
+    return hmac.new(signing_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def review_token_ok(signing_key: str, principal: Principal, sent: object) -> bool:
+    """True when ``sent`` is the principal's review token (compared in constant time)."""
+    if not isinstance(sent, str) or not principal.credential_id or not principal.user_id:
+        return False
+    return hmac.compare_digest(review_token(signing_key, principal).encode(), sent.encode())
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Page ``page`` of a list of ``total`` items, ``size`` a page."""
+
+    page: int
+    size: int
+    total: int
+
+    @classmethod
+    def of(cls, page: int, size: int, total: int) -> Pager:
+        """The pager; 404 for a page past the last (page 1 of an empty list is empty)."""
+        pager = cls(page, size, total)
+        if page > pager.pages:
+            raise errors.NotFound(f"There is no page {page}: the last is {pager.pages}")
+        return pager
+
+    @property
+    def offset(self) -> int:
+        """Items before this page."""
+        return (self.page - 1) * self.size
+
+    @property
+    def pages(self) -> int:
+        """How many pages there are (at least one)."""
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def first(self) -> int:
+        """The 1-based number of this page's first item (0 when there is none)."""
+        return min(self.offset + 1, self.total)
+
+    @property
+    def last(self) -> int:
+        """The 1-based number of this page's last item."""
+        return min(self.offset + self.size, self.total)
+
+
+def windows(
+    counts: Mapping[str, int], kinds: Sequence[str], offset: int, limit: int
+) -> list[tuple[str, int, int]]:
+    """The ``(kind, offset, limit)`` reads that make up items ``offset`` to ``offset + limit``
+    of a list of ``kinds`` one after another (each kind in its own order), so a page is read
+    straight off the (comparison, kind, position) index, one query per kind on it."""
+    reads = []
+    for kind in kinds:
+        count = counts.get(kind, 0)
+        if limit <= 0:
+            break
+        if offset >= count:
+            offset -= count
+            continue
+        take = min(limit, count - offset)
+        reads.append((kind, offset, take))
+        limit -= take
+        offset = 0
+    return reads
+
+
+# --- request parsing and access ---------------------------------------------------------------
+
+
+class _SignInFirst(Exception):
+    """Nobody is signed in: off to the sign-in page, then back to ``next_path``."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+def _page(handler: Handler) -> Handler:
+    """A page handler: anonymous visitors are sent to sign in; client errors are a page."""
+
+    @functools.wraps(handler)
+    async def page(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _SignInFirst as exc:
+            return redirect("/signin?next=" + quote(exc.next_path, safe="/"))
+        except errors.DarkroomError as exc:
+            if exc.status >= 500:
+                raise  # outages keep the JSON shape and Retry-After of the error middleware
+            return request.app[PAGES].render(
+                "problem.html",
+                status=exc.status,
+                user=await _nav_user(request, principal_of(request)),
+                status_code=exc.status,
+                message=exc.message,
+            )
+
+    return page
+
+
+def _viewer(request: web.Request) -> Principal:
+    """Whoever may look at an account's pages: a signed-in person or API credentials."""
+    principal = principal_of(request)
+    if not principal.authenticated:
+        raise _SignInFirst(request.path_qs)
+    return principal
+
+
+def _object_id(request: web.Request) -> int:
+    # isascii: str.isdigit() is true for "²", which int() refuses.
+    raw = request.match_info["id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise errors.NotFound("Not found")
+    return int(raw)
+
+
+def _page_number(request: web.Request) -> int:
+    raw = request.query.get("page", "1")
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1_000_000:
+        raise errors.BadRequest("`page` must be a whole number from 1")
+    return int(raw)
+
+
+async def _nav_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
+    """Who the layout's header names: for a session, the user as auth knows them (this service
+    does not keep people's names); nobody for API credentials, which cannot sign out."""
+    if principal.kind != "session":
+        return None
+    config = request.app[CONFIG]
+    try:
+        status, body = await request.app[INTERNAL].call(
+            "GET", config.service_url("auth"), "/user", principal, timeout=3
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        status, body = 0, repr(exc)
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("email"), str):
+        return {"name": str(body.get("name") or ""), "email": body["email"]}
+    # The page is still worth showing; the header then only offers to sign out.
+    log.warning("pages.user_unknown", status=status)
+    return {"name": "", "email": ""}
+
+
+async def _own_comparison(
+    conn: asyncpg.Connection, principal: Principal, comparison_id: int, *, lock: bool = False
+) -> Comparison:
+    comparison = await repo.comparison_by_id(conn, comparison_id, lock=lock)
+    # Another account's comparison does not exist for this one (no telling ids apart).
+    if comparison is None or comparison.account_id != principal.account_id:
+        raise errors.NotFound("No such comparison")
+    return comparison
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+@_page
+async def report_page(request: web.Request) -> web.StreamResponse:
+    """``GET /reports/:id``: a report's snapshots grouped by component, a page at a time."""
+    principal = _viewer(request)
+    report_id, page = _object_id(request), _page_number(request)
+    async with request.app[POOL].acquire() as conn:
+        report = await repo.report_by_id(conn, report_id)
+        if report is None or report.account_id != principal.account_id:
+            raise errors.NotFound("No such report")
+        pager = Pager.of(page, SNAPSHOTS_PER_PAGE, report.snapshot_count)
+        base = request.app[COMPARISONS].image_base(report.account_id)
+        snapshots = await repo.snapshot_page(
+            conn, report.id, base, limit=pager.size, offset=pager.offset
+        )
+    groups = [
+        (component, list(snaps))
+        for component, snaps in groupby(snapshots, key=attrgetter("component"))
+    ]
+    return request.app[PAGES].render(
+        "report.html",
+        user=await _nav_user(request, principal),
+        report=report,
+        groups=groups,
+        pager=pager,
+    )
+
+
+# --- comparison -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """One shown line of a comparison: its entry and position (which names its diff image)."""
+
+    position: int
+    entry: Entry
+
+
+@_page
+async def comparison_page(request: web.Request) -> web.StreamResponse:
+    """``GET /comparisons/:id``: status and summary, then a page of diffs (side by side, as an
+    overlay, the diff image), added and deleted snapshots; unchanged ones only counted."""
+    principal = _viewer(request)
+    comparison_id, page = _object_id(request), _page_number(request)
+    sections: dict[str, list[Line]] = {kind: [] for kind in SHOWN_KINDS}
+    async with request.app[POOL].acquire() as conn:
+        comparison = await _own_comparison(conn, principal, comparison_id)
+        counts = await repo.kind_counts(conn, comparison.id)
+        pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in SHOWN_KINDS))
+        for kind, offset, limit in windows(counts, SHOWN_KINDS, pager.offset, pager.size):
+            found = await repo.numbered_entries(
+                conn, comparison.id, kind, limit=limit, offset=offset
+            )
+            sections[kind] = [Line(position, entry) for position, entry in found]
+    session = principal.kind == "session"
+    config = request.app[CONFIG]
+    return request.app[PAGES].render(
+        "comparison.html",
+        user=await _nav_user(request, principal),
+        comparison=comparison,
+        outcome=comparison.status,
+        tally=domain.Tally.of(counts),
+        sections=sections,
+        pager=pager,
+        reviewer=_reviewer(comparison, principal),
+        can_review=session and comparison.done,
+        csrf=review_token(config.signing_key, principal) if session else "",
+    )
+
+
+def _reviewer(comparison: Comparison, principal: Principal) -> str | None:
+    """Who decided, as the viewer reads it. Only the user id is stored with a review, and auth
+    answers only about the caller, so another member is not named."""
+    if comparison.review is None:
+        return None
+    if comparison.reviewed_by is not None and comparison.reviewed_by == principal.user_id:
+        return "you"
+    if comparison.reviewed_by is None:
+        return "someone"
+    return f"another member of this account (user {comparison.reviewed_by[:8]})"
+
+
+@_page
+async def review(request: web.Request) -> web.StreamResponse:
+    """``POST /comparisons/:id/review`` (form ``decision=accept|reject``, ``csrf``): a signed-in
+    person of the account accepts or rejects a finished comparison; back to its page (303)."""
+    comparison_id = _object_id(request)
+    principal = principal_of(request)
+    if not principal.authenticated:
+        raise _SignInFirst(f"/comparisons/{comparison_id}")
+    if principal.kind != "session":
+        raise errors.Forbidden("A comparison is reviewed by a person signed in on its page")
+    config = request.app[CONFIG]
+    form = await request.post()
+    if not review_token_ok(config.signing_key, principal, form.get("csrf")):
+        raise errors.Forbidden(
+            "This form is out of date or did not come from the comparison page: reload the"
+            " page and try again"
+        )
+    decision = DECISIONS.get(str(form.get("decision", "")))
+    if decision is None:
+        raise errors.InvalidRequest("`decision` must be accept or reject")
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        # Locked, so a comparison being re-run (which clears its review) is not reviewed
+        # half-way through.
+        comparison = await _own_comparison(conn, principal, comparison_id, lock=True)
+        if not comparison.done:
+            raise errors.Conflict("The comparison is still running: review it once it is done")
+        await repo.review(conn, comparison.id, decision, principal.user_id)
+    log.info("comparison.reviewed", comparison_id=comparison_id, decision=decision)
+    back = f"/comparisons/{comparison_id}"
+    page = str(form.get("page", ""))
+    if page.isascii() and page.isdigit() and 1 < int(page) <= 1_000_000:
+        back += f"?page={int(page)}"
+    return redirect(back)
+
+
+# --- job --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectLine:
+    """One project of a job: its status and its comparison, once there is one."""
+
+    job: Job
+    status: str
+    comparison: Comparison | None
+
+
+@_page
+async def job_page(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/:id``: the shas, each project's status and comparison, the combined status."""
+    principal = _viewer(request)
+    job_id = _object_id(request)
+    async with request.app[POOL].acquire() as conn:
+        job = await repo.job_by_id(conn, job_id)
+        if job is None or job.account_id != principal.account_id:
+            raise errors.NotFound("No such job")
+        projects = [job] if job.project is not None else await repo.children(conn, job.id)
+        lines = []
+        for each in projects:
+            assert each.project is not None  # an orchestration job's children have one
+            comparison = await repo.comparison(
+                conn, each.account_id, each.project, each.sha1, each.sha2
+            )
+            # The API's own rule (cancelled, skipped, the comparison's build status), so the
+            # page never tells another story than GET /api/jobs does.
+            lines.append(ProjectLine(each, await _job_status(conn, each), comparison))
+    status = (
+        domain.combine(line.status for line in lines) if job.project is None else lines[0].status
+    )
+    return request.app[PAGES].render(
+        "job.html",
+        user=await _nav_user(request, principal),
+        job=job,
+        outcome=status,
+        lines=lines,
+    )
+
+
+# --- unsubscribe ------------------------------------------------------------------------------
+
+
+def _unsubscribe_target(request: web.Request) -> tuple[str, str, str]:
+    found = domain.read_unsubscribe_token(
+        request.app[CONFIG].signing_key, request.match_info["token"]
+    )
+    if found is None:
+        raise errors.NotFound("This unsubscribe link is not valid")
+    return found
+
+
+@_page
+async def unsubscribe_page(request: web.Request) -> web.StreamResponse:
+    """``GET /unsubscribe/:token``: asks first. Mail scanners and link previews fetch links,
+    so a GET changes nothing; the button (or a mail client's one-click POST) does."""
+    _, component, email = _unsubscribe_target(request)
+    return request.app[PAGES].render(
+        "unsubscribe.html",
+        user=None,
+        component=component,
+        email=email,
+        token=request.match_info["token"],
+        done=False,
+    )
+
+
+@_page
+async def unsubscribe(request: web.Request) -> web.StreamResponse:
+    """``POST /unsubscribe/:token``: the confirm button, and RFC 8058 one-click (a mail client
+    posts ``List-Unsubscribe=One-Click``). The signed token is the authority, so the body is
+    not needed; the address stays unsubscribed even if the API adds it again."""
+    account_id, component, email = _unsubscribe_target(request)
+    async with request.app[POOL].acquire() as conn:
+        await repo.opt_out(conn, account_id, component, email)
+    log.info("subscription.opted_out", component=component)
+    return request.app[PAGES].render(
+        "unsubscribe.html", user=None, component=component, email=email, token="", done=True
+    )
