@@ -360,7 +360,8 @@ async def _still_current(
     comparisons: Comparisons, conn: Any, existing: Comparison, config: ReportsConfig
 ) -> bool:
     """True when an earlier comparison of these shas compared the reports as they are now
-    (a client's retry, or a second look): it is reused, with its review."""
+    (a client's retry, or a second look) and no diff of it was ignored since: it is reused,
+    with its review."""
     if existing.state == "scheduled":
         return False
     before, after = await comparisons.reports_of(conn, existing)
@@ -373,6 +374,7 @@ async def _still_current(
         and existing.after_revision == after.revision
         and existing.threshold == config.diff_threshold
         and existing.include_anti_aliasing == config.diff_include_anti_aliasing
+        and not await repo.ignores_a_diff_of(conn, existing)
     )
 
 

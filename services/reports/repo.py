@@ -682,6 +682,20 @@ async def ignored_pairs(
     return {(row["first_sha256"], row["second_sha256"]) for row in rows}
 
 
+async def ignores_a_diff_of(conn: asyncpg.Connection, comparison: Comparison) -> bool:
+    """True when an ignored diff now covers one of a comparison's diffs (it is out of date)."""
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM comparison_entries e JOIN ignored_diffs i"
+            " ON i.account_id = $2 AND i.first_sha256 = least(e.before->>'sha256' COLLATE \"C\","
+            " e.after->>'sha256') AND i.second_sha256 = greatest(e.before->>'sha256' COLLATE"
+            " \"C\", e.after->>'sha256') WHERE e.comparison_id = $1 AND e.kind = 'diff')",
+            comparison.id,
+            uuid.UUID(comparison.account_id),
+        )
+    )
+
+
 async def flaky_snapshots(
     conn: asyncpg.Connection,
     account_id: str,

@@ -130,7 +130,7 @@ CREATE TABLE ignored_diffs (
     snapshot2_id bigint NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, first_sha256, second_sha256),
-    CHECK (first_sha256 <= second_sha256)
+    CHECK (first_sha256 COLLATE "C" <= second_sha256)
 );
 
 -- Jobs: one row per (shas, project); an orchestration job is a row with no project whose
