@@ -29,7 +29,9 @@ ROUTES = RoutingTable(
         # the clients' JWT still picks the API-key rate bucket) and serving by account + hash
         Route("/api/images", "ingest", REQUIRED),
         Route("/api/images/upload", "ingest", OPTIONAL),
-        Route("/img", "ingest", PUBLIC),
+        # images by account + hash serve anyone; OPTIONAL so a signed-in report page or a
+        # client's JWT is charged to its own rate bucket, not to its address's anonymous one
+        Route("/img", "ingest", OPTIONAL),
         # ingest: Progimage images (OAuth bearer tokens; its derivatives are public by id)
         Route("/user/images", "ingest", REQUIRED),
         Route("/uploads", "ingest", PUBLIC),

@@ -580,7 +580,7 @@ async def test_unsubscribe_from_the_email_link(client, stack, account, images, i
         assert r.status == 200 and leaver in await r.text()
     # links that are not ours do nothing
     token = path_of(url).rsplit("/", 1)[1]
-    forged = domain.unsubscribe_token("not-the-key", account["account_id"], component, keeper)
+    forged = domain.unsubscribe_token("not-the-key", account["account_id"], [component], keeper)
     for bad in ("garbage", token[:-1] + ("0" if token[-1] != "0" else "1"), forged, "a.b"):
         await page(client, stack, f"/unsubscribe/{bad}", status=404)
         async with client.post(

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from services.reports import domain, events, repo
-from services.reports.domain import Comparison, PixelResult, Report
+from services.reports.domain import Comparison, Job, PixelResult, Report
 from shared.events import BroadcastListener, Broker, Envelope, record_event
 from shared.logging import get_logger
 
@@ -201,6 +201,24 @@ class Comparisons:
         event = self._waiting.get(envelope.data.get("comparison_id"))  # type: ignore[arg-type]
         if event is not None:
             event.set()
+
+
+async def job_status(conn: asyncpg.Connection, job: Job) -> str:
+    """A job's status: an orchestration job's combines its projects'; a project's job is its
+    cancel status when cancelled, ``success`` when ``sha2`` was skipped, else its comparison's
+    build status (``pending`` until that comparison has run)."""
+    if job.project is None:
+        return domain.combine(
+            [await job_status(conn, child) for child in await repo.children(conn, job.id)]
+        )
+    if job.cancelled_status is not None:
+        return job.cancelled_status
+    if await repo.skipped_shas(conn, job.account_id, job.project, [job.sha2]):
+        return domain.SUCCESS
+    comparison = await repo.comparison(conn, job.account_id, job.project, job.sha1, job.sha2)
+    if comparison is None:
+        return domain.PENDING
+    return domain.build_status(comparison.status)
 
 
 def parse_results(value: Any) -> dict[tuple[str, str], PixelResult]:

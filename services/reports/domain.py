@@ -181,6 +181,15 @@ def image_hash_of(url: object, account_id: str, public_url: str) -> str | None:
     return match["hash"]
 
 
+def parse_id(raw: str | None, limit: int = 10**18, minimum: int = 1) -> int | None:
+    """A whole number from ``minimum`` to ``limit`` written in ASCII digits, else None
+    (``str.isdigit`` alone accepts "²", which ``int`` refuses)."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        return None
+    value = int(raw)
+    return value if minimum <= value <= limit else None
+
+
 # --- snapshots and matching -------------------------------------------------------------------
 
 
@@ -251,6 +260,8 @@ class Entry:
     bbox: list[int] | None = None
     diff_key: str | None = None
     error: str | None = None
+    #: Its place in the comparison once stored (names its diff image).
+    position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -451,25 +462,28 @@ def badge_signature(key: str, comparison_id: int) -> str:
     return mac.hexdigest()[:24]
 
 
-def unsubscribe_token(key: str, account_id: str, component: str, email: str) -> str:
-    """A link token that lets one address leave one component's subscription."""
-    payload = json.dumps([account_id, component, email], separators=(",", ":")).encode()
+def unsubscribe_token(key: str, account_id: str, components: list[str], email: str) -> str:
+    """A link token that lets one address leave the subscriptions of the components a mail
+    was about."""
+    payload = json.dumps([account_id, components, email], separators=(",", ":")).encode()
     body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     mac = hmac.new(key.encode(), b"unsubscribe:" + body.encode(), hashlib.sha256).hexdigest()
     return f"{body}.{mac[:32]}"
 
 
-def read_unsubscribe_token(key: str, token: str) -> tuple[str, str, str] | None:
-    """``(account_id, component, email)`` of a valid token, else None."""
+def read_unsubscribe_token(key: str, token: str) -> tuple[str, list[str], str] | None:
+    """``(account_id, components, email)`` of a valid token, else None."""
     body, _, mac = token.partition(".")
     expected = hmac.new(key.encode(), b"unsubscribe:" + body.encode(), hashlib.sha256)
     if not mac or not hmac.compare_digest(mac, expected.hexdigest()[:32]):
         return None
     try:
-        account_id, component, email = json.loads(base64.urlsafe_b64decode(body + "==="))
+        account_id, components, email = json.loads(base64.urlsafe_b64decode(body + "==="))
     except (ValueError, TypeError):
         return None
-    return str(account_id), str(component), str(email)
+    if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
+        return None
+    return str(account_id), components, str(email)
 
 
 _BADGE_COLOURS = {

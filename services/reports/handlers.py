@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from services.reports import domain, repo
-from services.reports.comparing import Comparisons
+from services.reports.comparing import Comparisons, job_status
 from services.reports.config import ReportsConfig
 from services.reports.domain import Comparison, Entry, Job, Report
 from services.reports.mail import parse_addresses
@@ -157,21 +157,6 @@ def _comparison_answer(
     return answer
 
 
-async def _job_status(conn: Any, job: Job) -> str:
-    if job.project is None:
-        return domain.combine(
-            [await _job_status(conn, child) for child in await repo.children(conn, job.id)]
-        )
-    if job.cancelled_status is not None:
-        return job.cancelled_status
-    if await repo.skipped_shas(conn, job.account_id, job.project, [job.sha2]):
-        return domain.SUCCESS
-    comparison = await repo.comparison(conn, job.account_id, job.project, job.sha1, job.sha2)
-    if comparison is None:
-        return domain.PENDING
-    return domain.build_status(comparison.status)
-
-
 async def _job_answer(request: web.Request, conn: Any, job: Job) -> dict[str, Any]:
     config = request.app[CONFIG]
     answer: dict[str, Any] = {
@@ -179,7 +164,7 @@ async def _job_answer(request: web.Request, conn: Any, job: Job) -> dict[str, An
         "url": config.public(f"/jobs/{job.id}"),
         "sha1": job.sha1,
         "sha2": job.sha2,
-        "status": await _job_status(conn, job),
+        "status": await job_status(conn, job),
         "createdAt": _when(job.created_at),
     }
     if job.project is None:
@@ -426,8 +411,8 @@ async def ignore_diff(request: web.Request) -> web.Response:
 
 
 def _snapshot_id(value: object, name: str) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = domain.parse_id(value)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise errors.InvalidRequest(f"`{name}` must be a snapshot id")
     return value
@@ -437,8 +422,8 @@ async def flake(request: web.Request) -> web.Response:
     """``GET /api/flake`` → the ignored diffs as a list (happo v6's ``happo flake``)."""
     principal = require_account(request)
     query = request.query
-    limit = _whole(query.get("limit"), _FLAKE_PAGE, 1, 500)
-    page = _whole(query.get("page"), 1, 1, 1_000_000)
+    limit = _whole(query.get("limit"), _FLAKE_PAGE, 500)
+    page = _whole(query.get("page"), 1, 1_000_000)
     async with request.app[POOL].acquire() as conn:
         rows = await repo.flaky_snapshots(
             conn,
@@ -464,12 +449,13 @@ async def flake(request: web.Request) -> web.Response:
     )
 
 
-def _whole(raw: str | None, default: int, low: int, high: int) -> int:
+def _whole(raw: str | None, default: int, high: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise errors.BadRequest(f"Expected a whole number from {low} to {high}, got {raw!r}")
-    return int(raw)
+    value = domain.parse_id(raw, high)
+    if value is None:
+        raise errors.BadRequest(f"Expected a whole number from 1 to {high}, got {raw!r}")
+    return value
 
 
 # --- jobs -------------------------------------------------------------------------------------
@@ -693,12 +679,12 @@ async def snap_request_extends(request: web.Request) -> web.Response:
 async def get_snap_request(request: web.Request) -> web.Response:
     """``GET /api/snap-requests/:id`` → ``{status: "done", result: [snapshots]}``."""
     principal = require_account(request)
-    raw = request.match_info["id"]
-    if not raw.isdigit() or len(raw) > 18:
+    request_id = domain.parse_id(request.match_info["id"])
+    if request_id is None:
         raise errors.NotFound("No such snap request")
     account_id = _account(principal)
     async with request.app[POOL].acquire() as conn:
-        found = await repo.snap_requests(conn, account_id, [int(raw)])
+        found = await repo.snap_requests(conn, account_id, [request_id])
     if not found:
         raise errors.NotFound("No such snap request")
     base = request.app[COMPARISONS].image_base(account_id)
@@ -711,9 +697,9 @@ async def get_snap_request(request: web.Request) -> web.Response:
             "width": s["width"],
             "height": s["height"],
         }
-        for s in found[int(raw)]
+        for s in found[request_id]
     ]
-    return web.json_response({"id": int(raw), "status": "done", "result": result})
+    return web.json_response({"id": request_id, "status": "done", "result": result})
 
 
 async def not_rendered(request: web.Request) -> web.Response:
@@ -728,7 +714,7 @@ async def not_rendered(request: web.Request) -> web.Response:
 async def diff_image(request: web.Request) -> web.Response:
     """``GET /comparisons/:id/diffs/:position.png``: an entry's diff image, for the account."""
     principal = require_account(request)
-    comparison_id, position = _whole_id(request, "id"), _whole_id(request, "position")
+    comparison_id, position = _whole_id(request, "id"), _whole_id(request, "position", 0)
     async with request.app[POOL].acquire() as conn:
         comparison = await repo.comparison_by_id(conn, comparison_id)
         if comparison is None or comparison.account_id != _account(principal):
@@ -752,9 +738,9 @@ async def status_badge(request: web.Request) -> web.Response:
     for pull requests and READMEs; the signature keeps ids from being enumerated)."""
     config = request.app[CONFIG]
     raw_id, _, signature = request.match_info["badge"].partition("-")
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    comparison_id = domain.parse_id(raw_id)
+    if comparison_id is None:
         raise errors.NotFound("No such badge")
-    comparison_id = int(raw_id)
     expected = domain.badge_signature(config.signing_key, comparison_id)
     if not hmac.compare_digest(signature, expected):
         raise errors.NotFound("No such badge")
@@ -773,8 +759,8 @@ async def status_badge(request: web.Request) -> web.Response:
     )
 
 
-def _whole_id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or len(raw) > 18:
+def _whole_id(request: web.Request, name: str, minimum: int = 1) -> int:
+    value = domain.parse_id(request.match_info[name], 2**31 - 1, minimum)
+    if value is None:
         raise errors.NotFound("Not found")
-    return int(raw)
+    return value

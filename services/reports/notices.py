@@ -73,7 +73,7 @@ class Notices:
         config = self.config
         unsubscribe_url = None
         if unsubscribe and components:
-            token = domain.unsubscribe_token(config.signing_key, account_id, components[0], address)
+            token = domain.unsubscribe_token(config.signing_key, account_id, components, address)
             unsubscribe_url = config.public(f"/unsubscribe/{token}")
         message = compose_diff_notice(
             sender=config.mail_from,

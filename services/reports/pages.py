@@ -25,11 +25,9 @@ import asyncpg
 from aiohttp import web
 
 from services.reports import domain, repo
+from services.reports.comparing import job_status
 from services.reports.domain import Comparison, Entry, Job
-
-# _job_status is the API's rule for a project job's status; the job page uses that very rule
-# rather than a copy that could drift from what GET /api/jobs answers.
-from services.reports.handlers import COMPARISONS, CONFIG, _job_status
+from services.reports.handlers import COMPARISONS, CONFIG
 from shared import errors
 from shared.http import Principal, principal_of
 from shared.logging import get_logger
@@ -217,18 +215,17 @@ def _viewer(request: web.Request) -> Principal:
 
 
 def _object_id(request: web.Request) -> int:
-    # isascii: str.isdigit() is true for "²", which int() refuses.
-    raw = request.match_info["id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    value = domain.parse_id(request.match_info["id"])
+    if value is None:
         raise errors.NotFound("Not found")
-    return int(raw)
+    return value
 
 
 def _page_number(request: web.Request) -> int:
-    raw = request.query.get("page", "1")
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1_000_000:
+    value = domain.parse_id(request.query.get("page", "1"), 1_000_000)
+    if value is None:
         raise errors.BadRequest("`page` must be a whole number from 1")
-    return int(raw)
+    return value
 
 
 async def _nav_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
@@ -313,10 +310,8 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
         counts = await repo.kind_counts(conn, comparison.id)
         pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in SHOWN_KINDS))
         for kind, offset, limit in windows(counts, SHOWN_KINDS, pager.offset, pager.size):
-            found = await repo.numbered_entries(
-                conn, comparison.id, kind, limit=limit, offset=offset
-            )
-            sections[kind] = [Line(position, entry) for position, entry in found]
+            found = await repo.entries(conn, comparison.id, (kind,), limit=limit, offset=offset)
+            sections[kind] = [Line(entry.position or 0, entry) for entry in found]
     session = principal.kind == "session"
     config = request.app[CONFIG]
     return request.app[PAGES].render(
@@ -374,9 +369,9 @@ async def review(request: web.Request) -> web.StreamResponse:
         await repo.review(conn, comparison.id, decision, principal.user_id)
     log.info("comparison.reviewed", comparison_id=comparison_id, decision=decision)
     back = f"/comparisons/{comparison_id}"
-    page = str(form.get("page", ""))
-    if page.isascii() and page.isdigit() and 1 < int(page) <= 1_000_000:
-        back += f"?page={int(page)}"
+    page = domain.parse_id(str(form.get("page", "")), 1_000_000)
+    if page is not None and page > 1:
+        back += f"?page={page}"
     return redirect(back)
 
 
@@ -410,7 +405,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
             )
             # The API's own rule (cancelled, skipped, the comparison's build status), so the
             # page never tells another story than GET /api/jobs does.
-            lines.append(ProjectLine(each, await _job_status(conn, each), comparison))
+            lines.append(ProjectLine(each, await job_status(conn, each), comparison))
     status = (
         domain.combine(line.status for line in lines) if job.project is None else lines[0].status
     )
@@ -426,7 +421,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 # --- unsubscribe ------------------------------------------------------------------------------
 
 
-def _unsubscribe_target(request: web.Request) -> tuple[str, str, str]:
+def _unsubscribe_target(request: web.Request) -> tuple[str, list[str], str]:
     found = domain.read_unsubscribe_token(
         request.app[CONFIG].signing_key, request.match_info["token"]
     )
@@ -439,11 +434,11 @@ def _unsubscribe_target(request: web.Request) -> tuple[str, str, str]:
 async def unsubscribe_page(request: web.Request) -> web.StreamResponse:
     """``GET /unsubscribe/:token``: asks first. Mail scanners and link previews fetch links,
     so a GET changes nothing; the button (or a mail client's one-click POST) does."""
-    _, component, email = _unsubscribe_target(request)
+    _, components, email = _unsubscribe_target(request)
     return request.app[PAGES].render(
         "unsubscribe.html",
         user=None,
-        component=component,
+        component=", ".join(components),
         email=email,
         token=request.match_info["token"],
         done=False,
@@ -455,10 +450,16 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
     """``POST /unsubscribe/:token``: the confirm button, and RFC 8058 one-click (a mail client
     posts ``List-Unsubscribe=One-Click``). The signed token is the authority, so the body is
     not needed; the address stays unsubscribed even if the API adds it again."""
-    account_id, component, email = _unsubscribe_target(request)
-    async with request.app[POOL].acquire() as conn:
-        await repo.opt_out(conn, account_id, component, email)
-    log.info("subscription.opted_out", component=component)
+    account_id, components, email = _unsubscribe_target(request)
+    async with request.app[POOL].acquire() as conn, conn.transaction():
+        for component in components:
+            await repo.opt_out(conn, account_id, component, email)
+    log.info("subscription.opted_out", components=len(components))
     return request.app[PAGES].render(
-        "unsubscribe.html", user=None, component=component, email=email, token="", done=True
+        "unsubscribe.html",
+        user=None,
+        component=", ".join(components),
+        email=email,
+        token="",
+        done=True,
     )

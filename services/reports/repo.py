@@ -489,10 +489,11 @@ async def entries(
     limit: int | None = None,
     offset: int = 0,
 ) -> list[Entry]:
-    """A comparison's entries in order, optionally of some kinds and a window of them."""
+    """A comparison's entries in order, optionally of some kinds and a window of them (one
+    kind walks the (comparison, kind, position) index)."""
     rows = await conn.fetch(
-        "SELECT kind, component, before, after, ignored, changed_pixels, total_pixels, bbox,"
-        " diff_key, error FROM comparison_entries WHERE comparison_id = $1"
+        "SELECT position, kind, component, before, after, ignored, changed_pixels,"
+        " total_pixels, bbox, diff_key, error FROM comparison_entries WHERE comparison_id = $1"
         " AND ($2::text[] IS NULL OR kind = ANY($2::text[]))"
         " ORDER BY position LIMIT $3 OFFSET $4",
         comparison_id,
@@ -512,6 +513,7 @@ async def entries(
             bbox=list(row["bbox"]) if row["bbox"] else None,
             diff_key=row["diff_key"],
             error=row["error"],
+            position=row["position"],
         )
         for row in rows
     ]
@@ -942,37 +944,3 @@ async def snapshot_page(
         offset,
     )
     return [Snapshot(**dict(row)) for row in rows]
-
-
-async def numbered_entries(
-    conn: asyncpg.Connection, comparison_id: int, kind: str, *, limit: int, offset: int
-) -> list[tuple[int, Entry]]:
-    """A window of a comparison's entries of one ``kind`` in order, each with its position
-    (which names its diff image); walks the (comparison, kind, position) index."""
-    rows = await conn.fetch(
-        "SELECT position, kind, component, before, after, ignored, changed_pixels,"
-        " total_pixels, bbox, diff_key, error FROM comparison_entries"
-        " WHERE comparison_id = $1 AND kind = $2 ORDER BY position LIMIT $3 OFFSET $4",
-        comparison_id,
-        kind,
-        limit,
-        offset,
-    )
-    return [
-        (
-            row["position"],
-            Entry(
-                kind=row["kind"],
-                component=row["component"],
-                before=Snapshot.from_record(row["before"]) if row["before"] else None,
-                after=Snapshot.from_record(row["after"]) if row["after"] else None,
-                ignored=row["ignored"],
-                changed_pixels=row["changed_pixels"],
-                total_pixels=row["total_pixels"],
-                bbox=list(row["bbox"]) if row["bbox"] else None,
-                diff_key=row["diff_key"],
-                error=row["error"],
-            ),
-        )
-        for row in rows
-    ]
