@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -287,3 +290,65 @@ async def _stream_back(
         await response.write(chunk)
     await response.write_eof()
     return response
+
+
+# -- the API reference: /openapi.json and /docs (Swagger UI served from gateway/static) --------
+
+_STATIC = Path(__file__).resolve().parent / "static"
+_SWAGGER = _STATIC / "swagger-ui"
+_DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "application/javascript",
+    "swagger-ui.css": "text/css",
+    "docs-init.js": "application/javascript",
+    "favicon-32x32.png": "image/png",
+    "LICENSE": "text/plain",
+    "NOTICE": "text/plain",
+    "swagger-ui-bundle.js.LICENSE.txt": "text/plain",
+}
+#: No inline script; Swagger UI sets style attributes, so inline styles are allowed.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; connect-src 'self'; font-src 'self'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+
+
+@functools.cache
+def _openapi_body(public_url: str) -> bytes:
+    from gateway import openapi
+
+    return json.dumps(openapi.build(public_url), separators=(",", ":")).encode()
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI 3.1 document of every public route."""
+    return web.Response(
+        body=_openapi_body(request.app[CONFIG].public_url),
+        content_type="application/json",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+async def docs_page(_request: web.Request) -> web.Response:
+    """``GET /docs``: the document rendered by Swagger UI, every asset served from here."""
+    return web.Response(
+        body=(_STATIC / "docs.html").read_bytes(),
+        content_type="text/html",
+        charset="utf-8",
+        headers={"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def docs_static(request: web.Request) -> web.StreamResponse:
+    """``GET /docs/static/{name}``: the vendored Swagger UI files (a fixed list)."""
+    name = request.match_info["name"]
+    if name not in _DOCS_ASSETS:
+        raise errors.NotFound(f"No route for {request.path}")
+    return web.FileResponse(
+        _SWAGGER / name,
+        headers={
+            "Content-Type": _DOCS_ASSETS[name],
+            "Cache-Control": "public, max-age=3600",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

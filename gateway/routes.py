@@ -75,4 +75,7 @@ def setup_routes(app: web.Application) -> None:
     """The gateway's own routes, then everything else to the proxy."""
     app.router.add_get("/healthz", handlers.healthz)
     app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/openapi.json", handlers.openapi_json)
+    app.router.add_get("/docs", handlers.docs_page)
+    app.router.add_get("/docs/static/{name}", handlers.docs_static)
     app.router.add_route("*", "/{tail:.*}", handlers.proxy)

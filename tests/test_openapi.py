@@ -1,0 +1,135 @@
+"""``GET /openapi.json``: a valid OpenAPI 3.1 document that lists exactly the public routes.
+
+The routes are read from the running apps' routers (every service and the gateway), kept when
+the gateway's routing table sends them to that service, and compared with the document both
+ways, so a route added without documenting it, or a documented route removed, fails here.
+"""
+
+from __future__ import annotations
+
+import re
+
+import aiohttp
+import pytest
+from openapi_spec_validator import validate
+
+from gateway import openapi
+from gateway.routes import ROUTES
+
+SERVICES = ("auth", "ingest", "processing", "reports")
+#: Gateway routes that are not part of the API reference (see gateway/openapi.py): the
+#: catch-all proxy, Swagger UI's static files, and the Prometheus scrape target.
+GATEWAY_UNDOCUMENTED = {"/{tail}", "/docs/static/{name}", "/metrics"}
+_REGEX_PARAM = re.compile(r"{([^}:]+):[^}]+}")
+
+
+def normalise(path: str) -> str:
+    """``{id:[0-9]+}`` → ``{id}``."""
+    return _REGEX_PARAM.sub(r"{\1}", path)
+
+
+def registered(app) -> set[tuple[str, str]]:
+    """(method, path) of every route on ``app``'s router, HEAD and ``*`` left out."""
+    found = set()
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if path is None or route.method in {"HEAD", "*"}:
+            continue
+        found.add((route.method, normalise(path)))
+    return found
+
+
+def fold_trailing_slash(routes: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """A route registered both with and without a trailing slash is documented once, with the
+    slash (the Haut.ai clients' spelling): drop the slash-less alias."""
+    return {
+        (method, path)
+        for method, path in routes
+        if path.endswith("/") or (method, path + "/") not in routes
+    }
+
+
+def public_routes(stack) -> set[tuple[str, str]]:
+    """Every method + path the gateway exposes: the services' routes its table sends to them
+    (never ``/internal``), and its own routes."""
+    public = set()
+    for name in SERVICES:
+        for method, path in registered(stack.apps[name]):
+            route = ROUTES.match(path)
+            if route is None or route.service != name or path.startswith("/internal"):
+                continue
+            public.add((method, path))
+    for method, path in registered(stack.apps["gateway"]):
+        if path not in GATEWAY_UNDOCUMENTED:
+            public.add((method, path))
+    return fold_trailing_slash(public)
+
+
+def test_normalising_routes():
+    assert normalise("/api/snap-requests/{id:[0-9]+}") == "/api/snap-requests/{id}"
+    assert normalise("/f/{tail:.+}") == "/f/{tail}"
+    folded = fold_trailing_slash({("POST", "/a/"), ("POST", "/a"), ("GET", "/b"), ("GET", "/")})
+    assert folded == {("POST", "/a/"), ("GET", "/b"), ("GET", "/")}
+
+
+def test_the_document_is_valid_openapi_3_1():
+    document = openapi.build("https://darkroom.example")
+    validate(document)  # raises on any violation of the OpenAPI 3.1 schema
+    assert document["openapi"].startswith("3.1")
+    assert document["servers"] == [{"url": "https://darkroom.example"}]
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["basicAuth"]["scheme"] == "basic"
+    assert schemes["happoJwt"]["bearerFormat"] == "JWT"
+    assert schemes["apiToken"]["scheme"] == "bearer"
+    flow = schemes["oauth2"]["flows"]["authorizationCode"]
+    assert (flow["authorizationUrl"], flow["tokenUrl"]) == ("/oauth/authorize", "/oauth/token")
+    error = document["components"]["schemas"]["Error"]
+    assert error["properties"]["error"]["required"] == ["code", "message"]
+    tags = {tag["name"] for tag in document["tags"]}
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert set(operation["tags"]) <= tags
+            assert "404" in operation["responses"]
+
+
+def test_a_broken_document_fails_validation():
+    document = openapi.build("https://darkroom.example")
+    document["paths"]["/user"]["get"]["responses"] = "nothing"
+    with pytest.raises(Exception, match="nothing"):
+        validate(document)
+
+
+def test_every_public_route_is_documented_and_nothing_else(stack):
+    real = public_routes(stack)
+    documented = openapi.routes()
+    missing = sorted(real - documented)
+    stale = sorted(documented - real)
+    print("routes missing from the document:", missing)
+    print("documented routes that do not exist:", stale)
+    assert not missing and not stale
+    # the comparison has teeth: a few known routes of each dialect are in the real set
+    for route in [
+        ("GET", "/api/reports/{sha}"),
+        ("GET", "/api/snap-requests/{id}"),
+        ("POST", "/user/images"),
+        ("POST", "/api/v1/login/"),
+        ("DELETE", "/api/v1/companies/{company_id}/images/{image_id}/"),
+        ("GET", "/f/{tail}"),
+        ("GET", "/openapi.json"),
+    ]:
+        assert route in real
+    assert not any(path.startswith("/internal") for _, path in real)
+
+
+async def test_openapi_json_is_served_by_the_gateway(stack):
+    async with (
+        aiohttp.ClientSession() as client,
+        client.get(stack.url + "/openapi.json") as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        document = await response.json()
+    assert document["servers"] == [{"url": stack.url}]
+    assert "/api/reports/{sha}" in document["paths"]
+    validate(document)
