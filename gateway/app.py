@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway import consumers, domain, events, handlers
 from gateway.config import GatewayConfig
 from gateway.routes import ROUTES, setup_routes
-from shared import runtime
+from shared import metrics, runtime
 from shared.events import BroadcastListener
 from shared.http import InternalClient, error_middleware, request_id_middleware
 
@@ -26,6 +26,8 @@ def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> we
     app[handlers.CACHE] = domain.PrincipalCache(ttl=config.auth_cache_seconds)
     app[handlers.LIMITER] = domain.RateLimiter()
     app.cleanup_ctx.extend([_upstream(config), runtime.broker(config), _revocations])
+    # Before the routes: the gateway answers its own /metrics, never a service's.
+    metrics.install(app, "gateway")
     setup_routes(app)
     return app
 

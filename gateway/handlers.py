@@ -29,6 +29,7 @@ from shared.http import (
     sign_principal,
 )
 from shared.logging import get_logger, request_id_var
+from shared.metrics import ROUTE_LABEL
 
 log = get_logger("darkroom.gateway")
 
@@ -121,6 +122,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     route = request.app[TABLE].match(request.path)
     if route is None or request.path.startswith("/internal"):
         raise errors.NotFound(f"No route for {request.path}")
+    request[ROUTE_LABEL] = route.path
     config = request.app[CONFIG]
     now = time.monotonic()
     address = _client_address(request, config)

@@ -202,6 +202,11 @@ class CommonConfig(ServersConfig):
     outbox_poll_interval: float = setting(
         "DARKROOM_OUTBOX_POLL", 1.0, "Seconds between outbox scans when no notification arrives."
     )
+    shutdown_grace: float = setting(
+        "DARKROOM_SHUTDOWN_GRACE",
+        20.0,
+        "Seconds a stopping process (SIGTERM) gives requests and events in flight to finish.",
+    )
 
     def service_url(self, service: str) -> str:
         """Internal base URL of ``service`` (``auth``, ``ingest``, ``processing``, ``reports``)."""

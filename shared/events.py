@@ -36,6 +36,7 @@ from aio_pika.abc import (
 )
 
 from shared.logging import current_request_id, get_logger, request_id_var
+from shared.metrics import Metrics
 
 log = get_logger("darkroom.events")
 
@@ -242,6 +243,7 @@ class EventConsumer:
         delivery_limit: int = 5,
         retry_base: float = 0.5,
         prefetch: int = 8,
+        metrics: Metrics | None = None,
     ) -> None:
         self.broker = broker
         self.pool = pool
@@ -249,7 +251,11 @@ class EventConsumer:
         self.delivery_limit = delivery_limit
         self.retry_base = retry_base
         self.prefetch = prefetch
+        self.metrics = metrics
         self._channel: AbstractRobustChannel | None = None
+        self._queue: AbstractQueue | None = None
+        self._tag: str | None = None
+        self._inflight: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         """Declare the queues and begin consuming."""
@@ -261,24 +267,77 @@ class EventConsumer:
             delivery_limit=self.delivery_limit,
             channel=self._channel,
         )
-        await queue.consume(self._on_message, no_ack=False)
+        self._queue = queue
+        self._tag = await queue.consume(self._on_message, no_ack=False)
 
-    async def stop(self) -> None:
-        """Stop consuming; deliveries in flight and unacked go back to the queue."""
+    async def cancel(self) -> None:
+        """Take no new deliveries (``basic.cancel``); those in flight go on."""
+        queue, tag, self._tag = self._queue, self._tag, None
+        if queue is not None and tag is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await queue.cancel(tag)
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Stop consuming: cancel, let the deliveries in flight finish until ``deadline``
+        (a ``loop.time()``; default: now), cancel the rest (their transactions roll back) and
+        close the channel, so every unacked delivery goes back to the queue."""
+        await self.cancel()
+        loop = asyncio.get_running_loop()
+        pending = {task for task in self._inflight if task is not asyncio.current_task()}
+        remaining = (deadline - loop.time()) if deadline is not None else 0
+        if pending and remaining > 0:
+            _done, pending = await asyncio.wait(pending, timeout=remaining)
+        if pending:
+            log.warning(
+                "consumer.abandoned", consumer=self.subscription.consumer, deliveries=len(pending)
+            )
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=5)
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
 
+    async def depths(self) -> dict[str, int]:
+        """Messages ready in this consumer's queue and its dead-letter queue (passive
+        declares on a short-lived channel)."""
+        name = self.broker.queue_name(self.subscription.consumer)
+        channel = await self.broker.connection.channel(publisher_confirms=False)
+        try:
+            depths = {}
+            for queue_name in (name, f"{name}.dead"):
+                queue = await channel.declare_queue(queue_name, passive=True)
+                depths[queue_name] = queue.declaration_result.message_count or 0
+            return depths
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.consumed(self.subscription.consumer, outcome)
+
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+        try:
+            await self._handle(message)
+        finally:
+            self._inflight.discard(task)  # type: ignore[arg-type]
+
+    async def _handle(self, message: AbstractIncomingMessage) -> None:
         try:
             envelope = Envelope.from_dict(json.loads(message.body))
         except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             log.error("event.malformed", consumer=self.subscription.consumer, error=str(exc))
             await message.reject(requeue=False)
+            self._count("dead_lettered")
             return
         token = request_id_var.set(envelope.request_id)
         try:
-            await self._apply(envelope)
+            applied = await self._apply(envelope)
         except Exception:
             deliveries = int((message.headers or {}).get("x-delivery-count") or 0) + 1
             log.exception(
@@ -290,12 +349,15 @@ class EventConsumer:
             )
             await asyncio.sleep(min(self.retry_base * 2 ** (deliveries - 1), 30.0))
             await message.nack(requeue=True)
+            # Past the queue's limit the broker dead-letters it (the limit counts redeliveries).
+            self._count("dead_lettered" if deliveries > self.delivery_limit else "retried")
             return
         finally:
             request_id_var.reset(token)
         await message.ack()
+        self._count("ok" if applied else "duplicate")
 
-    async def _apply(self, envelope: Envelope) -> None:
+    async def _apply(self, envelope: Envelope) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             first_time = await conn.fetchval(
                 "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
@@ -307,8 +369,9 @@ class EventConsumer:
                 log.info(
                     "event.duplicate", consumer=self.subscription.consumer, event_id=envelope.id
                 )
-                return
+                return False
             await self.subscription.handler(conn, envelope)
+            return True
 
 
 class BroadcastListener:
@@ -389,7 +452,9 @@ class OutboxRelay:
         dsn: str,
         poll_interval: float = 1.0,
         batch_size: int = 100,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.pool = pool
         self.broker = broker
         self.dsn = dsn
@@ -416,6 +481,8 @@ class OutboxRelay:
                     failure = exc
                     break
                 published.append(row["seq"])
+                if self.metrics is not None:
+                    self.metrics.published(str(row["envelope"].get("type")))
             if published:
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
@@ -457,12 +524,18 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    async def stop(self) -> None:
-        """Stop relaying; rows not yet published stay for the next start."""
+    async def stop(self, flush_timeout: float = 5.0) -> None:
+        """Stop relaying after one last batch (bounded by ``flush_timeout``), so events the
+        consumers committed while draining leave with this process; rows still pending stay
+        for the next start or another process of the service."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if flush_timeout > 0:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(flush_timeout):
+                    await self.publish_pending()
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()

@@ -24,6 +24,7 @@ from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
 from shared.http import InternalClient
 from shared.logging import configure as configure_logging
 from shared.logging import get_logger
+from shared.metrics import METRICS, queue_depth_refresher
 from shared.storage import BlobStore, open_blob_store
 
 log = get_logger("darkroom.runtime")
@@ -84,6 +85,7 @@ def outbox_relay(config: CommonConfig) -> CleanupContext:
             app[BROKER],
             dsn=config.database_url,
             poll_interval=config.outbox_poll_interval,
+            metrics=app.get(METRICS),
         )
         await relay.start()
         try:
@@ -98,6 +100,7 @@ def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> Cl
     """Consume each subscription on its durable queue while the app runs."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
+        metrics = app.get(METRICS)
         running = [
             EventConsumer(
                 app[BROKER],
@@ -106,17 +109,29 @@ def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> Cl
                 delivery_limit=config.event_delivery_limit,
                 retry_base=config.event_retry_base,
                 prefetch=subscription.prefetch,
+                metrics=metrics,
             )
             for subscription in subscriptions
         ]
         app[CONSUMERS] = running
         for consumer in running:
             await consumer.start()
+        if metrics is not None and running:
+            metrics.refreshers.append(queue_depth_refresher(metrics, running))
+        deadline: list[float] = []
+
+        async def stop_taking_work(_app: web.Application) -> None:
+            # On SIGTERM, before aiohttp waits for the requests in flight: no new deliveries,
+            # and the deliveries in flight get until the grace period ends.
+            deadline.append(asyncio.get_running_loop().time() + config.shutdown_grace)
+            await asyncio.gather(*(consumer.cancel() for consumer in running))
+
+        app.on_shutdown.append(stop_taking_work)
         try:
             yield
         finally:
-            for consumer in running:
-                await consumer.stop()
+            end = deadline[0] if deadline else asyncio.get_running_loop().time()
+            await asyncio.gather(*(consumer.stop(end) for consumer in running))
 
     return context
 
@@ -139,6 +154,7 @@ def blob_store(config: StorageConfig) -> CleanupContext:
     """Open the configured blob store (local folder or S3) for as long as the app runs."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
+        metrics = app.get(METRICS)
         store = await open_blob_store(
             blob_dir=Path(config.blob_dir),
             s3_endpoint_url=config.s3_endpoint_url,
@@ -147,6 +163,8 @@ def blob_store(config: StorageConfig) -> CleanupContext:
             s3_access_key=config.s3_access_key,
             s3_secret_key=config.s3_secret_key,
         )
+        if metrics is not None:
+            store.counted = metrics.storage_bytes
         app[STORE] = store
         try:
             yield
@@ -189,10 +207,15 @@ def run(
     port: int,
     name: str,
     server_args: dict | None = None,
+    grace: float = 20.0,
 ) -> None:
     """Run an app until SIGINT/SIGTERM; a missing dependency is one line on stderr, exit 1.
 
-    ``server_args`` go to aiohttp's protocol handler (e.g. header parser limits).
+    On SIGTERM or SIGINT the process stops taking work — the listening socket closes and the
+    consumers are cancelled — then gives the requests and deliveries in flight ``grace``
+    seconds to finish (the rest are answered 503 by aiohttp's cancellation or go back to their
+    queue), closes its pools and exits 0. ``server_args`` go to aiohttp's protocol handler
+    (e.g. header parser limits).
     """
     try:
         app = build()
@@ -201,7 +224,7 @@ def run(
             host=host,
             port=port,
             print=None,
-            shutdown_timeout=10,
+            shutdown_timeout=grace,
             access_log=None,
             handler_args=server_args,
         )
@@ -229,6 +252,7 @@ def serve(
         getattr(settings, f"{name}_port"),
         name,
         server_args(settings) if server_args else None,
+        grace=getattr(settings, "shutdown_grace", 20.0),
     )
 
 

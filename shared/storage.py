@@ -22,7 +22,7 @@ import os
 import re
 import stat as stat_mod
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
@@ -57,6 +57,16 @@ _PREFIX_TAIL_RE = re.compile(r"[A-Za-z0-9._-]*")
 _MAX_KEY_LENGTH = 1024  # S3's limit; enforced everywhere so a local store can move to S3.
 _MAX_SEGMENT_LENGTH = 255  # NAME_MAX of common filesystems.
 _TMP_DIR = ".tmp"
+
+
+#: ``counted(backend, direction, count)``: told of the bytes a store wrote (``"write"``) or
+#: read (``"read"``); a store's ``counted`` attribute (a no-op by default) is how metrics see
+#: its traffic.
+Counted = Callable[[str, str, int], None]
+
+
+def _not_counted(_backend: str, _direction: str, _count: int) -> None:
+    return None
 
 
 @dataclass(frozen=True)
@@ -183,9 +193,12 @@ class LocalBlobStore:
     :data:`CHUNK_SIZE` piece at a time, so a big blob never stalls the event loop.
     """
 
+    backend = "local"
+
     def __init__(self, root: Path) -> None:
         """Use ``root`` (created on the first put if missing) as the store's directory."""
         self.root = Path(root)
+        self.counted: Counted = _not_counted
 
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))
@@ -211,6 +224,7 @@ class LocalBlobStore:
             file.close()
             tmp_path.unlink(missing_ok=True)
             raise
+        self.counted(self.backend, "write", size)
         return BlobInfo(key, size)
 
     def _create_temp(self) -> tuple[Path, IO[bytes]]:
@@ -261,6 +275,7 @@ class LocalBlobStore:
                     return
                 if remaining is not None:
                     remaining -= len(chunk)
+                self.counted(self.backend, "read", len(chunk))
                 yield chunk
         finally:
             file.close()
@@ -410,6 +425,9 @@ class S3BlobStore:
         self._secret_key = secret_key
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self.counted: Counted = _not_counted
+
+    backend = "s3"
 
     @classmethod
     async def connect(
@@ -488,6 +506,7 @@ class S3BlobStore:
         client = self._s3
         if isinstance(chunks, bytes | bytearray | memoryview) and len(chunks) <= S3_PART_SIZE:
             await client.put_object(Bucket=self.bucket, Key=key, Body=bytes(chunks))
+            self.counted(self.backend, "write", len(chunks))
             return BlobInfo(key, len(chunks))
         buffer = bytearray()
         size = 0
@@ -522,6 +541,7 @@ class S3BlobStore:
                         Bucket=self.bucket, Key=key, UploadId=upload_id
                     )
             raise
+        self.counted(self.backend, "write", size)
         return BlobInfo(key, size)
 
     async def _upload_part(
@@ -565,6 +585,7 @@ class S3BlobStore:
             raise
         async with answer["Body"] as body:
             async for chunk in body.iter_chunks(CHUNK_SIZE):
+                self.counted(self.backend, "read", len(chunk))
                 yield chunk
 
     async def read(self, key: str) -> bytes:

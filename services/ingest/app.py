@@ -18,7 +18,7 @@ from services.ingest.progimage import ProgimageUploads
 from services.ingest.remote import RemoteFetcher, RemotePolicy
 from services.ingest.routes import setup_routes
 from services.ingest.subjects import Subjects
-from shared import runtime
+from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.pages import Pages
 
@@ -77,6 +77,7 @@ def create_app(config: IngestConfig) -> web.Application:
     orphan sweeper, Progimage uploads, the subjects API, internal client (pages ask auth who
     is signed in), routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
+    metrics.install(app, SCHEMA)
     app[CONFIG] = config
     app[PAGES] = Pages(HERE / "templates")
     app.cleanup_ctx.extend(

@@ -14,7 +14,7 @@ from services.processing.config import ProcessingConfig
 from services.processing.consumers import ANALYSES, DERIVATIVES, AnalysisWorks, DerivativeWorks
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
-from shared import runtime
+from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
 
@@ -51,6 +51,7 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
             executor,
             Limits(max_pixels=config.max_pixels),
             consumers.worker_name(),
+            metrics.of(app),
         )
         app[DERIVATIVES] = DerivativeWorks(*shared)
         app[ANALYSES] = AnalysisWorks(*shared)
@@ -67,6 +68,7 @@ def create_app(config: ProcessingConfig) -> web.Application:
     their first delivery), then pool on schema ``processing``, broker, outbox relay,
     consumers; routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
+    metrics.install(app, SCHEMA)
     app.cleanup_ctx.extend(
         [
             runtime.blob_store(config),

@@ -43,6 +43,7 @@ from shared.derivatives import DERIVATIVE_COMPUTED, DERIVATIVE_FAILED, DERIVATIV
 from shared.errors import InvalidRequest
 from shared.events import Envelope, Subscription, record_event
 from shared.logging import get_logger
+from shared.metrics import Metrics
 from shared.storage import BlobNotFound, BlobStore
 
 log = get_logger("darkroom.processing.consumers")
@@ -60,13 +61,22 @@ class Works:
     """What every kind of image job shares: the blob store, the worker threads libvips runs
     in, the limits on originals and this process's name."""
 
+    #: The ``operation`` label of this kind of job's durations.
+    operation = "job"
+
     def __init__(
-        self, store: BlobStore, executor: ThreadPoolExecutor, limits: Limits, worker: str
+        self,
+        store: BlobStore,
+        executor: ThreadPoolExecutor,
+        limits: Limits,
+        worker: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
         self.limits = limits
         self.worker = worker
+        self.metrics = metrics
 
     async def run(self, job: Callable[..., T], *args: Any) -> tuple[T, float]:
         """``job(*args)`` in a worker thread; its result and how many seconds it took there."""
@@ -76,7 +86,10 @@ class Works:
             result = job(*args)
             return result, time.perf_counter() - start
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, timed)
+        result, seconds = await asyncio.get_running_loop().run_in_executor(self.executor, timed)
+        if self.metrics is not None:
+            self.metrics.job_done(self.operation, seconds)
+        return result, seconds
 
 
 def check_original(original: bytes, sha256: str) -> None:
@@ -94,6 +107,8 @@ class DerivativeWorks(Works):
     """Answers ``derivative.requested``: computes the derivative into the store and records
     it, or says why it cannot be made. Transient trouble (store or database down) raises, so
     the event is retried; a fact about the input is answered with ``derivative.failed``."""
+
+    operation = "derive"
 
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         """Handle one ``derivative.requested`` inside the consumer's transaction on ``conn``."""
@@ -196,6 +211,8 @@ class AnalysisWorks(Works):
     problem; ``analysis.failed`` is for a missing original or a malformed request. Transient
     trouble (store or database down) raises, so the event is retried.
     """
+
+    operation = "analyse"
 
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         """Handle one ``analysis.requested`` inside the consumer's transaction on ``conn``."""
@@ -333,22 +350,32 @@ class ComparisonWorks(Works):
     same row.
     """
 
+    operation = "diff"
+
     def __init__(
         self,
         store: BlobStore,
         executor: ThreadPoolExecutor,
         limits: Limits,
         worker: str,
+        metrics: Metrics | None = None,
         *,
         concurrency: int,
     ) -> None:
-        super().__init__(store, executor, limits, worker)
+        super().__init__(store, executor, limits, worker, metrics)
         self.concurrency = concurrency
 
     @classmethod
     def sharing(cls, works: Works, concurrency: int) -> ComparisonWorks:
         """Comparison works on the store, worker threads, limits and name of ``works``."""
-        return cls(works.store, works.executor, works.limits, works.worker, concurrency=concurrency)
+        return cls(
+            works.store,
+            works.executor,
+            works.limits,
+            works.worker,
+            works.metrics,
+            concurrency=concurrency,
+        )
 
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         """Handle one ``comparison.requested`` inside the consumer's transaction on ``conn``."""

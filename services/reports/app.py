@@ -16,7 +16,7 @@ from services.reports.notices import Notices
 from services.reports.pages import PAGES, create_pages
 from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
-from shared import runtime
+from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 
 SCHEMA = "reports"
@@ -49,6 +49,7 @@ def create_app(config: ReportsConfig) -> web.Application:
     """The reports app: pool on schema ``reports``, broker, outbox relay, blob store (diff
     images), internal client (asks ingest about images), the use cases, consumers, routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
+    metrics.install(app, SCHEMA)
     app[CONFIG] = config
     app[PAGES] = create_pages(config.public_url)
     database, broker, relay, consuming = runtime.service_contexts(
