@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint format secrets migrate check clean
+.PHONY: install run test lint format secrets migrate check clean up down
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,21 @@ run: migrate
 ## test: the whole suite against the real local PostgreSQL, RabbitMQ and a loopback S3 server
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## up: the platform in containers (compose.yaml); .env is made once from .env.example with fresh secrets
+up: .env
+	docker compose up -d --build
+	@echo "Darkroom: http://127.0.0.1:$$(sed -n 's/^DARKROOM_PUBLISHED_PORT=//p' .env)  (make down to stop)"
+
+## down: stop the containers (the named volumes keep the data; `docker compose down -v` drops it)
+down:
+	docker compose down
+
+.env:
+	@python3 -c "import base64, re, secrets, sys; \
+	fresh = lambda m: base64.b64encode(secrets.token_bytes(32)).decode() if 'base64' in m[0] else secrets.token_hex(32); \
+	sys.stdout.write(re.sub(r'change-me-[\w-]+', fresh, open('.env.example').read()))" > $@.tmp
+	@mv $@.tmp $@ && chmod 600 $@ && echo "make: wrote .env with fresh secrets (keep it; never commit it)"
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
