@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint format secrets migrate check clean up down
+.PHONY: install run test lint format secrets migrate check clean fuzz up down
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ down:
 	fresh = lambda m: base64.b64encode(secrets.token_bytes(32)).decode() if 'base64' in m[0] else secrets.token_hex(32); \
 	sys.stdout.write(re.sub(r'change-me-[\w-]+', fresh, open('.env.example').read()))" > $@.tmp
 	@mv $@.tmp $@ && chmod 600 $@ && echo "make: wrote .env with fresh secrets (keep it; never commit it)"
+
+## fuzz: schemathesis against /openapi.json through the gateway, more examples than make test
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-25} FUZZ_SECONDS=$${FUZZ_SECONDS:-600} \
+		$(BIN)/python -m pytest -s -p no:cacheprovider --timeout 900 tests/test_fuzz.py
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

@@ -130,7 +130,7 @@ SCHEMAS: dict[str, dict] = {
     "Credential": obj(
         ("id", "kind"),
         id=t([S, "integer"]),
-        kind=t(S, enum=["key", "token"]),
+        kind=t(S, examples=["token", "api_key"]),
         name=NULLABLE_STR,
         api_key=NULLABLE_STR,
         api_secret=t(S, description="Only in the answer that creates it."),
@@ -174,7 +174,7 @@ SCHEMAS: dict[str, dict] = {
     "UploadAnswer": obj(
         ("hash", "status", "urls"),
         hash=t(S),
-        status=t(S),
+        status=t(["boolean", S]),
         urls=OBJ,
         delete_token=t(S),
     ),
@@ -453,7 +453,9 @@ OPERATIONS: list[Op] = [
         PROG,
         "The caller's images, newest first",
         ANY,
-        content=array(OBJ),
+        content=obj(
+            ("data", "meta"), data=array(OBJ), meta=obj((), offset=INT, limit=INT, total=INT)
+        ),
         query=("offset", "limit"),
     ),
     Op(
@@ -1047,7 +1049,7 @@ def _operation(op: Op) -> dict:
     error = {"$ref": "#/components/responses/Error"}
     for status in _ERROR_STATUSES:
         responses.setdefault(status, error)
-    if op.path == "/oauth/token":
+    if op.path in ("/oauth/token", "/oauth/revoke"):
         oauth_error = {"description": "RFC 6749 error", "content": _content("OAuthError")}
         responses["400"] = responses["401"] = oauth_error
     if op.ok in (301, 302, 303):
