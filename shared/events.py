@@ -461,6 +461,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        self._stopping = False
         self._task: asyncio.Task | None = None
         self._listener: asyncpg.Connection | None = None
 
@@ -506,7 +507,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 count = await self.publish_pending()
                 failures = 0
@@ -529,6 +530,11 @@ class OutboxRelay:
         consumers committed while draining leave with this process; rows still pending stay
         for the next start or another process of the service."""
         if self._task is not None:
+            # Let a batch being published finish (so its rows are marked, not sent twice).
+            self._stopping = True
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), flush_timeout)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

@@ -1,0 +1,318 @@
+"""Graceful life-cycle: a process sent SIGTERM stops taking work, finishes or hands back what
+it holds within ``DARKROOM_SHUTDOWN_GRACE`` and exits 0.
+
+The processing workers here are real ``python -m services.processing`` subprocesses on an
+exchange and a database of their own (so the in-process stack's processing neither competes
+for their jobs nor relays their outbox to its exchange), sharing the stack's blob folder.
+A job is a ``derivative.requested`` of a large JPEG (a few seconds of libvips work),
+published straight to the exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import aiohttp
+import asyncpg
+import pytest
+import pyvips
+from aiohttp import web
+
+from shared.derivatives import DERIVATIVE_REQUESTED, Transform, derivative_key
+from shared.events import Broker, new_event
+from shared.runtime import STORE
+from tests.conftest import AMQP_URL, PG_ADMIN, ROOT, delete_topology, free_port
+from tests.test_processing_replicas import wait_healthy
+
+
+class Process:
+    """A Darkroom process started as ``python -m <module>`` with its stderr kept in a file."""
+
+    def __init__(self, module: str, env: dict[str, str]) -> None:
+        self.log = tempfile.TemporaryFile()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", module],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+        )
+        self.pid = self.popen.pid
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+    async def terminate(self) -> float:
+        """Send SIGTERM; return when it exited, how many seconds it took."""
+        sent = time.monotonic()
+        self.popen.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self.popen.wait, 60)
+        return time.monotonic() - sent
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.kill()
+            self.popen.wait()
+        self.log.close()
+
+
+def big_jpeg(side: int, seed: int) -> bytes:
+    """A ``side`` x ``side`` JPEG with detail everywhere (seconds to rotate and filter)."""
+    xy = pyvips.Image.xyz(side, side)
+    red = (xy[0] * 7 + xy[1] * (3 + seed)) % 256
+    image = red.bandjoin([(xy[0] ^ xy[1]) % 256, (xy[0] * xy[1] + seed) % 256]).cast("uchar")
+    return image.jpegsave_buffer(Q=90)
+
+
+@pytest.fixture
+async def workers_env(stack) -> AsyncIterator[dict[str, str]]:
+    """The stack's environment on an exchange and a database of its own (both deleted
+    afterwards)."""
+    name = f"{stack.env['DARKROOM_EXCHANGE']}_life_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    yield {
+        **stack.env,
+        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+        "DARKROOM_EXCHANGE": name,
+        "DARKROOM_PROCESSING_WORKERS": "1",
+        "DARKROOM_LOG_LEVEL": "info",
+        "DARKROOM_LOG_FORMAT": "json",
+    }
+    await delete_topology(name)
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+class Jobs:
+    """Publishes derivative requests on the workers' exchange and watches their answers."""
+
+    def __init__(self, broker: Broker, answers: aio_pika.abc.AbstractQueue) -> None:
+        self.broker = broker
+        self.answers = answers
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, exchange: str) -> AsyncIterator[Jobs]:
+        broker = await Broker.connect(AMQP_URL, exchange)
+        try:
+            channel = await broker.connection.channel()
+            answers = await channel.declare_queue(exclusive=True, auto_delete=True)
+            for key in ("derivative.computed", "derivative.failed"):
+                await answers.bind(broker.exchange, routing_key=key)
+            yield cls(broker, answers)
+        finally:
+            await broker.close()
+
+    async def request(self, stack, original: bytes) -> tuple[str, str]:
+        """Store ``original`` and publish a request for a slow derivative of it; returns the
+        event id and the derivative key."""
+        sha256 = hashlib.sha256(original).hexdigest()
+        original_key = f"lifecycle/{sha256}.jpg"
+        await stack.apps["processing"][STORE].put(original_key, original)
+        transform = Transform(format="jpeg", rotation=33.0, filter="toaster")
+        key = derivative_key(sha256, transform)
+        envelope = new_event(
+            DERIVATIVE_REQUESTED,
+            {
+                "key": key,
+                "original": {"sha256": sha256, "key": original_key},
+                "transform": transform.as_dict(),
+            },
+        )
+        await self.broker.publish(envelope)
+        return envelope.id, key
+
+    async def ready(self, consumer: str = "processing.derivatives") -> int:
+        """Messages ready (not delivered to anyone) in ``consumer``'s queue."""
+        channel = await self.broker.connection.channel()
+        try:
+            queue = await channel.declare_queue(self.broker.queue_name(consumer), passive=True)
+            return queue.declaration_result.message_count or 0
+        finally:
+            await channel.close()
+
+    async def answers_for(self, key: str, seconds: float) -> list[dict]:
+        """Every answer about ``key`` that arrives within ``seconds``."""
+        found: list[dict] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            message = await self.answers.get(no_ack=True, fail=False)
+            if message is None:
+                await asyncio.sleep(0.1)
+                continue
+            body = json.loads(message.body)
+            if body["data"].get("key") == key:
+                found.append(body)
+        return found
+
+
+async def until(check, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not await check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def start_worker(http, env: dict[str, str], grace: float) -> Process:
+    port = free_port()
+    worker = Process(
+        "services.processing",
+        {**env, "DARKROOM_PROCESSING_PORT": str(port), "DARKROOM_SHUTDOWN_GRACE": str(grace)},
+    )
+    if not await wait_healthy(http, port, 30):
+        worker.kill()
+        pytest.fail(f"processing worker did not start: {worker.stderr()}")
+    return worker
+
+
+async def test_a_worker_stopped_mid_job_hands_it_to_the_other_and_exits_0(stack, http, workers_env):
+    grace = 1.0
+    first = await start_worker(http, workers_env, grace)
+    second: Process | None = None
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            event_id, key = await jobs.request(stack, big_jpeg(6000, seed=1))
+            # Taken by the only worker there is: nothing ready in the queue any more.
+            await until(lambda: _is(jobs.ready(), 0), 10, "the first worker to take the job")
+            second = await start_worker(http, workers_env, 20.0)
+            pool = await asyncpg.connect(
+                workers_env["DATABASE_URL"], server_settings={"search_path": "processing"}
+            )
+            done_early = await pool.fetchval("SELECT count(*) FROM derivatives WHERE key = $1", key)
+            assert done_early == 0, "the job was over before the worker could be stopped mid-job"
+            took = await first.terminate()
+            # It hands the delivery back after the grace period, then waits only for the
+            # libvips call already running in its thread (not interruptible) to return.
+            assert first.popen.returncode == 0, first.stderr()
+            assert took < grace + 15, took
+            answers = await jobs.answers_for(key, 30)
+            # The relay publishes at least once; consumers absorb repeats by event id.
+            computed = list(
+                {a["id"]: a for a in answers if a["type"] == "derivative.computed"}.values()
+            )
+            assert len(computed) == 1, (answers, first.stderr()[-3000:], second.stderr()[-3000:])
+            assert computed[0]["data"]["worker"].endswith(f":{second.pid}"), computed
+            rows = await pool.fetch("SELECT worker FROM derivatives WHERE key = $1", key)
+            assert [row["worker"] for row in rows] == [computed[0]["data"]["worker"]]
+            applied = await pool.fetchval(
+                "SELECT count(*) FROM processed_events WHERE consumer = $1 AND event_id = $2",
+                "processing.derivatives",
+                uuid.UUID(event_id),
+            )
+            assert applied == 1
+            assert await jobs.ready() == 0
+            assert "consumer.abandoned" in first.stderr()
+            await pool.close()
+    finally:
+        first.kill()
+        if second is not None:
+            took = await second.terminate()
+            assert second.popen.returncode == 0, second.stderr()
+            assert took < 10, took
+            second.kill()
+
+
+async def test_a_worker_stopped_mid_job_finishes_it_takes_no_more_and_exits_0(
+    stack, http, workers_env
+):
+    worker = await start_worker(http, workers_env, 20.0)
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            _event_id, key = await jobs.request(stack, big_jpeg(5000, seed=2))
+            await until(lambda: _is(jobs.ready(), 0), 10, "the worker to take the job")
+            await asyncio.sleep(0.5)
+            stopping = asyncio.create_task(worker.terminate())
+            await asyncio.sleep(0.5)
+            # Published while it drains: no longer its to take.
+            _later_id, later_key = await jobs.request(stack, big_jpeg(64, seed=3))
+            took = await stopping
+            assert worker.popen.returncode == 0, worker.stderr()
+            assert took < 20, took
+            answers = await jobs.answers_for(key, 3)
+            # The relay publishes at least once; consumers absorb repeats by event id.
+            computed = list(
+                {a["id"]: a for a in answers if a["type"] == "derivative.computed"}.values()
+            )
+            assert len(computed) == 1, answers
+            assert computed[0]["data"]["worker"].endswith(f":{worker.pid}")
+            assert await jobs.ready() == 1
+            assert await jobs.answers_for(later_key, 0.5) == []
+    finally:
+        worker.kill()
+
+
+async def _is(value, expected) -> bool:
+    return await value == expected
+
+
+@contextlib.asynccontextmanager
+async def slow_upstream(delay: float) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """An HTTP server standing in for ingest that answers ``/f/...`` after ``delay`` s."""
+    arrived = asyncio.Event()
+
+    async def handler(_request: web.Request) -> web.Response:
+        arrived.set()
+        await asyncio.sleep(delay)
+        return web.Response(text="slow but sure")
+
+    app = web.Application()
+    app.router.add_get("/f/{tail:.+}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}", arrived
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_gateway_stopped_mid_request_answers_it_and_refuses_new_ones(stack, http):
+    async with slow_upstream(2.0) as (upstream, arrived):
+        port = free_port()
+        gateway = Process(
+            "gateway",
+            {**stack.env, "DARKROOM_PORT": str(port), "DARKROOM_INGEST_URL": upstream},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                        if r.status == 200:
+                            break
+                assert time.monotonic() < deadline, gateway.stderr()
+                await asyncio.sleep(0.2)
+            async with aiohttp.ClientSession() as other:
+                in_flight = asyncio.create_task(other.get(f"http://127.0.0.1:{port}/f/abc.png"))
+                await asyncio.wait_for(arrived.wait(), 10)
+                stopping = asyncio.create_task(gateway.terminate())
+                await asyncio.sleep(0.5)
+                assert gateway.popen.poll() is None  # still answering the request in flight
+                with pytest.raises(aiohttp.ClientConnectionError):
+                    async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                        pass
+                response = await in_flight
+                assert response.status == 200
+                assert await response.text() == "slow but sure"
+                took = await stopping
+            assert gateway.popen.returncode == 0, gateway.stderr()
+            assert took < 10, took
+        finally:
+            gateway.kill()
