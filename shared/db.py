@@ -31,6 +31,13 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
 )
 
+#: What PostgreSQL raises for text it cannot store (a NUL character, bytes that are not UTF-8):
+#: a client's input, never an outage.
+UNSTORABLE_TEXT: tuple[type[BaseException], ...] = (
+    asyncpg.CharacterNotInRepertoireError,
+    asyncpg.UntranslatableCharacterError,
+)
+
 
 @dataclass(frozen=True)
 class Migration:

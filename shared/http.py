@@ -23,7 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from shared import errors
-from shared.db import CONNECTION_ERRORS
+from shared.db import CONNECTION_ERRORS, UNSTORABLE_TEXT
 from shared.logging import get_logger, new_request_id, request_id_var
 
 log = get_logger("darkroom.http")
@@ -189,6 +189,9 @@ async def error_middleware(
     except CONNECTION_ERRORS as exc:
         log.warning("dependency.unavailable", error=repr(exc))
         return error_response(errors.Unavailable(retry_after=2))
+    except UNSTORABLE_TEXT:
+        # PostgreSQL text cannot hold NUL: whatever field carried one, the client sent it.
+        return error_response(errors.BadRequest("Text must not contain NUL characters"))
     except Exception:
         log.exception("http.unhandled", method=request.method, path=request.path)
         return error_response(errors.DarkroomError())
@@ -243,6 +246,15 @@ class InternalClient:
         ) as response:
             body = await response.json(content_type=None) if response.content_length != 0 else None
             return response.status, body
+
+
+async def read_form(request: web.Request) -> Mapping[str, Any]:
+    """The request's form fields (urlencoded or multipart); 400 ``bad_request`` when the body
+    cannot be parsed as one (a multipart type without a boundary, a broken part)."""
+    try:
+        return await request.post()
+    except (ValueError, AssertionError, UnicodeDecodeError) as exc:
+        raise errors.BadRequest("Body must be a form (urlencoded or multipart)") from exc
 
 
 async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:

@@ -42,30 +42,6 @@ KNOWN_5XX: dict[tuple[str, str], str] = {
         ("GET", "/api/snap-requests/assets/{hash}/signed-url"): "501 not_implemented by design",
         ("POST", "/api/snap-requests/assets/{hash}/signed-url/finalize"): "501 by design",
     },
-    # BUG (auth create_credential): `kind not in {"token", "key"}` with a JSON object as kind
-    # raises TypeError (unhashable dict) → 500. POST /api/keys {"kind": {}, "name": ""}.
-    ("POST", "/api/keys"): "BUG: 500 on a non-string kind",
-    # BUG (auth + reports form handlers call `await request.post()` on any Content-Type):
-    # `Content-Type: multipart/form-data` without a boundary → 500 instead of 400/415.
-    # Seen on /signup, /keys, /oauth/authorize; the same call is in the others below.
-    ("POST", "/signup"): "BUG: 500 on multipart without boundary",
-    ("POST", "/signin"): "BUG: 500 on multipart without boundary",
-    ("POST", "/keys"): "BUG: 500 on multipart without boundary",
-    ("POST", "/oauth/authorize"): "BUG: 500 on multipart without boundary",
-    ("POST", "/applications"): "BUG: 500 on multipart without boundary",
-    ("POST", "/applications/{client_pk}/delete"): "BUG: 500 on multipart without boundary",
-    ("POST", "/comparisons/{id}/review"): "BUG: 500 on multipart without boundary",
-    # BUG (auth authorize_page): a NUL byte in a query parameter (client_id, redirect_uri, …)
-    # reaches PostgreSQL: asyncpg CharacterNotInRepertoireError "invalid byte sequence for
-    # encoding UTF8: 0x00" → 500. GET /oauth/authorize?client_id=%00
-    ("GET", "/oauth/authorize"): "BUG: 500 on a NUL byte in a query parameter",
-    # BUG (ingest hautai_file): a malformed signed-URL token → 500 instead of 403/404.
-    # GET /api/v1/files/%09.%C2%AA
-    ("GET", "/api/v1/files/{token}"): "BUG: 500 on a malformed token",
-    # BUG (reports unsubscribe): a token with non-ASCII characters reaches hmac.compare_digest
-    # → TypeError "comparing strings with non-ASCII characters is not supported" → 500.
-    # POST /unsubscribe/%C3%AC%F2%A4%BF%9F…F.T%F3%BD%B4%87%C3%AA1%C3%81
-    ("POST", "/unsubscribe/{token}"): "BUG: 500 on a non-ASCII token",
 }
 
 

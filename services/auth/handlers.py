@@ -18,6 +18,7 @@ from shared.http import (
     REVOKED_HEADER,
     Principal,
     principal_of,
+    read_form,
     read_json_object,
     require_account,
 )
@@ -127,7 +128,8 @@ async def create_credential(request: web.Request) -> web.Response:
     if unknown:
         raise errors.InvalidRequest(f"Unknown fields: {', '.join(sorted(unknown))}")
     kind, name = body.get("kind", "token"), body.get("name", "")
-    if kind not in {"token", "key"} or not isinstance(name, str) or len(name) > 200:
+    valid_kind = isinstance(kind, str) and kind in {"token", "key"}
+    if not valid_kind or not isinstance(name, str) or len(name) > 200:
         raise errors.InvalidRequest('kind must be "token" or "key"; name a string of ≤200')
     _credential_manager(request)
     user = await _current_user(request)
@@ -163,7 +165,7 @@ async def sign_up_page(request: web.Request) -> web.Response:
 
 async def sign_up(request: web.Request) -> web.Response:
     """``POST /signup`` (form): create the account, sign in, go to the keys page."""
-    form = await request.post()
+    form = await read_form(request)
     name, email = str(form.get("name", "")), str(form.get("email", ""))
     try:
         fields = domain.validate_sign_up(name, email, str(form.get("password", "")))
@@ -195,7 +197,7 @@ async def sign_in_page(request: web.Request) -> web.Response:
 
 async def sign_in(request: web.Request) -> web.Response:
     """``POST /signin`` (form): check the password, open a session, go to ``next``."""
-    form = await request.post()
+    form = await read_form(request)
     email, password = str(form.get("email", "")), str(form.get("password", ""))
     next_path = safe_next(str(form.get("next", "")), "/keys")
     async with request.app[POOL].acquire() as conn:
@@ -241,7 +243,7 @@ async def keys_create(request: web.Request) -> web.Response:
     user = await _page_user(request)
     if user is None:
         return redirect("/signin?next=/keys")
-    form = await request.post()
+    form = await read_form(request)
     kind = "key" if form.get("kind") == "key" else "token"
     created = await _issue(request.app, user, kind, "")
     return await _render_keys(request, user, created=created, status=201)
@@ -328,7 +330,7 @@ async def api_refresh(request: web.Request) -> web.Response:
 
 async def _api_fields(request: web.Request, names: tuple[str, ...]) -> dict[str, str]:
     if request.content_type == "application/x-www-form-urlencoded":
-        body: dict = dict(await request.post())
+        body: dict = dict(await read_form(request))
     else:
         body = await read_json_object(request)
     fields = {}
@@ -501,7 +503,7 @@ async def authorize_page(request: web.Request) -> web.Response:
 async def authorize_decision(request: web.Request) -> web.Response:
     """``POST /oauth/authorize`` (the consent form): approve → redirect with ``code`` and
     ``state``; anything else → ``error=access_denied``."""
-    form = await request.post()
+    form = await read_form(request)
     pairs = [
         (name, value)
         for name, value in form.items()
@@ -606,7 +608,7 @@ async def applications_create(request: web.Request) -> web.Response:
     if session is None:
         return redirect("/signin?next=/applications")
     user, session_id = session
-    form = await request.post()
+    form = await read_form(request)
     if not _csrf_ok(request, session_id, form.get("csrf")):
         return await _error_page(request, "This form has expired; start again.", 403)
     name, redirect_uri = str(form.get("name", "")).strip(), str(form.get("redirect_uri", ""))
@@ -637,7 +639,7 @@ async def applications_delete(request: web.Request) -> web.Response:
     if session is None:
         return redirect("/signin?next=/applications")
     user, session_id = session
-    form = await request.post()
+    form = await read_form(request)
     if not _csrf_ok(request, session_id, form.get("csrf")):
         return await _error_page(request, "This form has expired; start again.", 403)
     async with request.app[POOL].acquire() as conn:
@@ -752,7 +754,7 @@ async def _oauth_params(request: web.Request) -> dict[str, str]:
         raise oauth.OAuthError(
             "invalid_request", "Send application/x-www-form-urlencoded (or JSON) parameters"
         )
-    form = await request.post()
+    form = await read_form(request)
     try:
         return oauth.single_values([(k, str(v)) for k, v in form.items()])
     except ValueError as exc:
@@ -788,7 +790,7 @@ async def _session_user(request: web.Request) -> tuple[repo.User, str] | None:
 
 def _csrf_ok(request: web.Request, session_id: str, sent: object) -> bool:
     expected = domain.csrf_token(request.app[CONFIG].secrets_key, session_id)
-    return isinstance(sent, str) and hmac.compare_digest(expected, sent)
+    return isinstance(sent, str) and hmac.compare_digest(expected.encode(), sent.encode())
 
 
 async def _error_page(request: web.Request, message: str, status: int) -> web.Response:

@@ -343,7 +343,8 @@ def verify_token(key: str, token: str, now: float, use: str | None, what: str) -
     place in the platform's error codes.
     """
     payload, _, mac = token.partition(".")
-    if not payload or not hmac.compare_digest(_mac(key, payload), mac):
+    # Bytes: compare_digest refuses str with non-ASCII characters (a forged token may have).
+    if not payload or not hmac.compare_digest(_mac(key, payload).encode(), mac.encode()):
         raise errors.Forbidden(f"The {what} is not valid")
     try:
         claims = json.loads(_unb64(payload))

@@ -475,7 +475,7 @@ def read_unsubscribe_token(key: str, token: str) -> tuple[str, list[str], str] |
     """``(account_id, components, email)`` of a valid token, else None."""
     body, _, mac = token.partition(".")
     expected = hmac.new(key.encode(), b"unsubscribe:" + body.encode(), hashlib.sha256)
-    if not mac or not hmac.compare_digest(mac, expected.hexdigest()[:32]):
+    if not mac or not hmac.compare_digest(mac.encode(), expected.hexdigest()[:32].encode()):
         return None
     try:
         account_id, components, email = json.loads(base64.urlsafe_b64decode(body + "==="))

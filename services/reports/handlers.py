@@ -742,7 +742,7 @@ async def status_badge(request: web.Request) -> web.Response:
     if comparison_id is None:
         raise errors.NotFound("No such badge")
     expected = domain.badge_signature(config.signing_key, comparison_id)
-    if not hmac.compare_digest(signature, expected):
+    if not hmac.compare_digest(signature.encode(), expected.encode()):
         raise errors.NotFound("No such badge")
     async with request.app[POOL].acquire() as conn:
         comparison = await repo.comparison_by_id(conn, comparison_id)

@@ -29,7 +29,7 @@ from services.reports.comparing import job_status
 from services.reports.domain import Comparison, Entry, Job
 from services.reports.handlers import COMPARISONS, CONFIG
 from shared import errors
-from shared.http import Principal, principal_of
+from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
 from shared.pages import Pages, redirect
 from shared.runtime import INTERNAL, POOL
@@ -351,7 +351,7 @@ async def review(request: web.Request) -> web.StreamResponse:
     if principal.kind != "session":
         raise errors.Forbidden("A comparison is reviewed by a person signed in on its page")
     config = request.app[CONFIG]
-    form = await request.post()
+    form = await read_form(request)
     if not review_token_ok(config.signing_key, principal, form.get("csrf")):
         raise errors.Forbidden(
             "This form is out of date or did not come from the comparison page: reload the"
