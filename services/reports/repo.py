@@ -528,19 +528,6 @@ async def entry_diff_key(conn: asyncpg.Connection, comparison_id: int, position:
     )
 
 
-async def entry_positions(
-    conn: asyncpg.Connection, comparison_id: int, kinds: Sequence[str]
-) -> list[int]:
-    """Positions of a comparison's entries of some kinds, in order."""
-    rows = await conn.fetch(
-        "SELECT position FROM comparison_entries WHERE comparison_id = $1"
-        " AND kind = ANY($2::text[]) ORDER BY position",
-        comparison_id,
-        list(kinds),
-    )
-    return [row["position"] for row in rows]
-
-
 async def comparisons_of_sha(
     conn: asyncpg.Connection, account_id: str, project: str, sha: str
 ) -> list[Comparison]:
