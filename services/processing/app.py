@@ -11,7 +11,14 @@ from aiohttp import web
 
 from services.processing import consumers
 from services.processing.config import ProcessingConfig
-from services.processing.consumers import ANALYSES, DERIVATIVES, AnalysisWorks, DerivativeWorks
+from services.processing.consumers import (
+    ANALYSES,
+    COMPARISONS,
+    DERIVATIVES,
+    AnalysisWorks,
+    ComparisonWorks,
+    DerivativeWorks,
+)
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
 from shared import metrics, runtime
@@ -55,6 +62,7 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
         )
         app[DERIVATIVES] = DerivativeWorks(*shared)
         app[ANALYSES] = AnalysisWorks(*shared)
+        app[COMPARISONS] = ComparisonWorks(*shared, concurrency=config.workers)
         try:
             yield
         finally:

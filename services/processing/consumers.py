@@ -365,18 +365,6 @@ class ComparisonWorks(Works):
         super().__init__(store, executor, limits, worker, metrics)
         self.concurrency = concurrency
 
-    @classmethod
-    def sharing(cls, works: Works, concurrency: int) -> ComparisonWorks:
-        """Comparison works on the store, worker threads, limits and name of ``works``."""
-        return cls(
-            works.store,
-            works.executor,
-            works.limits,
-            works.worker,
-            works.metrics,
-            concurrency=concurrency,
-        )
-
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
         """Handle one ``comparison.requested`` inside the consumer's transaction on ``conn``."""
         started = time.perf_counter()
@@ -520,9 +508,11 @@ async def _all(jobs: Iterable[Awaitable[T]]) -> list[T]:
         raise
 
 
-#: The derivative and analysis works of a running app (set while its worker pool is open).
+#: The works of a running app (set while its worker pool is open).
 DERIVATIVES = web.AppKey("processing.derivatives", DerivativeWorks)
 ANALYSES = web.AppKey("processing.analyses", AnalysisWorks)
+#: One per process, so its bound on pairs in flight holds across concurrent deliveries.
+COMPARISONS = web.AppKey("processing.comparisons", ComparisonWorks)
 
 
 def worker_name() -> str:
@@ -541,10 +531,7 @@ def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subsc
         await app[ANALYSES].on_requested(conn, envelope)
 
     async def comparison_requested(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        # Made from the derivative works, whose worker threads and store it shares: the app
-        # opens those before any consumer starts.
-        works = ComparisonWorks.sharing(app[DERIVATIVES], config.workers)
-        await works.on_requested(conn, envelope)
+        await app[COMPARISONS].on_requested(conn, envelope)
 
     return (
         Subscription(
