@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint format secrets migrate check clean fuzz up down
+.PHONY: install run test lint format secrets migrate check clean fuzz up down bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ run: migrate
 ## test: the whole suite against the real local PostgreSQL, RabbitMQ and a loopback S3 server
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: speed side by side with odiff, pixelmatch, raw pyvips (and thumbor); never part of test
+bench: migrate
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## up: the platform in containers (compose.yaml); .env is made once from .env.example with fresh secrets
 up: .env
