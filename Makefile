@@ -37,7 +37,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## bench: speed side by side with odiff, pixelmatch, raw pyvips (and thumbor); never part of test
-bench: migrate
+bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## up: the platform in containers (compose.yaml); .env is made once from .env.example with fresh secrets

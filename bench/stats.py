@@ -73,9 +73,9 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(title: str, rows: list[Row], baseline: str) -> str:
     """A plain-text table of ``rows`` with ratios to the row named ``baseline``."""
     rel = ratios(rows, baseline)
-    header = ["", "n", "req/s", "p50 ms", "p99 ms", "peak RSS MB", f"p50 / {baseline}"]
+    header = ["", "n", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "p50 ratio"]
     if any(row.rps is not None for row in rows):
-        header.append(f"req/s / {baseline}")
+        header.append("req/s ratio")
     lines = [header]
     for row in rows:
         line = [
@@ -92,7 +92,7 @@ def table(title: str, rows: list[Row], baseline: str) -> str:
             line.append(_fmt(rps, ".2f") + "×" if rps is not None else "-")
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = [title]
+    text = [title, f"(ratios against {baseline})"]
     for index, line in enumerate(lines):
         text.append(
             "  ".join(

@@ -1,0 +1,23 @@
+"""The bench's arithmetic (no timing is measured or asserted here)."""
+
+from bench.inputs import unique_jpeg
+from bench.stats import Row, percentile, ratios, table
+
+
+def test_percentile_interpolates():
+    assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+    assert percentile([5.0], 0.99) == 5.0
+
+
+def test_ratios_and_table_are_against_the_baseline():
+    rows = [Row("ours", [0.1, 0.1], wall=1.0), Row("ref", [0.05, 0.05], wall=0.5)]
+    rel = ratios(rows, "ref")
+    assert rel["ours"] == {"p50": 2.0, "rps": 0.5}
+    assert rel["ref"] == {"p50": 1.0, "rps": 1.0}
+    assert "2.00\u00d7" in table("t", rows, "ref")
+
+
+def test_unique_jpeg_changes_bytes_not_the_start_marker():
+    data = b"\xff\xd8\xff\xdbrest"
+    one, two = unique_jpeg(data, 1), unique_jpeg(data, 2)
+    assert one != two and one.startswith(b"\xff\xd8\xff\xfe") and one.endswith(data[2:])
