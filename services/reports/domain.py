@@ -10,7 +10,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from html import escape
 from typing import Any
 from urllib.parse import urlsplit
@@ -427,20 +427,6 @@ def combine(statuses: Iterable[str]) -> str:
     if not values or PENDING in values:
         return PENDING
     return FAILURE if FAILURE in values else SUCCESS
-
-
-@dataclass
-class Outcome:
-    """A whole comparison's numbers, for the API and the pages."""
-
-    entries: list[Entry] = field(default_factory=list)
-
-    def tally(self) -> Tally:
-        """Counts by kind."""
-        kinds: dict[str, int] = {}
-        for entry in self.entries:
-            kinds[entry.kind] = kinds.get(entry.kind, 0) + 1
-        return Tally.of(kinds)
 
 
 def diff_components(entries: Iterable[Entry]) -> list[str]:

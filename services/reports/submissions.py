@@ -137,16 +137,7 @@ class Submissions:
         """Store a batch of snapshots (happo-e2e's local screenshots); its request id."""
         images = await self.images_of(principal, snaps)
         records = [
-            {
-                "component": s.component,
-                "variant": s.variant,
-                "target": s.target,
-                "image_hash": s.image_hash,
-                "width": s.width,
-                "height": s.height,
-                "sha256": images[s.image_hash]["sha256"],
-                "key": images[s.image_hash]["key"],
-            }
+            _snap_record(s, images[s.image_hash]["sha256"], images[s.image_hash]["key"])
             for s in snaps
         ]
         async with self.pool.acquire() as conn:
@@ -165,16 +156,13 @@ class Submissions:
             keys = {tuple(key) for key in wanted}
             chosen = [s for s in snaps if s.key[:1] in keys or s.key[:2] in keys]
             records = [
-                {
-                    "component": s.component,
-                    "variant": s.variant,
-                    "target": s.target,
-                    "image_hash": s.url.rsplit("/", 1)[1],
-                    "width": s.width,
-                    "height": s.height,
-                    "sha256": s.sha256,
-                    "key": s.blob_key,
-                }
+                _snap_record(
+                    SnapInput(
+                        s.component, s.variant, s.target, s.url.rsplit("/", 1)[1], s.width, s.height
+                    ),
+                    s.sha256,
+                    s.blob_key,
+                )
                 for s in chosen
             ]
             return await repo.create_snap_request(conn, account_id, records)
@@ -279,6 +267,21 @@ class Submissions:
         report = await repo.report_by_id(conn, report_id)
         assert report is not None
         return report
+
+
+def _snap_record(snap: SnapInput, sha256: str, key: str) -> dict[str, Any]:
+    """How a snap request keeps a snapshot: what it shows and the stored image it is
+    (the inverse of :func:`_snap_input`)."""
+    return {
+        "component": snap.component,
+        "variant": snap.variant,
+        "target": snap.target,
+        "image_hash": snap.image_hash,
+        "width": snap.width,
+        "height": snap.height,
+        "sha256": sha256,
+        "key": key,
+    }
 
 
 def _snap_input(record: dict[str, Any]) -> SnapInput:
