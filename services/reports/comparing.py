@@ -107,17 +107,31 @@ class Comparisons:
     async def reports_of(
         self, conn: asyncpg.Connection, comparison: Comparison
     ) -> tuple[Report | None, Report | None]:
-        """The complete before report (``sha1``, else the first fallback that has one) and the
-        complete after report, each None while missing."""
-        after = await repo.report(conn, comparison.account_id, comparison.project, comparison.sha2)
-        if after is not None and not after.complete:
-            after = None
-        before = await repo.first_report(
+        """The complete reports a comparison would compare now (see :meth:`resolve`)."""
+        return await self.resolve(
             conn,
             comparison.account_id,
             comparison.project,
-            [comparison.sha1, *comparison.fallback_shas],
+            comparison.sha1,
+            comparison.sha2,
+            comparison.fallback_shas,
         )
+
+    @staticmethod
+    async def resolve(
+        conn: asyncpg.Connection,
+        account_id: str,
+        project: str,
+        sha1: str,
+        sha2: str,
+        fallback_shas: list[str],
+    ) -> tuple[Report | None, Report | None]:
+        """The complete before report (``sha1``, else the first fallback that has one) and the
+        complete after report, each None while missing."""
+        after = await repo.report(conn, account_id, project, sha2)
+        if after is not None and not after.complete:
+            after = None
+        before = await repo.first_report(conn, account_id, project, [sha1, *fallback_shas])
         return before, after
 
     async def conclude(self, conn: asyncpg.Connection, comparison_id: int) -> None:

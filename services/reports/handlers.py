@@ -284,9 +284,10 @@ async def compare(request: web.Request) -> web.Response:
     account_id = _account(principal)
     async with request.app[POOL].acquire() as conn, conn.transaction():
         existing = await repo.comparison(conn, account_id, project, sha1, sha2)
-        if not is_async:
-            await _require_comparable(conn, account_id, project, sha1, sha2, fallbacks)
-        if existing is not None and await _still_current(comparisons, conn, existing, config):
+        before, after = await comparisons.resolve(conn, account_id, project, sha1, sha2, fallbacks)
+        if not is_async and (before is None or after is None):
+            await _refuse_incomparable(conn, account_id, project, sha1, sha2, fallbacks)
+        if existing is not None and await _still_current(conn, existing, before, after, config):
             comparison = existing
         else:
             comparison_id = await repo.schedule_comparison(
@@ -322,36 +323,35 @@ def _addresses(value: object) -> list[str]:
     return parse_addresses(value) if value not in (None, "", []) else []
 
 
-async def _require_comparable(
+async def _refuse_incomparable(
     conn: Any, account_id: str, project: str, sha1: str, sha2: str, fallbacks: list[str]
 ) -> None:
-    """A synchronous compare needs both reports now: 404 when one is missing, 409 while one
+    """Why a synchronous compare cannot run now: 404 when a report is missing, 409 while one
     is still being assembled from partials."""
     after = await repo.report(conn, account_id, project, sha2)
     if after is None:
         raise errors.NotFound(f"No report for sha {sha2}")
     if not after.complete:
         raise errors.Conflict(f"Report {sha2} is not complete yet")
-    if await repo.first_report(conn, account_id, project, [sha1, *fallbacks]) is None:
-        before = await repo.report(conn, account_id, project, sha1)
-        if before is not None:
-            raise errors.Conflict(f"Report {sha1} is not complete yet")
-        raise errors.NotFound(
-            f"No report for sha {sha1}" + (" or its fallbacks" if fallbacks else "")
-        )
+    before = await repo.report(conn, account_id, project, sha1)
+    if before is not None:
+        raise errors.Conflict(f"Report {sha1} is not complete yet")
+    raise errors.NotFound(f"No report for sha {sha1}" + (" or its fallbacks" if fallbacks else ""))
 
 
 async def _still_current(
-    comparisons: Comparisons, conn: Any, existing: Comparison, config: ReportsConfig
+    conn: Any,
+    existing: Comparison,
+    before: Report | None,
+    after: Report | None,
+    config: ReportsConfig,
 ) -> bool:
-    """True when an earlier comparison of these shas compared the reports as they are now
-    (a client's retry, or a second look) and no diff of it was ignored since: it is reused,
-    with its review."""
-    if existing.state == "scheduled":
-        return False
-    before, after = await comparisons.reports_of(conn, existing)
+    """True when an earlier comparison of these shas compared ``before`` and ``after`` as
+    they are now (a client's retry, or a second look) and no diff of it was ignored since: it
+    is reused, with its review."""
     return (
-        before is not None
+        existing.state != "scheduled"
+        and before is not None
         and after is not None
         and existing.before_report_id == before.id
         and existing.after_report_id == after.id
