@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.references import References
-from bench.stats import Row
+from bench.stats import Row, Table
 
 BASELINE = "darkroom diff_images"
 
@@ -83,10 +83,12 @@ def contenders(refs: References, before: Path, after: Path, out: Path) -> dict[s
     return found
 
 
-def run(refs: References, inputs: dict[str, Path], rounds: int) -> tuple[list[Row], dict]:
-    """``rounds`` interleaved rounds after one warm-up round; rows in contender order."""
+def run(settings) -> list[Table]:
+    """``settings.rounds`` interleaved rounds after one warm-up round; rows in contender
+    order."""
+    rounds, inputs = settings.rounds, settings.inputs
     with tempfile.TemporaryDirectory(prefix="darkroom-bench-diff-") as scratch:
-        calls = contenders(refs, inputs["before"], inputs["after"], Path(scratch))
+        calls = contenders(settings.refs, inputs["before"], inputs["after"], Path(scratch))
         changed: dict[str, int | None] = {}
         for name, call in calls.items():  # warm-up: page cache, node's start, libvips init
             changed[name] = call()
@@ -97,4 +99,6 @@ def run(refs: References, inputs: dict[str, Path], rounds: int) -> tuple[list[Ro
                 call()
                 latencies[name].append(time.perf_counter() - start)
     rows = [Row(name, latencies[name], note=f"changed pixels: {changed[name]}") for name in calls]
-    return rows, {"changed_pixels": changed}
+    title = f"4. Pixel diff 1280×2000, decode + diff + diff image ({rounds} interleaved rounds)"
+    extra = {"changed_pixels": changed, "rounds": rounds}
+    return [Table("diff", title, rows, BASELINE, extra)]

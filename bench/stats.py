@@ -49,6 +49,18 @@ class Row:
         return data
 
 
+@dataclass
+class Table:
+    """One printed table of a scenario: its rows, the row the ratios are against, and what
+    else goes into its ``var/bench/<name>.json``."""
+
+    name: str
+    title: str
+    rows: list[Row]
+    baseline: str
+    extra: dict = field(default_factory=dict)
+
+
 def ratios(rows: list[Row], baseline: str) -> dict[str, dict[str, float]]:
     """Per row, ``p50`` = its p50 over the baseline's (lower is better) and ``rps`` = its
     throughput over the baseline's (higher is better), when both are known."""

@@ -460,6 +460,15 @@ OPERATIONS: list[Op] = [
     ),
     Op(
         "GET",
+        "/user/images/{image_id}/derived",
+        PROG,
+        "One of the caller's images through the process options, made on first request",
+        ANY,
+        content=IMAGE,
+        query=("thumb_w", "thumb_h", "quality", "rotation", "filter", "round_corners", "format"),
+    ),
+    Op(
+        "GET",
         "/uploads/image/file/{image_id}/{name}",
         PROG,
         "A variant (file, thumb, mini) of a Progimage image",

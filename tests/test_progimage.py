@@ -196,6 +196,88 @@ async def test_the_same_request_is_computed_once(stack, http, account):
     assert counts == []
 
 
+async def derived(http, stack, account, image_id: str, query: str, **kwargs):
+    return await http.get(
+        f"{stack.url}/user/images/{image_id}/derived?{query}",
+        headers={**bearer(account), **kwargs.pop("headers", {})},
+        **kwargs,
+    )
+
+
+async def derivative_rows(stack) -> int:
+    async with stack.apps["processing"][POOL].acquire() as conn:
+        return await conn.fetchval("SELECT count(*) FROM derivatives")
+
+
+async def test_a_derived_image_is_made_on_first_request_then_served_from_the_store(
+    stack, http, account
+):
+    first = await post_images(http, stack, account, {"file": b64(photo(640, 400, ".jpg", 80))})
+    image_id = (await first.json())["data"]["id"]
+    rows = await derivative_rows(stack)
+    query = "thumb_w=300&quality=80&rotation=90"
+    cold = await derived(http, stack, account, image_id, query)
+    assert cold.status == 200, await cold.text()
+    body = await cold.read()
+    image = pyvips.Image.new_from_buffer(body, "")
+    # Turned a quarter, then fitted 300 wide: 400x640 → 300x480.
+    assert (image.width, image.height) == (300, 480)
+    assert cold.headers["Content-Type"] == "image/jpeg"
+    assert cold.headers["Cache-Control"].startswith("private")
+    assert await derivative_rows(stack) == rows + 1
+    # The same options spelled otherwise name the same derivative: computed once.
+    warm = await derived(http, stack, account, image_id, "rotation=90.0&thumb_w=300&quality=80")
+    assert warm.status == 200 and await warm.read() == body
+    assert warm.headers["ETag"] == cold.headers["ETag"]
+    assert await derivative_rows(stack) == rows + 1
+    again = await derived(
+        http, stack, account, image_id, query, headers={"If-None-Match": cold.headers["ETag"]}
+    )
+    assert again.status == 304
+    part = await derived(http, stack, account, image_id, query, headers={"Range": "bytes=0-9"})
+    assert part.status == 206 and await part.read() == body[:10]
+    png = await derived(http, stack, account, image_id, "thumb_h=50&format=png")
+    assert png.status == 200 and png.headers["Content-Type"] == "image/png"
+    assert pyvips.Image.new_from_buffer(await png.read(), "").height == 50
+
+
+@pytest.mark.parametrize(
+    ("query", "fragment"),
+    [
+        ("thumb_w=0", "thumb_w"),
+        ("quality=101", "quality"),
+        ("filter=sepia", "filter"),
+        ("format=tiff", "format"),
+        ("width=300", "Unknown parameter: width"),
+        ("thumb_w=10&thumb_w=20", "more than once"),
+        ("rotation=NaN", "rotation"),
+    ],
+)
+async def test_bad_derived_options_are_refused_and_nothing_is_made(
+    stack, http, account, query, fragment
+):
+    first = await post_images(http, stack, account, {"file": b64(photo(seed=81))})
+    image_id = (await first.json())["data"]["id"]
+    rows, before = await derivative_rows(stack), await stored_keys(stack)
+    response = await derived(http, stack, account, image_id, query)
+    assert response.status == 422, await response.text()
+    error = (await response.json())["error"]
+    assert error["code"] == "invalid_request" and fragment in error["message"]
+    assert await derivative_rows(stack) == rows
+    assert await stored_keys(stack) == before
+
+
+async def test_derived_images_are_the_owners_only(stack, http, account, other_account):
+    first = await post_images(http, stack, account, {"file": b64(photo(seed=82))})
+    image_id = (await first.json())["data"]["id"]
+    for who, path_id in ((other_account, image_id), (account, str(uuid.uuid4())), (account, "x")):
+        response = await derived(http, stack, who, path_id, "thumb_w=10")
+        assert response.status == 404, (path_id, await response.text())
+        assert (await response.json())["error"]["code"] == "not_found"
+    async with http.get(f"{stack.url}/user/images/{image_id}/derived?thumb_w=10") as anonymous:
+        assert anonymous.status == 401
+
+
 @pytest.mark.parametrize(
     ("process", "label", "fragment"),
     [

@@ -16,6 +16,7 @@ import re
 import secrets
 import unicodedata
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
@@ -607,6 +608,29 @@ def progimage_variants(transform: Transform, media_type: str) -> Variants:
     else:
         thumb = whole.boxed(transform.thumb_w, transform.thumb_h)
     return Variants(whole, thumb, whole.boxed(MINI_BOX, MINI_BOX))
+
+
+#: The query parameters of ``GET /user/images/{id}/derived``: the process options, and the
+#: output format.
+DERIVED_QUERY = OPTION_NAMES | {"format"}
+
+
+def parse_derived_query(pairs: Iterable[tuple[str, str]], media_type: str) -> Transform:
+    """The transform a ``GET /user/images/{id}/derived`` query (its ``(name, value)`` pairs)
+    names, for an original of ``media_type``: the process options as ``POST /user/images``
+    takes them, the box sizing the output, and ``format`` (``jpeg``, ``png``, ``webp``; by
+    default the original's own, GIF becoming PNG). Unknown or repeated parameters are
+    refused, so that a typo is not silently another image."""
+    query: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in DERIVED_QUERY:
+            raise errors.InvalidRequest(f"Unknown parameter: {name}")
+        if name in query:
+            raise errors.InvalidRequest(f"{name}: given more than once")
+        query[name] = value
+    transform = parse_options(query)
+    output = query.get("format") or output_format(media_type)
+    return transform.with_format(output.strip().lower())
 
 
 def upload_path(image_id: str, variant: str, extension: str) -> str:

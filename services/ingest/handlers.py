@@ -461,6 +461,28 @@ async def progimage_list(request: web.Request) -> web.Response:
     )
 
 
+async def progimage_derived(request: web.Request) -> web.StreamResponse:
+    """``GET|HEAD /user/images/{image_id}/derived?thumb_w&thumb_h&quality&rotation&filter
+    &round_corners&format``: one of the caller's images through those options, made on the
+    first request and served from the store after (ETag, Range, immutable caching)."""
+    principal = require_account(request)
+    _account_id, user_id = _account_and_user(principal)
+    image_id = _path_id(request, "image_id", "image")
+    derivative = await request.app[PROGIMAGE].derived(
+        user_id, image_id, list(request.query.items())
+    )
+    tag = derivative.key.rsplit("/", 1)[-1].split(".", 1)[0]
+    return await _stream(
+        request,
+        derivative.key,
+        tag,
+        derivative.size,
+        derivative.media_type,
+        # The URL names one immutable image, but only for this caller's credentials.
+        cache_control="private, max-age=31536000, immutable",
+    )
+
+
 async def serve_upload(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /uploads/image/file/{image_id}/{name}``: a variant of a Progimage image."""
     image_id = request.match_info["image_id"]

@@ -56,6 +56,15 @@ class Plan:
     variants: domain.Variants
 
 
+@dataclass(frozen=True)
+class Derivative:
+    """A stored derivative: where it is, how many bytes, what type."""
+
+    key: str
+    size: int
+    media_type: str
+
+
 class ProgimageUploads:
     """Runs ``POST /user/images`` requests against the pool, the store and processing."""
 
@@ -97,6 +106,35 @@ class ProgimageUploads:
         except BaseException:
             await self._release(written)
             raise
+
+    async def derived(
+        self, user_id: uuid.UUID, image_id: uuid.UUID, pairs: list[tuple[str, str]]
+    ) -> Derivative:
+        """One of ``user_id``'s images through the transform ``pairs`` name, computed now
+        unless it was before (by anyone: derivatives are keyed by content and transform).
+
+        Raises :class:`errors.NotFound` for an image that is not the user's,
+        :class:`errors.InvalidRequest` for bad options or an original that cannot be
+        processed and :class:`errors.Unavailable` when processing does not answer in time.
+        """
+        async with self.pool.acquire() as conn:
+            original = await repo.progimage_original(conn, user_id, image_id)
+        if original is None:
+            raise errors.NotFound("No such image")
+        transform = domain.parse_derived_query(pairs, original.media_type)
+        wanted = DerivativeRequest(
+            original.sha256, domain.blob_key(original.sha256), original.media_type, transform
+        )
+        try:
+            outcomes = await self.pending.obtain([wanted], self.config.processing_timeout_seconds)
+        except ProcessingTimedOut:
+            raise errors.Unavailable(
+                "Image processing is taking too long; try again", retry_after=5
+            ) from None
+        outcome = outcomes[wanted.key]
+        if not outcome.ok:
+            raise errors.InvalidRequest(outcome.message or "The image cannot be processed")
+        return Derivative(wanted.key, outcome.size, transform.media_type)
 
     async def _original(
         self,

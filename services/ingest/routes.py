@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
     # Progimage
     app.router.add_post("/user/images", handlers.progimage_upload)
     app.router.add_get("/user/images", handlers.progimage_list)
+    app.router.add_get("/user/images/{image_id}/derived", handlers.progimage_derived)
     app.router.add_get("/uploads/image/file/{image_id}/{name}", handlers.serve_upload)
     # hash file host
     app.router.add_post("/api/upload", handlers.api_upload)
