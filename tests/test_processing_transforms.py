@@ -14,9 +14,11 @@ from services.processing.transforms import (
     COLORTONE_HIGHLIGHT,
     COLORTONE_SHADOW,
     Derived,
+    Header,
     Limits,
     UndecodableImage,
     derive,
+    jpeg_shrink,
 )
 from shared.derivatives import FILTERS, Transform
 
@@ -160,6 +162,32 @@ def test_thumbnail_fits_the_box_keeping_the_aspect() -> None:
     assert (image.width, image.height) == (100, 50)
     only_height = decode(derive(data, Transform(format="png", thumb_h=50), LIMITS))
     assert (only_height.width, only_height.height) == (100, 50)
+
+
+@pytest.mark.parametrize(
+    ("size", "box", "shrink"),
+    [
+        ((4000, 3000), (300, 10_000_000), 8),  # 500 px wide decoded, resized to 300
+        ((4000, 3000), (600, 600), 4),  # 8 would decode 500 px, below the 600 wanted
+        ((640, 480), (300, 300), 2),
+        ((400, 300), (300, 300), 1),
+        ((4000, 500), (300, 300), 8),  # a panorama is bound by its width only
+    ],
+)
+def test_a_jpeg_decodes_at_the_largest_dct_scale_that_covers_the_box(size, box, shrink) -> None:
+    assert jpeg_shrink(Header(*size, 1, "JPEG"), box) == shrink
+    assert jpeg_shrink(Header(*size, 1, "PNG"), box) == 1
+
+
+def test_a_jpeg_thumbnail_shrunk_on_load_is_upright_and_exactly_sized() -> None:
+    sideways = marked(1600, 1200).copy()
+    sideways.set_type(pyvips.GValue.gint_type, "orientation", 6)
+    image = decode(derive(jpeg(sideways), Transform(thumb_w=150), LIMITS))
+    # Upright it is 1200x1600; decoded at 1/8 (150x200) and fitted 150 wide.
+    assert (image.width, image.height) == (150, 200)
+    assert image(image.width - 1, 0)[0] > 100 > image(0, image.height - 1)[0]
+    plain = decode(derive(jpeg(natural(640, 480)), Transform(thumb_w=300), LIMITS))
+    assert (plain.width, plain.height) == (300, 225)
 
 
 def test_thumbnail_never_enlarges() -> None:
