@@ -5,4 +5,6 @@ from gateway.config import GatewayConfig
 from shared import runtime
 
 if __name__ == "__main__":
-    runtime.serve(GatewayConfig, create_app, "gateway", server_limits)
+    # A proxy holds no state of its own: when a client goes away, stop its request, which
+    # closes the upstream connection, so the service behind can drop the work too.
+    runtime.serve(GatewayConfig, create_app, "gateway", server_limits, cancel_on_disconnect=True)

@@ -14,6 +14,11 @@ The conversation, over the event stream:
   cached}`` — ``key`` is in the blob store now (``cached``: it already was).
 * ``derivative.failed`` ``{key, original_sha256, code, message}`` — the original cannot be
   turned into ``key`` (undecodable, over a limit): a fact about the input, not a transient error.
+* ``derivative.abandoned`` ``{key, request}`` — whoever asked for ``key`` with the
+  ``derivative.requested`` event whose id is ``request`` no longer waits (its client went away
+  or it timed out). Every processing replica hears it; one that has not begun that request
+  yet skips it, so a burst of requests cut off leaves no queue of work nobody wants. A hint:
+  if it arrives late, the work is merely done.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from shared.errors import InvalidRequest
 DERIVATIVE_REQUESTED = "derivative.requested"
 DERIVATIVE_COMPUTED = "derivative.computed"
 DERIVATIVE_FAILED = "derivative.failed"
+DERIVATIVE_ABANDONED = "derivative.abandoned"
 
 #: The filters a transform may name; each is a fixed libvips recipe in processing.
 FILTERS = ("toaster", "lomo", "kelvin", "colortone", "gotham")

@@ -96,6 +96,13 @@ class RateLimitExceeded(DarkroomError):
     status, code, default_message = 429, "rate_limit_exceeded", "API request rate limit exceeded"
 
 
+class ClientGone(DarkroomError):
+    """The client closed the connection before its answer was ready (499, as nginx logs it):
+    nobody reads this answer, but the metrics and logs should say why the work stopped."""
+
+    status, code, default_message = 499, "client_closed_request", "The client went away"
+
+
 class Unavailable(DarkroomError):
     """A dependency is down; the client should retry after ``retry_after`` seconds (503)."""
 

@@ -9,14 +9,16 @@ not verify, so nobody who reaches a service port directly can claim to be anyone
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
@@ -25,6 +27,8 @@ from yarl import URL
 from shared import errors
 from shared.db import CONNECTION_ERRORS, UNSTORABLE_TEXT
 from shared.logging import get_logger, new_request_id, request_id_var
+
+T = TypeVar("T")
 
 log = get_logger("darkroom.http")
 
@@ -246,6 +250,30 @@ class InternalClient:
         ) as response:
             body = await response.json(content_type=None) if response.content_length != 0 else None
             return response.status, body
+
+
+async def unless_disconnected(request: web.Request, work: Awaitable[T], every: float = 0.05) -> T:
+    """The result of ``work``, unless the client closes its connection first: then ``work``
+    is cancelled and :class:`errors.ClientGone` raised.
+
+    For handlers that wait long for work nobody else needs (an image made on request): aiohttp
+    only cancels handlers on disconnect when the whole server is told to, which would also
+    interrupt state changes halfway; this looks at the connection every ``every`` seconds.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                raise errors.ClientGone()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 async def read_form(request: web.Request) -> Mapping[str, Any]:

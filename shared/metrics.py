@@ -76,6 +76,12 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
+        self.jobs_skipped = Counter(
+            "darkroom_processing_skipped_total",
+            "Image jobs not done because their askers stopped waiting first, by operation.",
+            ("process", "operation"),
+            registry=r,
+        )
         self.storage_written = Counter(
             "darkroom_storage_written_bytes",
             "Bytes written to the blob store, by backend.",
@@ -111,6 +117,10 @@ class Metrics:
     def job_done(self, operation: str, seconds: float) -> None:
         """Observe one image job's duration (``derive``, ``analyse`` or ``diff``)."""
         self.processing_duration.labels(self.process, operation).observe(seconds)
+
+    def job_skipped(self, operation: str) -> None:
+        """Count one image job skipped because nobody waited for it any more."""
+        self.jobs_skipped.labels(self.process, operation).inc()
 
     def storage_bytes(self, backend: str, direction: str, count: int) -> None:
         """Count bytes the blob store wrote (``direction="write"``) or read (``"read"``)."""

@@ -208,6 +208,7 @@ def run(
     name: str,
     server_args: dict | None = None,
     grace: float = 20.0,
+    cancel_on_disconnect: bool = False,
 ) -> None:
     """Run an app until SIGINT/SIGTERM; a missing dependency is one line on stderr, exit 1.
 
@@ -215,7 +216,8 @@ def run(
     consumers are cancelled — then gives the requests and deliveries in flight ``grace``
     seconds to finish (the rest are answered 503 by aiohttp's cancellation or go back to their
     queue), closes its pools and exits 0. ``server_args`` go to aiohttp's protocol handler
-    (e.g. header parser limits).
+    (e.g. header parser limits). ``cancel_on_disconnect`` cancels a request's handler when
+    its client goes away (for a process that changes no state of its own: the gateway).
     """
     try:
         app = build()
@@ -227,6 +229,7 @@ def run(
             shutdown_timeout=grace,
             access_log=None,
             handler_args=server_args,
+            handler_cancellation=cancel_on_disconnect,
         )
     except (ConfigError, Unavailable) as exc:
         print(f"{name}: {exc}", file=sys.stderr)
@@ -241,9 +244,10 @@ def serve(
     create_app: Callable[[T], web.Application],
     name: str,
     server_args: Callable[[T], dict] | None = None,
+    cancel_on_disconnect: bool = False,
 ) -> None:
     """A process's ``main``: read the configuration once, configure logging, serve on the
-    ``<name>_port`` setting until stopped."""
+    ``<name>_port`` setting until stopped (see :func:`run` for ``cancel_on_disconnect``)."""
     settings = load_or_exit(config_cls, name)
     configure_logging(settings.log_level, settings.log_format, process=name)
     run(
@@ -253,6 +257,7 @@ def serve(
         name,
         server_args(settings) if server_args else None,
         grace=getattr(settings, "shutdown_grace", 20.0),
+        cancel_on_disconnect=cancel_on_disconnect,
     )
 
 

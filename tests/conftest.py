@@ -238,7 +238,10 @@ async def start_stack(env: dict[str, str]) -> Stack:
         config = load(config_cls, env)
         app = create_app(config)
         limits = server_limits(config) if name == "gateway" else {}
-        runner = web.AppRunner(app, access_log=None, **limits)
+        # As the gateway's __main__ runs it: a client gone cancels its request.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=name == "gateway", **limits
+        )
         await runner.setup()
         port = int(env["DARKROOM_PORT" if name == "gateway" else f"DARKROOM_{name.upper()}_PORT"])
         await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import ipaddress
@@ -239,6 +240,54 @@ async def test_a_derived_image_is_made_on_first_request_then_served_from_the_sto
     png = await derived(http, stack, account, image_id, "thumb_h=50&format=png")
     assert png.status == 200 and png.headers["Content-Type"] == "image/png"
     assert pyvips.Image.new_from_buffer(await png.read(), "").height == 50
+
+
+async def test_a_derived_image_whose_client_went_away_is_not_made(stack, http, account):
+    """Clients that give up (here: a 0.3 s timeout) while processing is busy withdraw their
+    requests: processing skips them instead of leaving a queue of images nobody reads, and
+    the same request asked again later is made as usual."""
+    from tests.test_metrics import scrape, value
+
+    smooth = pyvips.Image.xyz(4000, 3000)
+    big = (smooth[0] / 16).bandjoin([smooth[1] / 12, smooth[0] / 32]).cast("uchar")
+    first = await post_images(http, stack, account, {"file": b64(big.jpegsave_buffer(Q=70))})
+    assert first.status == 201, await first.text()
+    image_id = (await first.json())["data"]["id"]
+    metrics_url = stack.service_urls["processing"]
+
+    async def skipped() -> float:
+        return value(await scrape(http, metrics_url), "darkroom_processing_skipped_total")
+
+    before = await skipped()
+    # Full-size work that keeps both workers busy for a while, queued first.
+    heavy = [
+        asyncio.ensure_future(derived(http, stack, account, image_id, f"rotation={d}&quality=95"))
+        for d in (90, 180, 270, 45, 135, 225, 315, 30)
+    ]
+    await asyncio.sleep(0.2)
+    light = [f"thumb_w={10 + n}" for n in range(3)]
+    # Two clients want this one; the first to give up must not withdraw the other's.
+    shared = "thumb_w=20"
+    patient = asyncio.ensure_future(derived(http, stack, account, image_id, shared))
+    given_up = await asyncio.gather(
+        *(
+            derived(http, stack, account, image_id, query, timeout=aiohttp.ClientTimeout(total=0.3))
+            for query in (*light, shared)
+        ),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, TimeoutError) for outcome in given_up), given_up
+    for answer in await asyncio.gather(*heavy, patient):
+        assert answer.status == 200, await answer.text()
+    deadline = asyncio.get_running_loop().time() + 15
+    while await skipped() < before + len(light):
+        assert asyncio.get_running_loop().time() < deadline, "the requests were not skipped"
+        await asyncio.sleep(0.1)
+    rows = await derivative_rows(stack)
+    again = await derived(http, stack, account, image_id, light[0])
+    assert again.status == 200, await again.text()
+    assert pyvips.Image.new_from_buffer(await again.read(), "").width == 10
+    assert await derivative_rows(stack) == rows + 1
 
 
 @pytest.mark.parametrize(

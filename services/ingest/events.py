@@ -20,6 +20,10 @@ BLOB_DELETED = "blob.deleted"
 #: for their variants.
 DERIVATIVE_REQUESTED = derivatives.DERIVATIVE_REQUESTED
 
+#: ``derivative.abandoned`` (see :mod:`shared.derivatives`) — nobody here waits any more for a
+#: derivative this process asked for (its requests' clients went away or timed out).
+DERIVATIVE_ABANDONED = derivatives.DERIVATIVE_ABANDONED
+
 #: ``analysis.requested`` (see :mod:`shared.analysis`) — a computed batch's images, one event
 #: each, for processing's quality analysis.
 ANALYSIS_REQUESTED = analysis.ANALYSIS_REQUESTED

@@ -29,7 +29,13 @@ from services.ingest.config import IngestConfig
 from services.ingest.progimage import ProgimageUploads
 from services.ingest.subjects import Subjects
 from shared import errors
-from shared.http import Principal, principal_of, read_json_object, require_account
+from shared.http import (
+    Principal,
+    principal_of,
+    read_json_object,
+    require_account,
+    unless_disconnected,
+)
 from shared.logging import get_logger
 from shared.pages import Pages, redirect
 from shared.pagination import Window, offset_window, page_answer, page_window
@@ -468,8 +474,11 @@ async def progimage_derived(request: web.Request) -> web.StreamResponse:
     principal = require_account(request)
     _account_id, user_id = _account_and_user(principal)
     image_id = _path_id(request, "image_id", "image")
-    derivative = await request.app[PROGIMAGE].derived(
-        user_id, image_id, list(request.query.items())
+    # A client that goes away (the gateway closes its upstream connection then) withdraws
+    # its request, so a burst cut off leaves no queue of images nobody will read.
+    derivative = await unless_disconnected(
+        request,
+        request.app[PROGIMAGE].derived(user_id, image_id, list(request.query.items())),
     )
     tag = derivative.key.rsplit("/", 1)[-1].split(".", 1)[0]
     return await _stream(

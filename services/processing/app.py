@@ -9,7 +9,7 @@ from pathlib import Path
 import pyvips
 from aiohttp import web
 
-from services.processing import consumers
+from services.processing import consumers, events
 from services.processing.config import ProcessingConfig
 from services.processing.consumers import (
     ANALYSES,
@@ -22,6 +22,7 @@ from services.processing.consumers import (
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
 from shared import metrics, runtime
+from shared.events import BroadcastListener
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
 
@@ -71,6 +72,26 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
     return context
 
 
+def abandonments() -> runtime.CleanupContext:
+    """Every replica hears ``derivative.abandoned`` on a private queue, so whichever holds
+    the request skips it."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        listener = BroadcastListener(
+            app[runtime.BROKER],
+            "processing.abandoned",
+            events.BROADCAST,
+            app[DERIVATIVES].on_abandoned,
+        )
+        await listener.start()
+        try:
+            yield
+        finally:
+            await listener.stop()
+
+    return context
+
+
 def create_app(config: ProcessingConfig) -> web.Application:
     """The processing app: blob store and worker threads first (the consumers need them from
     their first delivery), then pool on schema ``processing``, broker, outbox relay,
@@ -84,6 +105,7 @@ def create_app(config: ProcessingConfig) -> web.Application:
             *runtime.service_contexts(
                 config, SCHEMA, HERE / "migrations", consumers.subscriptions(app, config)
             ),
+            abandonments(),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

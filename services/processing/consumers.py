@@ -110,9 +110,27 @@ class DerivativeWorks(Works):
 
     operation = "derive"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Requests whose askers stopped waiting (fed by ``derivative.abandoned``).
+        self.abandoned = domain.Abandonments()
+
+    async def on_abandoned(self, envelope: Envelope) -> None:
+        """Remember a ``derivative.abandoned`` (heard by every replica), so that its request
+        is skipped if it has not begun here."""
+        request_id = envelope.data.get("request")
+        if isinstance(request_id, str):
+            self.abandoned.add(request_id, time.monotonic())
+
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        """Handle one ``derivative.requested`` inside the consumer's transaction on ``conn``."""
+        """Handle one ``derivative.requested`` inside the consumer's transaction on ``conn``;
+        one abandoned before it began is skipped (nobody waits for its answer)."""
         data = envelope.data
+        if envelope.id in self.abandoned:
+            log.info("derivative.skipped", key=data.get("key"), reason="abandoned")
+            if self.metrics is not None:
+                self.metrics.job_skipped(self.operation)
+            return
         key = domain.requested_key(data)
         try:
             request = domain.read_request(data)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,35 @@ def _requested_original(data: Mapping[str, Any]) -> tuple[str, str]:
 def lock_name(key: str) -> str:
     """The name of the advisory lock that serialises every computation of ``key``."""
     return f"processing.derivative.{key}"
+
+
+class Abandonments:
+    """The ids of ``derivative.requested`` events whose askers stopped waiting, remembered
+    for ``keep`` seconds (a request still queued after that is long past anyone's timeout)
+    and at most ``most`` of them (the oldest forgotten first)."""
+
+    def __init__(self, keep: float = 600.0, most: int = 100_000) -> None:
+        self.keep = keep
+        self.most = most
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, request_id: str, now: float) -> None:
+        """Remember that ``request_id`` was abandoned at ``now`` (seconds, monotonic)."""
+        self._seen[request_id] = now
+        self._seen.move_to_end(request_id)
+        self._forget(now)
+
+    def __contains__(self, request_id: object) -> bool:
+        return request_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def _forget(self, now: float) -> None:
+        while self._seen and (
+            len(self._seen) > self.most or next(iter(self._seen.values())) < now - self.keep
+        ):
+            self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,20 @@ The derivative conversation's names and payloads are the contract in
 
 from shared.analysis import ANALYSIS_COMPLETED, ANALYSIS_FAILED, ANALYSIS_REQUESTED
 from shared.comparisons import COMPARISON_DIFFED, COMPARISON_REQUESTED
-from shared.derivatives import DERIVATIVE_COMPUTED, DERIVATIVE_FAILED, DERIVATIVE_REQUESTED
+from shared.derivatives import (
+    DERIVATIVE_ABANDONED,
+    DERIVATIVE_COMPUTED,
+    DERIVATIVE_FAILED,
+    DERIVATIVE_REQUESTED,
+)
 
 #: Routing keys processing consumes, each on its own queue of competing consumers:
 #: ``derivative.requested``, ``analysis.requested`` and ``comparison.requested``.
 CONSUMED: tuple[str, ...] = (DERIVATIVE_REQUESTED, ANALYSIS_REQUESTED, COMPARISON_REQUESTED)
+
+#: Routing keys every processing replica hears on its private queue: ``derivative.abandoned``
+#: (a request whose asker stopped waiting, skipped if not yet begun).
+BROADCAST: tuple[str, ...] = (DERIVATIVE_ABANDONED,)
 
 #: Events processing publishes: ``derivative.computed`` (the key is stored, or already was),
 #: ``derivative.failed`` (the original cannot become that derivative), ``analysis.completed``
