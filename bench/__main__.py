@@ -1,4 +1,4 @@
-# ruff: noqa: RUF001, RUF003  (a bench runs its own tools; figures use ×)
+# ruff: noqa: RUF003  (a bench runs its own tools; figures use ×)
 """``make bench``: install the references, generate the inputs, run each scenario, print one
 table per scenario and load, and write ``var/bench/<table>.json``.
 
@@ -50,7 +50,7 @@ class Settings:
 
 def report(result: Table) -> None:
     """Print the table and write ``var/bench/<name>.json``."""
-    print(table(result.title, result.rows, result.baseline), flush=True)
+    print(table(result.title, result.rows, result.baseline, result.versus), flush=True)
     print(flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     document = {
@@ -60,6 +60,7 @@ def report(result: Table) -> None:
         "baseline": result.baseline,
         "rows": [row.as_dict() for row in result.rows],
         "ratios": ratios(result.rows, result.baseline),
+        "ratios_versus": {name: ratios(result.rows, name) for name in result.versus},
         **result.extra,
     }
     (OUT / f"{result.name}.json").write_text(json.dumps(document, indent=2) + "\n")

@@ -1,4 +1,4 @@
-# ruff: noqa: S603, RUF002, RUF003  (a bench runs its own tools; figures use ×)
+# ruff: noqa: S603, RUF001, RUF002, RUF003  (a bench runs its own tools; figures use ×)
 """Scenario 4: pixel diff of the 1280×2000 screenshot pair, decode + diff + diff image written.
 
 Darkroom's ``diff_images`` in-process (files read, diff PNG written) against the odiff binary

@@ -21,7 +21,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-DATABASE = "darkroom_bench"
 SERVICES = ("auth", "ingest", "processing", "reports")
 
 
@@ -35,6 +34,7 @@ def free_port() -> int:
 class Platform:
     env: dict[str, str]
     url: str
+    database: str
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     scratch: tempfile.TemporaryDirectory | None = None
 
@@ -77,17 +77,18 @@ class Platform:
                 process.wait()
         if self.scratch is not None:
             self.scratch.cleanup()
+        _drop_database(self.database)
 
 
-def _env(scratch: Path) -> dict[str, str]:
+def _env(scratch: Path, database: str) -> dict[str, str]:
     ports = {name: free_port() for name in ("gateway", *SERVICES)}
     env = {
         "DARKROOM_INTERNAL_KEY": secrets.token_urlsafe(32),
         "DARKROOM_SECRETS_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         "DARKROOM_SIGNING_KEY": secrets.token_urlsafe(32),
-        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{DATABASE}",
+        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
         "AMQP_URL": AMQP_URL,
-        "DARKROOM_EXCHANGE": "darkroom_bench",
+        "DARKROOM_EXCHANGE": database,
         "DARKROOM_SECRETS_DIR": str(scratch / "no-secrets-here"),
         "DARKROOM_BLOB_DIR": str(scratch / "blobs"),
         "DARKROOM_MAIL_DIR": str(scratch / "mail"),
@@ -102,7 +103,7 @@ def _env(scratch: Path) -> dict[str, str]:
     return env
 
 
-def _drop_database() -> None:
+def _drop_database(database: str) -> None:
     import asyncio
 
     import asyncpg
@@ -110,21 +111,29 @@ def _drop_database() -> None:
     async def drop() -> None:
         admin = await asyncpg.connect(PG_ADMIN)
         try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await admin.close()
 
     asyncio.run(drop())
 
 
-def start(timeout: float = 60.0) -> Platform:
-    """A fresh ``darkroom_bench`` database, migrated; every service, then the gateway; ready
-    when the gateway's ``/readyz`` says every service is."""
+def start(timeout: float = 60.0, env: dict[str, str] | None = None) -> Platform:
+    """A fresh database of its own (``darkroom_bench_<id>``, dropped at :meth:`Platform.stop`)
+    and exchange, migrated; every service, then the gateway; ready when the gateway's
+    ``/readyz`` says every service is. ``env`` adds or overrides settings."""
     scratch = tempfile.TemporaryDirectory(prefix="darkroom-bench-")
-    env = _env(Path(scratch.name))
-    platform = Platform(env=env, url=env["DARKROOM_PUBLIC_URL"], scratch=scratch)
+    database = f"darkroom_bench_{secrets.token_hex(4)}"
+    platform_env = {**_env(Path(scratch.name), database), **(env or {})}
+    platform = Platform(
+        env=platform_env,
+        url=platform_env["DARKROOM_PUBLIC_URL"],
+        database=database,
+        scratch=scratch,
+    )
+    env = platform_env
     try:
-        _drop_database()
+        _drop_database(database)
         platform.cli("migrate")
         for name in (*SERVICES, "gateway"):
             module = "gateway" if name == "gateway" else f"services.{name}"

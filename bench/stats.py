@@ -59,6 +59,8 @@ class Table:
     rows: list[Row]
     baseline: str
     extra: dict = field(default_factory=dict)
+    #: Other rows to print throughput ratios against (a reference beside the ceiling).
+    versus: tuple[str, ...] = ()
 
 
 def ratios(rows: list[Row], baseline: str) -> dict[str, dict[str, float]]:
@@ -82,12 +84,17 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def table(title: str, rows: list[Row], baseline: str) -> str:
-    """A plain-text table of ``rows`` with ratios to the row named ``baseline``."""
+def table(title: str, rows: list[Row], baseline: str, versus: tuple[str, ...] = ()) -> str:
+    """A plain-text table of ``rows`` with ratios to the row named ``baseline`` (p50 and
+    throughput) and throughput ratios to each row named in ``versus``."""
     rel = ratios(rows, baseline)
+    others = [name for name in versus if any(row.name == name for row in rows)]
     header = ["", "n", "req/s", "p50 ms", "p99 ms", "peak RSS MB", "p50 ratio"]
-    if any(row.rps is not None for row in rows):
+    throughput = any(row.rps is not None for row in rows)
+    if throughput:
         header.append("req/s ratio")
+        header += [f"req/s vs {name}" for name in others]
+    against = {name: ratios(rows, name) for name in others}
     lines = [header]
     for row in rows:
         line = [
@@ -99,9 +106,10 @@ def table(title: str, rows: list[Row], baseline: str) -> str:
             _fmt(row.peak_rss_mb, ".0f"),
             _fmt(rel[row.name].get("p50"), ".2f") + "×",
         ]
-        if len(header) == 8:
-            rps = rel[row.name].get("rps")
-            line.append(_fmt(rps, ".2f") + "×" if rps is not None else "-")
+        if throughput:
+            for source in (rel, *against.values()):
+                rps = source[row.name].get("rps")
+                line.append(_fmt(rps, ".2f") + "×" if rps is not None else "-")
         lines.append(line)
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = [title, f"(ratios against {baseline})"]
