@@ -190,6 +190,25 @@ def test_a_jpeg_thumbnail_shrunk_on_load_is_upright_and_exactly_sized() -> None:
     assert (plain.width, plain.height) == (300, 225)
 
 
+@pytest.mark.parametrize(
+    ("transform", "size"),
+    [
+        (Transform(rotation=90, thumb_w=1200), (1200, 1600)),  # shrunk a little, then turned
+        (Transform(rotation=90, thumb_w=5000), (1500, 2000)),  # a box it already fits
+        (Transform(rotation=45, thumb_w=1800), (1798, 1798)),  # the turned canvas, floored
+        (Transform(rotation=270, thumb_h=300), (225, 300)),  # shrunk on load, then turned
+    ],
+)
+def test_a_large_photo_turned_and_boxed_is_not_mistaken_for_a_corrupt_one(
+    transform: Transform, size: tuple[int, int]
+) -> None:
+    """A box that shrinks a large image by less than 2x (or not at all) goes through a
+    sequential pipeline; turning it afterwards reads out of order. Refused as "truncated or
+    corrupt" until the shrunk image was held in memory first."""
+    image = decode(derive(jpeg(natural(2000, 1500)), transform, LIMITS))
+    assert (image.width, image.height) == size
+
+
 def test_thumbnail_never_enlarges() -> None:
     image = decode(derive(png(natural(400, 200)), Transform(thumb_w=1000, thumb_h=1000), LIMITS))
     assert (image.width, image.height) == (400, 200)

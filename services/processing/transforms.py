@@ -143,6 +143,10 @@ def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
     """The original upright (EXIF orientation applied), in 8-bit sRGB, already shrunk as far
     as the box will allow after the rotation."""
     box = _preshrink_box(transform, header.width, header.height)
+    if box is not None and min(box[0] / header.width, box[1] / header.height) >= 1:
+        # A box the image already fits shrinks nothing: load it whole (a thumbnail pipeline
+        # is sequential, and a turn after it would read out of order).
+        box = None
     shrink = 1 if box is None else jpeg_shrink(header, box)
     if shrink > 1:
         # libvips' thumbnail keeps twice the box through its JPEG shrink-on-load; decoding at
@@ -170,6 +174,11 @@ def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
         access = "random" if turns else "sequential"
         image = pyvips.Image.new_from_buffer(data, "", access=access, fail_on="error")
         image = image.autorot()
+        return to_srgb(image)
+    if transform.rotation != 0:
+        # A shrunk image comes out of a sequential pipeline, and turning it reads out of
+        # order: past libvips' small line cache that fails. It is at most the box, so hold it.
+        image = image.copy_memory()
     return to_srgb(image)
 
 
