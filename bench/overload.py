@@ -110,12 +110,17 @@ async def _trial(http: aiohttp.ClientSession, server: Server) -> dict:
     before = [await light() for _ in range(BEFORE_REQUESTS)]
     sent = 0
     done = 0
+    failed: list[str] = []
 
     async def client() -> None:
         nonlocal sent, done
         while True:
             sent += 1
-            await _timed_get(http, server.heavy(next(counter)), server.headers)
+            try:
+                await _timed_get(http, server.heavy(next(counter)), server.headers)
+            except RuntimeError as exc:
+                failed.append(str(exc))
+                continue
             done += 1
 
     clients = [asyncio.ensure_future(client()) for _ in range(BURST_CLIENTS)]
@@ -134,7 +139,13 @@ async def _trial(http: aiohttp.ClientSession, server: Server) -> dict:
     streak = 0
     while streak < 3 and time.perf_counter() < deadline:
         streak = streak + 1 if await light() <= GOAL * quiet else 0
-    return {"before": before, "after": after, "burst_sent": sent, "burst_done": done}
+    return {
+        "before": before,
+        "after": after,
+        "burst_sent": sent,
+        "burst_done": done,
+        "burst_failed": failed[:5],
+    }
 
 
 def _recovered_at(after: list[tuple[float, float]], quiet: float) -> float | None:
@@ -172,6 +183,7 @@ def _rows(name: str, trial: dict) -> tuple[list[Row], dict]:
         "recovered_after_s": recovered,
         "burst_sent": trial["burst_sent"],
         "burst_answered": trial["burst_done"],
+        "burst_failed": trial["burst_failed"],
         "after": trial["after"],
     }
     return rows, summary
@@ -193,7 +205,7 @@ async def _darkroom(http: aiohttp.ClientSession, photo: bytes) -> tuple[list[Row
         server = Server(
             "darkroom",
             light=lambda n: f"{base}?thumb_w={200 + n}&quality=80",
-            heavy=lambda n: f"{base}?rotation=90&quality={1 + n % 99}&thumb_w={9000 - n}",
+            heavy=lambda n: f"{base}?rotation={90 + 180 * (n % 2)}&quality={1 + n // 2 % 99}",
             headers=headers,
         )
         return _rows("darkroom", await _trial(http, server))
