@@ -99,14 +99,16 @@ def new_event(event_type: str, data: dict[str, Any]) -> Envelope:
 async def record_event(conn: asyncpg.Connection, event_type: str, data: dict[str, Any]) -> Envelope:
     """Write an event to the outbox on ``conn``; call it inside the state change's transaction."""
     envelope = new_event(event_type, data)
+    # One round trip. The notice is delivered at commit only, so the relay never wakes for a
+    # rolled-back event; its channel is the schema's, so only this service's relays wake.
     await conn.execute(
-        "INSERT INTO outbox (id, type, envelope) VALUES ($1, $2, $3)",
+        "WITH written AS (INSERT INTO outbox (id, type, envelope) VALUES ($1, $2, $3)"
+        " RETURNING 1)"
+        f" SELECT pg_notify('{_NOTIFY_CHANNEL}_' || current_schema(), '') FROM written",
         uuid.UUID(envelope.id),
         envelope.type,
         envelope.to_dict(),
     )
-    # Delivered at commit only, so the relay never wakes for a rolled-back event.
-    await conn.execute("SELECT pg_notify($1, '')", _NOTIFY_CHANNEL)
     return envelope
 
 
@@ -496,10 +498,12 @@ class OutboxRelay:
     async def start(self) -> None:
         """Start relaying in the background."""
         with contextlib.suppress(*_LISTEN_ERRORS):
+            async with self.pool.acquire() as conn:
+                schema = await conn.fetchval("SELECT current_schema()")
             self._listener = await asyncpg.connect(
                 self.dsn, server_settings={"application_name": "darkroom-outbox-listener"}
             )
-            await self._listener.add_listener(_NOTIFY_CHANNEL, self._notified)
+            await self._listener.add_listener(f"{_NOTIFY_CHANNEL}_{schema}", self._notified)
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     def _notified(self, *_args: object) -> None:
