@@ -228,8 +228,11 @@ def run(
             print=None,
             shutdown_timeout=grace,
             access_log=None,
-            handler_args=server_args,
             handler_cancellation=cancel_on_disconnect,
+            # Keyword arguments of run_app it does not know reach the protocol handler. (Given
+            # as ``handler_args=``, aiohttp 3.14 failed to build a handler with them, warned,
+            # and dropped every custom argument: the gateway's header limits and access_log.)
+            **(server_args or {}),
         )
     except (ConfigError, Unavailable) as exc:
         print(f"{name}: {exc}", file=sys.stderr)

@@ -319,3 +319,27 @@ async def test_a_gateway_stopped_mid_request_answers_it_and_refuses_new_ones(sta
             assert took < 10, took
         finally:
             gateway.kill()
+
+
+async def test_a_gateway_process_keeps_its_header_limits(stack, http):
+    """``python -m gateway`` builds its protocol handler with the gateway's own limits: an
+    oversized header reaches the edge middleware (a JSON 431), not aiohttp's plain-text 400
+    at its 8 KB default (run_app once silently dropped every custom handler argument)."""
+    port = free_port()
+    gateway = Process("gateway", {**stack.env, "DARKROOM_PORT": str(port)})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status == 200:
+                        break
+            assert time.monotonic() < deadline, gateway.stderr()
+            await asyncio.sleep(0.2)
+        huge = {"X-Padding": "x" * 20_000}
+        async with http.get(f"http://127.0.0.1:{port}/user", headers=huge) as answer:
+            assert answer.status == 431, await answer.text()
+            assert (await answer.json())["error"]["code"] == "headers_too_large"
+        assert "Failed to create request handler" not in gateway.stderr()
+    finally:
+        gateway.kill()
