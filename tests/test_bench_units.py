@@ -21,3 +21,24 @@ def test_unique_jpeg_changes_bytes_not_the_start_marker():
     data = b"\xff\xd8\xff\xdbrest"
     one, two = unique_jpeg(data, 1), unique_jpeg(data, 2)
     assert one != two and one.startswith(b"\xff\xd8\xff\xfe") and one.endswith(data[2:])
+
+
+def test_the_table_adds_a_throughput_ratio_against_each_reference():
+    rows = [
+        Row("ours", [0.1], wall=0.5),
+        Row("ceiling", [0.1], wall=0.4),
+        Row("thumbor", [0.1], wall=1.0),
+    ]
+    text = table("t", rows, "ceiling", versus=("thumbor", "absent"))
+    assert "req/s vs thumbor" in text and "vs absent" not in text
+    ours = next(line for line in text.splitlines() if line.startswith("ours"))
+    # ours: 2 req/s; the ceiling 2.5 (0.80x), thumbor 1 (2.00x)
+    assert ours.split()[-2:] == ["0.80\u00d7", "2.00\u00d7"]
+
+
+def test_recovery_is_the_first_moment_after_which_every_request_is_within_the_goal():
+    from bench.overload import _recovered_at
+
+    after = [(0.0, 1.0), (0.3, 0.1), (0.6, 0.9), (0.9, 0.1), (1.2, 0.12)]
+    assert _recovered_at(after, quiet=0.1) == 0.9
+    assert _recovered_at([(0.0, 1.0)], quiet=0.1) is None
