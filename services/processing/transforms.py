@@ -143,10 +143,6 @@ def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
     """The original upright (EXIF orientation applied), in 8-bit sRGB, already shrunk as far
     as the box will allow after the rotation."""
     box = _preshrink_box(transform, header.width, header.height)
-    if box is not None and min(box[0] / header.width, box[1] / header.height) >= 1:
-        # A box the image already fits shrinks nothing: load it whole (a thumbnail pipeline
-        # is sequential, and a turn after it would read out of order).
-        box = None
     shrink = 1 if box is None else jpeg_shrink(header, box)
     if shrink > 1:
         # libvips' thumbnail keeps twice the box through its JPEG shrink-on-load; decoding at
@@ -197,8 +193,9 @@ def jpeg_shrink(header: Header, box: tuple[int, int]) -> int:
 
 def _preshrink_box(transform: Transform, width: int, height: int) -> tuple[int, int] | None:
     """The box to shrink the upright original into at load time, or ``None`` to load it
-    whole. For quarter turns it is the transform's box turned too; for other angles, the
-    size whose rotated bounding box fits the transform's box."""
+    whole (also when the image already fits: a thumbnail pipeline is sequential, and a turn
+    after it would read out of order). For quarter turns it is the transform's box turned
+    too; for other angles, the size whose rotated bounding box fits the transform's box."""
     box_w, box_h = transform.thumb_w, transform.thumb_h
     if box_w is None and box_h is None:
         return None
@@ -206,7 +203,8 @@ def _preshrink_box(transform: Transform, width: int, height: int) -> tuple[int, 
     if rest == 0:
         if quarter % 2:
             box_w, box_h = box_h, box_w
-        return box_w or _OPEN_SIDE, box_h or _OPEN_SIDE
+        box = box_w or _OPEN_SIDE, box_h or _OPEN_SIDE
+        return None if min(box[0] / width, box[1] / height) >= 1.0 else box
     angle = math.radians(transform.rotation)
     cos, sin = abs(math.cos(angle)), abs(math.sin(angle))
     scale = min(
