@@ -131,11 +131,14 @@ class PendingDerivatives:
                     to_ask.append(request)
                 futures[key] = self._waiting[key]
                 self._waiters[key] = self._waiters.get(key, 0) + 1
-            for request in list(to_ask):
+            unstored = []
+            for request in to_ask:
                 info = await self.store.stat(request.key)
-                if info is not None:
+                if info is None:
+                    unstored.append(request)
+                else:
                     self._settle(Outcome(request.key, size=info.size))
-                    to_ask.remove(request)
+            to_ask = unstored
             if to_ask:
                 try:
                     await self._ask(to_ask)

@@ -480,11 +480,10 @@ async def progimage_derived(request: web.Request) -> web.StreamResponse:
         request,
         request.app[PROGIMAGE].derived(user_id, image_id, list(request.query.items())),
     )
-    tag = derivative.key.rsplit("/", 1)[-1].split(".", 1)[0]
     return await _stream(
         request,
         derivative.key,
-        tag,
+        _derivative_tag(derivative.key),
         derivative.size,
         derivative.media_type,
         # The URL names one immutable image, but only for this caller's credentials.
@@ -507,8 +506,19 @@ async def serve_upload(request: web.Request) -> web.StreamResponse:
     if image is None or request.match_info["name"].rsplit(".", 1)[-1] != image.extension:
         raise errors.NotFound("No such image")
     stored = image.variants[variant]
-    tag = stored["key"].rsplit("/", 1)[-1].split(".", 1)[0]
-    return await _stream(request, stored["key"], tag, stored["bytes"], stored["media_type"])
+    return await _stream(
+        request,
+        stored["key"],
+        _derivative_tag(stored["key"]),
+        stored["bytes"],
+        stored["media_type"],
+    )
+
+
+def _derivative_tag(key: str) -> str:
+    """A derivative's ETag: the transform digest its key ends with (the URL names the
+    original)."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
 
 
 def _account_and_user(principal: Principal) -> tuple[uuid.UUID, uuid.UUID]:

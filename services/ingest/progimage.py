@@ -22,6 +22,7 @@ from services.ingest import blobs, domain, events, repo
 from services.ingest.config import IngestConfig
 from services.ingest.derivations import (
     DerivativeRequest,
+    Outcome,
     PendingDerivatives,
     ProcessingTimedOut,
 )
@@ -125,13 +126,7 @@ class ProgimageUploads:
         wanted = DerivativeRequest(
             original.sha256, domain.blob_key(original.sha256), original.media_type, transform
         )
-        try:
-            outcomes = await self.pending.obtain([wanted], self.config.processing_timeout_seconds)
-        except ProcessingTimedOut:
-            raise errors.Unavailable(
-                "Image processing is taking too long; try again", retry_after=5
-            ) from None
-        outcome = outcomes[wanted.key]
+        outcome = (await self._obtain([wanted]))[wanted.key]
         if not outcome.ok:
             raise errors.InvalidRequest(outcome.message or "The image cannot be processed")
         return Derivative(wanted.key, outcome.size, transform.media_type)
@@ -191,12 +186,7 @@ class ProgimageUploads:
             for plan in plans
             for _name, transform in plan.variants.items()
         ]
-        try:
-            outcomes = await self.pending.obtain(requests, self.config.processing_timeout_seconds)
-        except ProcessingTimedOut:
-            raise errors.Unavailable(
-                "Image processing is taking too long; try again", retry_after=5
-            ) from None
+        outcomes = await self._obtain(requests)
         for plan in plans:
             for _name, transform in plan.variants.items():
                 request = DerivativeRequest(plan.original.sha256, "", "", transform)
@@ -205,6 +195,15 @@ class ProgimageUploads:
                     label = domain.item_label(plan.item.index, bulk)
                     raise domain.ItemRefused(f"{label}: {outcome.message}")
         return {key: outcome.size for key, outcome in outcomes.items()}
+
+    async def _obtain(self, requests: list[DerivativeRequest]) -> dict[str, Outcome]:
+        """Every derivative stored (or refused) within the processing timeout; 503 past it."""
+        try:
+            return await self.pending.obtain(requests, self.config.processing_timeout_seconds)
+        except ProcessingTimedOut:
+            raise errors.Unavailable(
+                "Image processing is taking too long; try again", retry_after=5
+            ) from None
 
     async def _record(
         self,
