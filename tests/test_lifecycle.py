@@ -286,6 +286,18 @@ async def slow_upstream(delay: float) -> AsyncIterator[tuple[str, asyncio.Event]
         await runner.cleanup()
 
 
+async def answering(http, port: int, process: Process, seconds: float = 30) -> None:
+    """Wait until the process on ``port`` answers ``/healthz`` (failing with its stderr)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(aiohttp.ClientError):
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
+                if r.status == 200:
+                    return
+        assert time.monotonic() < deadline, process.stderr()
+        await asyncio.sleep(0.2)
+
+
 async def test_a_gateway_stopped_mid_request_answers_it_and_refuses_new_ones(stack, http):
     async with slow_upstream(2.0) as (upstream, arrived):
         port = free_port()
@@ -294,14 +306,7 @@ async def test_a_gateway_stopped_mid_request_answers_it_and_refuses_new_ones(sta
             {**stack.env, "DARKROOM_PORT": str(port), "DARKROOM_INGEST_URL": upstream},
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                        if r.status == 200:
-                            break
-                assert time.monotonic() < deadline, gateway.stderr()
-                await asyncio.sleep(0.2)
+            await answering(http, port, gateway)
             async with aiohttp.ClientSession() as other:
                 in_flight = asyncio.create_task(other.get(f"http://127.0.0.1:{port}/f/abc.png"))
                 await asyncio.wait_for(arrived.wait(), 10)
@@ -328,14 +333,7 @@ async def test_a_gateway_process_keeps_its_header_limits(stack, http):
     port = free_port()
     gateway = Process("gateway", {**stack.env, "DARKROOM_PORT": str(port)})
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
-                    if r.status == 200:
-                        break
-            assert time.monotonic() < deadline, gateway.stderr()
-            await asyncio.sleep(0.2)
+        await answering(http, port, gateway)
         huge = {"X-Padding": "x" * 20_000}
         async with http.get(f"http://127.0.0.1:{port}/user", headers=huge) as answer:
             assert answer.status == 431, await answer.text()
