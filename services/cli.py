@@ -1,4 +1,5 @@
-"""The operator CLI, ``darkroom``: prepare the platform, manage accounts and OAuth clients.
+"""The operator CLI, ``darkroom``: prepare the platform, manage accounts, OAuth clients and
+dead letters.
 
 It talks to the database directly with the same configuration the services read (environment,
 ``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
@@ -22,11 +23,30 @@ from services.auth import domain as auth_domain
 from services.auth import oauth as auth_oauth
 from services.auth import repo as auth_repo
 from services.auth.config import AuthConfig
+from services.ingest.consumers import ANALYSIS_CONSUMER
+from services.processing.consumers import (
+    ANALYSES_CONSUMER,
+    COMPARISONS_CONSUMER,
+    DERIVATIVES_CONSUMER,
+)
+from services.reports.consumers import DIFFS_CONSUMER, MAIL_CONSUMER, SCHEDULED_CONSUMER
 from shared import db
-from shared.config import ConfigError, ServersConfig, load
+from shared.config import CommonConfig, ConfigError, ServersConfig, load
 from shared.errors import DarkroomError
+from shared.events import Broker
 
 SERVICES = ("auth", "ingest", "processing", "reports")
+
+#: Every durable consumer, each with a dead-letter queue the operator can inspect.
+CONSUMERS = (
+    ANALYSIS_CONSUMER,
+    DERIVATIVES_CONSUMER,
+    ANALYSES_CONSUMER,
+    COMPARISONS_CONSUMER,
+    SCHEDULED_CONSUMER,
+    DIFFS_CONSUMER,
+    MAIL_CONSUMER,
+)
 
 #: Secrets ``darkroom secrets`` generates when missing: variable → generator.
 GENERATED_SECRETS = {
@@ -124,6 +144,28 @@ async def _create_oauth_client(
     return {"client_id": client_id, "client_secret": client_secret}
 
 
+async def _dead_letters(
+    config: CommonConfig, action: str, consumers: list[str], event_ids: list[str]
+) -> dict:
+    broker = await Broker.connect(config.amqp_url, config.exchange, timeout=5)
+    try:
+        if action == "list":
+            found = []
+            for consumer in consumers:
+                found += [letter.summary() for letter in await broker.dead_letters(consumer)]
+            return {"dead_letters": found}
+        replayed = {}
+        for consumer in consumers:
+            ids = await broker.replay_dead_letters(consumer, event_ids or None)
+            if ids:
+                replayed[consumer] = ids
+        return {"replayed": replayed}
+    except aio_pika.exceptions.ChannelClosed as exc:
+        raise CommandError(f"no dead-letter queue for {consumers} yet ({exc})") from exc
+    finally:
+        await broker.close()
+
+
 def _generate_secrets(folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
@@ -158,6 +200,25 @@ def _parser() -> argparse.ArgumentParser:
     register.add_argument("--account", required=True, help="id of the owning account")
     register.add_argument("--redirect-uri", required=True, help="the one allowed redirect URI")
     register.add_argument("--name", default="", help="shown to users on the consent page")
+    dead = commands.add_parser(
+        "dead-letters", help="list or replay events a consumer gave up on (poison messages)"
+    )
+    dead_commands = dead.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "print the dead letters without removing them"),
+        ("replay", "send dead letters back to their consumer's queue, once the cause is fixed"),
+    ):
+        sub = dead_commands.add_parser(action, help=text)
+        sub.add_argument(
+            "--consumer",
+            action="append",
+            choices=CONSUMERS,
+            help="only this consumer (repeatable; default: every consumer)",
+        )
+        if action == "replay":
+            sub.add_argument(
+                "--event", action="append", default=[], help="only this event id (repeatable)"
+            )
     return parser
 
 
@@ -173,6 +234,15 @@ def main(argv: list[str] | None = None) -> None:
             result = {"postgres": "ok", "rabbitmq": "ok"}
         elif args.command == "migrate":
             result = asyncio.run(_migrate(load(ServersConfig)))
+        elif args.command == "dead-letters":
+            result = asyncio.run(
+                _dead_letters(
+                    load(CommonConfig),
+                    args.action,
+                    args.consumer or list(CONSUMERS),
+                    getattr(args, "event", []),
+                )
+            )
         elif args.command == "oauth-client":
             result = asyncio.run(
                 _create_oauth_client(

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.faults import parse_faults
+
 T = TypeVar("T")
 
 _MISSING_SECRET = object()
@@ -206,6 +208,14 @@ class CommonConfig(ServersConfig):
         "DARKROOM_SHUTDOWN_GRACE",
         20.0,
         "Seconds a stopping process (SIGTERM) gives requests and events in flight to finish.",
+    )
+
+    faults: frozenset[str] = setting(
+        "DARKROOM_FAULTS",
+        frozenset(),
+        "Test only (make chaos): fault points at which this process kills itself once with"
+        " SIGKILL, comma-separated (see shared/faults.py). Never set it in a deployment.",
+        parse=parse_faults,
     )
 
     def service_url(self, service: str) -> str:

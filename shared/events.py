@@ -35,6 +35,7 @@ from aio_pika.abc import (
     AbstractRobustExchange,
 )
 
+from shared.faults import NO_FAULTS, Faults
 from shared.logging import current_request_id, get_logger, request_id_var
 from shared.metrics import Metrics
 
@@ -205,9 +206,111 @@ class Broker:
             await queue.bind(self.exchange, routing_key=key)
         return queue, dead
 
+    async def dead_letters(self, consumer: str, *, limit: int = 1000) -> list[DeadLetter]:
+        """Up to ``limit`` messages in ``consumer``'s dead-letter queue, oldest first, left in
+        place (they are read unacknowledged and go back when the channel closes)."""
+        channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            queue = await channel.declare_queue(f"{self.queue_name(consumer)}.dead", passive=True)
+            found = []
+            while len(found) < limit:
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                found.append(DeadLetter.of(consumer, message))
+            return found
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
+    async def replay_dead_letters(
+        self, consumer: str, event_ids: Iterable[str] | None = None
+    ) -> list[str]:
+        """Move dead letters of ``consumer`` (all, or those whose event id is in ``event_ids``)
+        back to its queue — to that consumer only, since the others already handled them — and
+        return their ids. Each is published with a confirm before it leaves the dead-letter
+        queue, so a crash here repeats a replay (absorbed by event id) and never loses one."""
+        wanted = None if event_ids is None else set(event_ids)
+        target = self.queue_name(consumer)
+        channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
+        replayed: list[str] = []
+        try:
+            dead = await channel.declare_queue(f"{target}.dead", passive=True)
+            while True:
+                message = await dead.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                letter = DeadLetter.of(consumer, message)
+                if wanted is not None and letter.event_id not in wanted:
+                    continue
+                headers = {
+                    key: value
+                    for key, value in (message.headers or {}).items()
+                    if not key.startswith("x-")
+                }
+                headers["x-request-id"] = (message.headers or {}).get("x-request-id") or ""
+                await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        message.body,
+                        content_type=message.content_type,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=message.message_id,
+                        type=message.type,
+                        headers=headers,
+                    ),
+                    routing_key=target,
+                    mandatory=True,
+                )
+                await message.ack()
+                replayed.append(letter.event_id)
+            return replayed
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
+
     async def close(self) -> None:
         """Close the connection (unacked deliveries go back to their queues)."""
         await self.connection.close()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message a consumer gave up on: which event, why, after how many deliveries."""
+
+    consumer: str
+    event_id: str
+    event_type: str
+    #: ``delivery_limit`` (its handler kept failing) or ``rejected`` (it could not be parsed).
+    reason: str
+    deliveries: int
+    body: bytes
+
+    @classmethod
+    def of(cls, consumer: str, message: AbstractIncomingMessage) -> DeadLetter:
+        """Describe a message read from ``consumer``'s dead-letter queue."""
+        headers = message.headers or {}
+        deaths = headers.get("x-death") or []
+        first = deaths[0] if isinstance(deaths, list) and deaths else {}
+        reason = first.get("reason", "") if isinstance(first, dict) else ""
+        return cls(
+            consumer=consumer,
+            event_id=message.message_id or "",
+            event_type=message.type or "",
+            reason=reason.decode() if isinstance(reason, bytes) else str(reason),
+            deliveries=int(headers.get("x-delivery-count") or 0) + 1,
+            body=message.body,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready description (the body as text, cut at 500 characters)."""
+        return {
+            "consumer": self.consumer,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "reason": self.reason,
+            "deliveries": self.deliveries,
+            "body": self.body[:500].decode(errors="replace"),
+        }
 
 
 Handler = Callable[[asyncpg.Connection, Envelope], Awaitable[None]]
@@ -246,10 +349,12 @@ class EventConsumer:
         retry_base: float = 0.5,
         prefetch: int = 8,
         metrics: Metrics | None = None,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.broker = broker
         self.pool = pool
         self.subscription = subscription
+        self.faults = faults
         self.delivery_limit = delivery_limit
         self.retry_base = retry_base
         self.prefetch = prefetch
@@ -356,6 +461,7 @@ class EventConsumer:
             return
         finally:
             request_id_var.reset(token)
+        self.faults.reach("consumer.after_commit")
         await message.ack()
         self._count("ok" if applied else "duplicate")
 
@@ -373,6 +479,7 @@ class EventConsumer:
                 )
                 return False
             await self.subscription.handler(conn, envelope)
+            self.faults.reach("consumer.before_commit")
             return True
 
 
@@ -455,8 +562,10 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         batch_size: int = 100,
         metrics: Metrics | None = None,
+        faults: Faults = NO_FAULTS,
     ) -> None:
         self.metrics = metrics
+        self.faults = faults
         self.pool = pool
         self.broker = broker
         self.dsn = dsn
@@ -487,6 +596,7 @@ class OutboxRelay:
                 if self.metrics is not None:
                     self.metrics.published(str(row["envelope"].get("type")))
             if published:
+                self.faults.reach("relay.after_confirm")
                 await conn.execute(
                     "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
                     published,

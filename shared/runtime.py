@@ -21,6 +21,7 @@ from shared import db
 from shared.config import CommonConfig, ConfigError, StorageConfig, load
 from shared.errors import Unavailable
 from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
+from shared.faults import Faults
 from shared.http import InternalClient
 from shared.logging import configure as configure_logging
 from shared.logging import get_logger
@@ -86,6 +87,7 @@ def outbox_relay(config: CommonConfig) -> CleanupContext:
             dsn=config.database_url,
             poll_interval=config.outbox_poll_interval,
             metrics=app.get(METRICS),
+            faults=Faults(config.faults),
         )
         await relay.start()
         try:
@@ -101,6 +103,7 @@ def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> Cl
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         metrics = app.get(METRICS)
+        faults = Faults(config.faults)
         running = [
             EventConsumer(
                 app[BROKER],
@@ -110,6 +113,7 @@ def consumers(config: CommonConfig, subscriptions: Iterable[Subscription]) -> Cl
                 retry_base=config.event_retry_base,
                 prefetch=subscription.prefetch,
                 metrics=metrics,
+                faults=faults,
             )
             for subscription in subscriptions
         ]
