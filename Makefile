@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install run test lint format secrets migrate check clean fuzz up down bench
+.PHONY: install run test chaos lint format secrets migrate check clean fuzz up down bench
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ run: migrate
 ## test: the whole suite against the real local PostgreSQL, RabbitMQ and a loopback S3 server
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## chaos: fault injection and load (kill -9, broker and database cuts, poison, 60 s load); writes RESILIENCE.md
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m chaos -p no:cacheprovider tests/chaos $(PYTEST_ARGS)
 
 ## bench: speed side by side with odiff, pixelmatch, raw pyvips (and thumbor); never part of test
 bench: $(STAMP)

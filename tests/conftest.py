@@ -30,6 +30,8 @@ from moto.server import ThreadedMotoServer
 from shared import logging as darkroom_logging
 from shared.config import load
 
+pytest_plugins = ["tests.resilience"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

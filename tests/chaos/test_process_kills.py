@@ -1,0 +1,176 @@
+"""A processing worker killed with SIGKILL at the worst moments, with jobs queued behind it.
+
+The killed worker arms one fault point (``DARKROOM_FAULTS``, see shared/faults.py), so the kill
+lands exactly where it hurts most; a second, clean worker must finish every job, and each job's
+effect — its ``derivatives`` row, its stored bytes, its ``derivative.computed`` event — must
+exist exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from shared.events import Broker, Envelope, EventConsumer, Subscription
+from shared.runtime import STORE
+from tests.conftest import AMQP_URL
+from tests.test_lifecycle import Jobs, Process, big_jpeg, start_worker, until
+
+JOBS = 8
+
+
+async def _exited(process: Process, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    while process.popen.poll() is None:
+        assert time.monotonic() < deadline, "the armed worker never reached its fault point"
+        await asyncio.sleep(0.05)
+    return process.popen.returncode
+
+
+async def _answers(jobs: Jobs, keys: set[str], seconds: float) -> list[dict]:
+    """Every answer to ``keys`` until each has one (then a second more, to catch repeats)."""
+    found: list[dict] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        answered = {a["data"]["key"] for a in found}
+        if keys <= answered:
+            deadline = min(deadline, time.monotonic() + 1.0)
+        message = await jobs.answers.get(no_ack=True, fail=False)
+        if message is None:
+            await asyncio.sleep(0.05)
+            continue
+        body = json.loads(message.body)
+        if body["data"].get("key") in keys:
+            found.append(body)
+    return found
+
+
+async def _effects(env: dict[str, str], keys: set[str]) -> dict[str, int]:
+    conn = await asyncpg.connect(env["DATABASE_URL"], server_settings={"search_path": "processing"})
+    try:
+        rows = await conn.fetch(
+            "SELECT key, count(*) AS n FROM derivatives WHERE key = ANY($1) GROUP BY key",
+            list(keys),
+        )
+        return {row["key"]: row["n"] for row in rows}
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    "point",
+    ["consumer.before_commit", "consumer.after_commit"],
+)
+async def test_a_worker_killed_around_its_commit_loses_and_repeats_nothing(
+    stack, http, workers_env, resilience, point
+):
+    armed = await start_worker(http, {**workers_env, "DARKROOM_FAULTS": point}, 20.0)
+    survivor: Process | None = None
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            requested = [await jobs.request(stack, big_jpeg(900, seed=n)) for n in range(JOBS)]
+            keys = {key for _id, key in requested}
+            code = await _exited(armed, 60)
+            survivor = await start_worker(http, workers_env, 20.0)
+            answers = await _answers(jobs, keys, 90)
+            computed = {
+                (a["data"]["key"], a["id"]) for a in answers if a["type"] == "derivative.computed"
+            }
+            effects = await _effects(workers_env, keys)
+            store = stack.apps["processing"][STORE]
+            stored = sum([await store.exists(key) for key in keys])
+            duplicates_absorbed = survivor.stderr().count("event.duplicate")
+            resilience.row(
+                "faults",
+                f"kill -9 processing at {point}",
+                injected=f"{JOBS} derivative jobs queued; the worker holding one kills itself "
+                f"with SIGKILL at `{point}`; a clean worker starts",
+                observed=f"killed (exit {code}); every job's derivative exists once; "
+                f"{stored}/{JOBS} blobs stored; redeliveries absorbed by event id: "
+                f"{duplicates_absorbed}",
+                accepted=JOBS,
+                effects=sum(effects.values()),
+                duplicates=sum(n - 1 for n in effects.values()) + len(computed) - len(keys),
+            )
+            assert code == -9, armed.stderr()[-2000:]
+            assert effects == {key: 1 for key in keys}, (effects, survivor.stderr()[-3000:])
+            assert {key for key, _id in computed} == keys
+            assert len(computed) == JOBS, computed
+            assert stored == JOBS
+            if point == "consumer.after_commit":
+                # Its commit stood: the redelivered copy found the event id and did nothing.
+                assert duplicates_absorbed >= 1, survivor.stderr()[-3000:]
+            await until(lambda: _zero(jobs.ready()), 10, "the queue to drain")
+    finally:
+        armed.kill()
+        if survivor is not None:
+            survivor.kill()
+
+
+async def _zero(value) -> bool:
+    return await value == 0
+
+
+async def test_the_relay_killed_after_the_confirm_publishes_twice_and_consumers_absorb_it(
+    stack, http, workers_env, resilience
+):
+    """The outbox row is published, confirmed, and the process dies before marking it: the
+    next relay publishes it again, and a consumer's inbox absorbs the second copy."""
+    consumer_name = f"chaos.listener_{uuid.uuid4().hex[:6]}"
+    effects: list[str] = []
+    broker = await Broker.connect(AMQP_URL, workers_env["DARKROOM_EXCHANGE"])
+    pool = await asyncpg.create_pool(
+        workers_env["DATABASE_URL"], server_settings={"search_path": "processing"}
+    )
+
+    async def handler(_conn: asyncpg.Connection, envelope: Envelope) -> None:
+        effects.append(envelope.id)
+
+    armed = await start_worker(
+        http, {**workers_env, "DARKROOM_FAULTS": "relay.after_confirm"}, 20.0
+    )
+    listener = EventConsumer(
+        broker, pool, Subscription(consumer_name, ("derivative.computed",), handler)
+    )
+    await listener.start()
+    survivor: Process | None = None
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            _id, key = await jobs.request(stack, big_jpeg(300, seed=99))
+            code = await _exited(armed, 60)
+            survivor = await start_worker(http, workers_env, 20.0)
+            answers = await _answers(jobs, {key}, 30)
+            copies = [a["id"] for a in answers if a["type"] == "derivative.computed"]
+            await until(lambda: _drained(listener, effects), 10, "the listener to drain")
+            resilience.row(
+                "faults",
+                "kill -9 the outbox relay after the broker's confirm",
+                injected="a derivative job; the worker kills itself with SIGKILL after the "
+                "confirm of `derivative.computed` and before marking its outbox row",
+                observed=f"killed (exit {code}); the next relay published the row again "
+                f"({len(copies)} copies of one event id); a consumer applied it "
+                f"{len(effects)} time(s)",
+                accepted=1,
+                effects=len(effects),
+                duplicates=len(effects) - 1,
+            )
+            assert code == -9, armed.stderr()[-2000:]
+            assert len(copies) == 2 and len(set(copies)) == 1, answers
+            assert effects == copies[:1]
+    finally:
+        await listener.stop()
+        await pool.close()
+        await broker.close()
+        armed.kill()
+        if survivor is not None:
+            survivor.kill()
+
+
+async def _drained(listener: EventConsumer, effects: list[str]) -> bool:
+    depths = await listener.depths()
+    return bool(effects) and not any(depths.values())

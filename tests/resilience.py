@@ -1,0 +1,141 @@
+"""The RESILIENCE.md table: every fault and attack the suites inject, what was observed, counts.
+
+A test takes the ``resilience`` fixture and calls :meth:`Ledger.row` once it has measured what
+happened; whether the row is green is the test's own outcome, so a row can only be green when
+every assertion after it held. Rows are kept in ``var/resilience.json`` keyed by test id, so
+``make test`` (hostile input) and ``make chaos`` (faults, load) each refresh their own rows, and
+``RESILIENCE.md`` is rendered from all of them after every run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = ROOT / "var" / "resilience.json"
+REPORT = ROOT / "RESILIENCE.md"
+_LEDGERS = pytest.StashKey["Ledger"]()
+
+
+@dataclass
+class Row:
+    """One fault or attack: where, what was injected, what was seen, and the counts."""
+
+    area: str
+    case: str
+    injected: str
+    observed: str
+    accepted: int | None = None
+    effects: int | None = None
+    duplicates: int | None = None
+    errors_5xx: int | None = None
+    result: str = "pending"
+
+
+class Ledger:
+    """The rows one test records."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def row(
+        self,
+        area: str,
+        case: str,
+        *,
+        injected: str,
+        observed: str,
+        accepted: int | None = None,
+        effects: int | None = None,
+        duplicates: int | None = None,
+        errors_5xx: int | None = None,
+    ) -> None:
+        """Record what this test injected and observed (counts that do not apply stay None)."""
+        self.rows.append(
+            Row(area, case, injected, observed, accepted, effects, duplicates, errors_5xx)
+        )
+
+
+@pytest.fixture
+def resilience(request: pytest.FixtureRequest) -> Ledger:
+    """Where a fault or attack test records its RESILIENCE.md row(s)."""
+    ledger = Ledger()
+    request.node.stash[_LEDGERS] = ledger
+    return ledger
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    ledger = item.stash.get(_LEDGERS, None)
+    if ledger is None or report.when not in {"setup", "call"}:
+        return
+    if report.when == "setup" and report.passed:
+        return
+    result = "green" if report.passed else ("skipped" if report.skipped else "RED")
+    if not ledger.rows:
+        reason = str(report.longrepr).strip().splitlines()[-1][:200] if report.longrepr else ""
+        ledger.row("—", item.name, injected="—", observed=f"did not finish: {reason}")
+    for row in ledger.rows:
+        row.result = result
+    item.config.stash.setdefault(_RESULTS, {})[item.nodeid] = [asdict(r) for r in ledger.rows]
+
+
+_RESULTS = pytest.StashKey[dict]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    results = session.config.stash.get(_RESULTS, None)
+    if not results:
+        return
+    ROWS.parent.mkdir(parents=True, exist_ok=True)
+    kept = json.loads(ROWS.read_text()) if ROWS.exists() else {}
+    kept.update(results)
+    ROWS.write_text(json.dumps(kept, indent=1, sort_keys=True))
+    REPORT.write_text(render(kept))
+
+
+def _count(value: int | None) -> str:
+    return "—" if value is None else str(value)
+
+
+def render(results: dict[str, list[dict]]) -> str:
+    """RESILIENCE.md from the recorded rows, grouped by area in a stable order."""
+    rows = [(nodeid, Row(**raw)) for nodeid, raws in results.items() for raw in raws]
+    rows.sort(key=lambda pair: (pair[1].area, pair[0]))
+    green = sum(row.result == "green" for _, row in rows)
+    lines = [
+        "# Resilience",
+        "",
+        "Produced by the test suites (`make test` for hostile input, `make chaos` for faults and",
+        "load; see tests/resilience.py). Each row is one fault or attack: what was injected, what",
+        "was observed, and the counts — requests or jobs accepted, effects found, duplicates, 5xx",
+        "answers. A row is green only when the test that measured it passed. Do not edit by hand.",
+        "",
+        f"**{green} of {len(rows)} rows green.**",
+        "",
+        "| Area | Case | Injected | Observed | Accepted | Effects | Duplicates | 5xx | Result |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _nodeid, row in rows:
+        cells = [
+            row.area,
+            row.case,
+            row.injected,
+            row.observed,
+            _count(row.accepted),
+            _count(row.effects),
+            _count(row.duplicates),
+            _count(row.errors_5xx),
+            row.result,
+        ]
+        lines.append(
+            "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+        )
+    lines.append("")
+    return "\n".join(lines)
