@@ -1,0 +1,271 @@
+"""Outages of the servers everything depends on, while work keeps arriving.
+
+The broker is cut two ways: through a TCP proxy between one worker and RabbitMQ (the network
+fails, the server lives), and with ``rabbitmqctl stop_app`` (the server itself goes away, for
+every client on the machine; ``start_app`` runs in ``finally``). PostgreSQL is cut through a
+proxy in front of a second, in-process platform, never stopped (other runs share it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import aiohttp
+import pytest
+
+from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
+from tests.conftest import AMQP_URL, delete_topology, stack_env, start_stack, stop_stack
+from tests.tcp_proxy import TcpProxy
+from tests.test_ingest_hashhost import form, random_png
+from tests.test_lifecycle import Jobs, big_jpeg, start_worker, until
+
+OUTAGE = 10.0
+
+
+async def _jobs_through_an_outage(
+    stack, jobs: Jobs, outage: contextlib.AbstractAsyncContextManager
+):
+    """Publish ``2 * JOBS`` jobs over ~8 s with the outage starting after the first third."""
+    requested: list[tuple[str, str]] = []
+    for n in range(JOBS):
+        requested.append(await jobs.request(stack, big_jpeg(600, seed=200 + n)))
+        await asyncio.sleep(0.3)
+    async with outage:
+        pass
+    for n in range(JOBS, 2 * JOBS):
+        requested.append(await jobs.request(stack, big_jpeg(600, seed=200 + n)))
+        await asyncio.sleep(0.3)
+    return requested
+
+
+def _tally(answers: list[dict], keys: set[str], effects: dict[str, int]) -> tuple[int, int]:
+    """(distinct computed events, duplicate effects) over ``keys``."""
+    computed = {(a["data"]["key"], a["id"]) for a in answers if a["type"] == "derivative.computed"}
+    assert {key for key, _id in computed} == keys, keys - {k for k, _ in computed}
+    return len(computed), sum(n - 1 for n in effects.values())
+
+
+async def test_a_broker_connection_cut_for_ten_seconds_loses_nothing(
+    stack, http, workers_env, resilience
+):
+    target = urlsplit(AMQP_URL)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    env = {**workers_env, "AMQP_URL": proxy.url_for(AMQP_URL, reconnect_interval="0.5")}
+    worker = await start_worker(http, env, 20.0)
+
+    @contextlib.asynccontextmanager
+    async def cut() -> AsyncIterator[None]:
+        connections = proxy.connections
+        proxy.cut()
+        await asyncio.sleep(OUTAGE)
+        proxy.restore()
+        yield
+        cut.reconnected = connections  # type: ignore[attr-defined]
+
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            requested = await _jobs_through_an_outage(stack, jobs, cut())
+            keys = {key for _id, key in requested}
+            answers = await _answers(jobs, keys, 120)
+            effects = await _effects(workers_env, keys)
+            copies = sum(a["type"] == "derivative.computed" for a in answers)
+            distinct, duplicates = _tally(answers, keys, effects)
+            resilience.row(
+                "faults",
+                "broker connection cut for 10 s (TCP proxy)",
+                injected=f"{len(keys)} jobs published around a 10 s cut of the worker's "
+                "broker connection (consumer and outbox relay both through the proxy)",
+                observed=f"the worker reconnected by itself ({proxy.connections} broker "
+                f"connections through the proxy); {distinct} results, {copies} copies "
+                "published (repeats carry the same event id)",
+                accepted=len(keys),
+                effects=sum(effects.values()),
+                duplicates=duplicates,
+            )
+            assert effects == {key: 1 for key in keys}, worker.stderr()[-3000:]
+            assert distinct == len(keys)
+            assert worker.popen.poll() is None, worker.stderr()[-3000:]
+            await until(lambda: _zero(jobs.ready()), 10, "the queue to drain")
+    finally:
+        worker.kill()
+        await proxy.stop()
+
+
+@contextlib.asynccontextmanager
+async def _rabbitmq_stopped() -> AsyncIterator[float]:
+    """``rabbitmqctl stop_app`` for :data:`OUTAGE` seconds; ``start_app`` whatever happens."""
+    started = time.monotonic()
+    await asyncio.to_thread(
+        subprocess.run, ["rabbitmqctl", "-q", "stop_app"], check=True, timeout=60
+    )
+    try:
+        await asyncio.sleep(OUTAGE)
+    finally:
+        await asyncio.to_thread(
+            subprocess.run, ["rabbitmqctl", "-q", "start_app"], check=True, timeout=120
+        )
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "-q", "await_startup", "--timeout", "60"],
+            check=False,
+            timeout=90,
+        )
+    yield time.monotonic() - started
+
+
+async def test_rabbitmq_stopped_and_started_loses_nothing(stack, http, workers_env, resilience):
+    env = {**workers_env, "AMQP_URL": f"{AMQP_URL.rstrip('/')}/?reconnect_interval=0.5"}
+    worker = await start_worker(http, env, 20.0)
+    try:
+        async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
+            before = [await jobs.request(stack, big_jpeg(600, seed=300 + n)) for n in range(JOBS)]
+            async with _rabbitmq_stopped() as _:
+                pass
+            # The test's own publisher reconnects too (robust connection) before publishing.
+            after = []
+            deadline = time.monotonic() + 30
+            while len(after) < JOBS:
+                try:
+                    after.append(await jobs.request(stack, big_jpeg(600, seed=400 + len(after))))
+                except Exception:
+                    assert time.monotonic() < deadline, "the test's publisher never reconnected"
+                    await asyncio.sleep(0.5)
+            keys = {key for _id, key in before + after}
+            answers = await _answers(jobs, keys, 120)
+            effects = await _effects(workers_env, keys)
+            distinct, duplicates = _tally(answers, keys, effects)
+            resilience.row(
+                "faults",
+                "RabbitMQ stopped for 10 s (rabbitmqctl stop_app / start_app)",
+                injected=f"{JOBS} jobs queued, the broker application stopped for 10 s and "
+                f"started again, {JOBS} more jobs",
+                observed=f"the worker reconnected by itself and finished all {distinct} jobs; "
+                "durable quorum queues kept the queued ones",
+                accepted=len(keys),
+                effects=sum(effects.values()),
+                duplicates=duplicates,
+            )
+            assert effects == {key: 1 for key in keys}, worker.stderr()[-3000:]
+            assert worker.popen.poll() is None, worker.stderr()[-3000:]
+    finally:
+        worker.kill()
+
+
+@pytest.fixture
+async def platform_behind_a_db_proxy(database_url, exchange, secrets_env, tmp_path, inbox):
+    """A second in-process platform whose every PostgreSQL connection goes through a proxy."""
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    own_exchange = f"{exchange}_pg_{uuid.uuid4().hex[:6]}"
+    env = stack_env(proxy.url_for(database_url), own_exchange, secrets_env, tmp_path, inbox.port)
+    running = await start_stack(env)
+    try:
+        yield running, proxy
+    finally:
+        proxy.restore()
+        await stop_stack(running)
+        await proxy.stop()
+        await delete_topology(own_exchange)
+
+
+async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
+    platform_behind_a_db_proxy, account, resilience
+):
+    platform, proxy = platform_behind_a_db_proxy
+    headers = {"Authorization": f"Bearer {account['token']}"}
+    outcomes: list[tuple[float, int, float, str, str | None]] = []  # (at, status, took, code, RA)
+    uploaded: dict[str, bytes] = {}
+    window: list[float] = []
+
+    async def one(http: aiohttp.ClientSession, n: int) -> None:
+        data = random_png()
+        started = time.monotonic()
+        async with http.post(f"{platform.url}/api/upload", data=form(data)) as response:
+            body = await response.json(content_type=None)
+        took = time.monotonic() - started
+        code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
+        if not isinstance(code, str):
+            code = str(code)
+        outcomes.append((started, response.status, took, code, response.headers.get("Retry-After")))
+        if response.status == 200:
+            uploaded[body["hash"]] = data
+        async with http.get(f"{platform.url}/user", headers=headers) as response:
+            outcomes.append(
+                (
+                    started,
+                    response.status,
+                    time.monotonic() - started,
+                    "",
+                    response.headers.get("Retry-After"),
+                )
+            )
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+        stop = time.monotonic() + 3 * OUTAGE
+
+        async def load() -> None:
+            n = 0
+            while time.monotonic() < stop:
+                await one(http, n)
+                n += 1
+                # Below the anonymous upload rate limit, so answers are about the database.
+                await asyncio.sleep(0.25)
+
+        loader = asyncio.create_task(load())
+        await asyncio.sleep(OUTAGE)
+        window.append(time.monotonic())
+        proxy.cut()
+        await asyncio.sleep(OUTAGE)
+        proxy.restore()
+        window.append(time.monotonic())
+        await loader
+        # Every upload that was answered 200 is there, once, served by its hash.
+        served, unserved = 0, []
+        for sha256 in uploaded:
+            while True:
+                async with http.get(f"{platform.url}/f/{sha256}") as response:
+                    body = await response.read()
+                # As a polite client would: the read rate limit says when to come back.
+                if response.status != 429:
+                    break
+                await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+            if response.status == 200 and hashlib.sha256(body).hexdigest() == sha256:
+                served += 1
+            else:
+                unserved.append((sha256[:12], response.status, body[:200]))
+    cut_at, restored_at = window
+    during = [o for o in outcomes if cut_at + 0.5 < o[0] < restored_at - 0.5]
+    outside = [o for o in outcomes if o[0] < cut_at or o[0] > restored_at + 5]
+    unavailable = [o for o in during if o[1] == 503]
+    recovered = min((o[0] for o in outcomes if o[0] > restored_at and o[1] == 200), default=None)
+    slowest = max((o[2] for o in during), default=0.0)
+    resilience.row(
+        "faults",
+        "PostgreSQL unreachable for 10 s (TCP proxy)",
+        injected="uploads and GET /user in a loop; every database connection of a whole "
+        "platform cut and refused for 10 s",
+        observed=f"{len(unavailable)}/{len(during)} answers in the window were 503 "
+        f"`unavailable` with Retry-After, the slowest in {slowest:.2f} s; first 200 "
+        f"{(recovered - restored_at) if recovered else float('nan'):.2f} s after the restore, "
+        f"no restart; {served}/{len(uploaded)} accepted uploads served",
+        accepted=len(uploaded),
+        effects=served,
+        duplicates=0,
+        errors_5xx=sum(o[1] >= 500 for o in outside),
+    )
+    assert during and all(o[1] == 503 for o in during), [o[1] for o in during]
+    assert all(o[4] for o in unavailable), "every 503 carries Retry-After"
+    assert all(o[3] in {"", "unavailable"} for o in unavailable)
+    assert slowest < 3.0
+    assert recovered is not None and recovered - restored_at < 5.0
+    assert not [o for o in outside if o[1] >= 500]
+    assert served == len(uploaded) > 0, unserved
