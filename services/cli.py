@@ -160,8 +160,6 @@ async def _dead_letters(
             if ids:
                 replayed[consumer] = ids
         return {"replayed": replayed}
-    except aio_pika.exceptions.ChannelClosed as exc:
-        raise CommandError(f"no dead-letter queue for {consumers} yet ({exc})") from exc
     finally:
         await broker.close()
 

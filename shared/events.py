@@ -34,6 +34,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
     AbstractRobustExchange,
 )
+from aio_pika.exceptions import ChannelNotFoundEntity
 
 from shared.faults import NO_FAULTS, Faults
 from shared.logging import current_request_id, get_logger, request_id_var
@@ -211,7 +212,12 @@ class Broker:
         place (they are read unacknowledged and go back when the channel closes)."""
         channel = await self.connection.channel(publisher_confirms=False)
         try:
-            queue = await channel.declare_queue(f"{self.queue_name(consumer)}.dead", passive=True)
+            try:
+                queue = await channel.declare_queue(
+                    f"{self.queue_name(consumer)}.dead", passive=True
+                )
+            except ChannelNotFoundEntity:
+                return []  # never declared: that consumer never ran here, so nothing died
             found = []
             while len(found) < limit:
                 message = await queue.get(no_ack=False, fail=False)
@@ -235,7 +241,10 @@ class Broker:
         channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         replayed: list[str] = []
         try:
-            dead = await channel.declare_queue(f"{target}.dead", passive=True)
+            try:
+                dead = await channel.declare_queue(f"{target}.dead", passive=True)
+            except ChannelNotFoundEntity:
+                return []
             while True:
                 message = await dead.get(no_ack=False, fail=False)
                 if message is None:
