@@ -20,6 +20,9 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
+from services.ingest.blobs import OrphanSweeper
+from services.ingest.domain import blob_key
+from shared.runtime import POOL, STORE
 from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
 from tests.conftest import AMQP_URL, delete_topology, stack_env, start_stack, stop_stack
 from tests.tcp_proxy import TcpProxy
@@ -184,6 +187,7 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
     headers = {"Authorization": f"Bearer {account['token']}"}
     outcomes: list[tuple[float, int, float, str, str | None]] = []  # (at, status, took, code, RA)
     uploaded: dict[str, bytes] = {}
+    refused: set[str] = set()
     window: list[float] = []
 
     async def one(http: aiohttp.ClientSession, n: int) -> None:
@@ -198,6 +202,8 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
         outcomes.append((started, response.status, took, code, response.headers.get("Retry-After")))
         if response.status == 200:
             uploaded[body["hash"]] = data
+        elif response.status == 503:
+            refused.add(hashlib.sha256(data).hexdigest())
         async with http.get(f"{platform.url}/user", headers=headers) as response:
             outcomes.append(
                 (
@@ -242,6 +248,14 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
                 served += 1
             else:
                 unserved.append((sha256[:12], response.status, body[:200]))
+    # An upload whose commit failed wrote its bytes first: orphans, which the sweeper removes
+    # (with no grace here) while every accepted upload keeps its bytes.
+    store = platform.apps["ingest"][STORE]
+    orphaned = {sha for sha in refused if await store.exists(blob_key(sha))} - set(uploaded)
+    sweeper = OrphanSweeper(platform.apps["ingest"][POOL], store, grace_seconds=0)
+    swept = await sweeper.sweep_once() + await sweeper.sweep_once()
+    orphans_left = [sha for sha in orphaned if await store.exists(blob_key(sha))]
+    kept = [sha for sha in uploaded if await store.exists(blob_key(sha))]
     cut_at, restored_at = window
     during = [o for o in outcomes if cut_at + 0.5 < o[0] < restored_at - 0.5]
     outside = [o for o in outcomes if o[0] < cut_at or o[0] > restored_at + 5]
@@ -256,7 +270,8 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
         observed=f"{len(unavailable)}/{len(during)} answers in the window were 503 "
         f"`unavailable` with Retry-After, the slowest in {slowest:.2f} s; first 200 "
         f"{(recovered - restored_at) if recovered else float('nan'):.2f} s after the restore, "
-        f"no restart; {served}/{len(uploaded)} accepted uploads served",
+        f"no restart; {served}/{len(uploaded)} accepted uploads served; {len(orphaned)} "
+        f"orphan blobs left by failed commits, {len(orphans_left)} after a sweep",
         accepted=len(uploaded),
         effects=served,
         duplicates=0,
@@ -269,3 +284,5 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
     assert recovered is not None and recovered - restored_at < 5.0
     assert not [o for o in outside if o[1] >= 500]
     assert served == len(uploaded) > 0, unserved
+    assert orphans_left == [] and swept >= len(orphaned)
+    assert len(kept) == len(uploaded)
