@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"darkroom: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     except (DarkroomError, OSError, asyncpg.PostgresError) as exc:
-        print(f"darkroom: {exc}", file=sys.stderr)
+        # Some connection errors carry no message: their type is then the only clue.
+        print(f"darkroom: {exc or type(exc).__name__}", file=sys.stderr)
         raise SystemExit(1) from None
     print(json.dumps(result, indent=2))

@@ -207,8 +207,9 @@ def stack_env(
     }
 
 
-async def start_stack(env: dict[str, str]) -> Stack:
-    """Start every service, then the gateway, in this event loop."""
+async def start_stack(env: dict[str, str], without: tuple[str, ...] = ()) -> Stack:
+    """Start every service (but those named in ``without``, which a test runs as processes of
+    their own), then the gateway, in this event loop."""
     from gateway.app import create_app as gateway_app
     from gateway.app import server_limits
     from gateway.config import GatewayConfig
@@ -237,6 +238,8 @@ async def start_stack(env: dict[str, str]) -> Stack:
         },
     )
     for name, create_app, config_cls in plan:
+        if name in without:
+            continue
         config = load(config_cls, env)
         app = create_app(config)
         limits = server_limits(config) if name == "gateway" else {}

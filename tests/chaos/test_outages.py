@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -23,8 +23,9 @@ import pytest
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
+from tests.chaos.conftest import start_platform
 from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
-from tests.conftest import AMQP_URL, delete_topology, stack_env, start_stack, stop_stack
+from tests.conftest import AMQP_URL, PG_ADMIN
 from tests.tcp_proxy import TcpProxy
 from tests.test_ingest_hashhost import form, random_png
 from tests.test_lifecycle import Jobs, big_jpeg, start_worker, until
@@ -163,27 +164,30 @@ async def test_rabbitmq_stopped_and_started_loses_nothing(stack, http, workers_e
 
 
 @pytest.fixture
-async def platform_behind_a_db_proxy(database_url, exchange, secrets_env, tmp_path, inbox):
-    """A second in-process platform whose every PostgreSQL connection goes through a proxy."""
-    target = urlsplit(database_url)
+async def platform_behind_a_db_proxy(exchange, secrets_env, tmp_path, inbox):
+    """A second platform whose every PostgreSQL connection goes through a proxy."""
+    target = urlsplit(PG_ADMIN)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.start()
-    own_exchange = f"{exchange}_pg_{uuid.uuid4().hex[:6]}"
-    env = stack_env(proxy.url_for(database_url), own_exchange, secrets_env, tmp_path, inbox.port)
-    running = await start_stack(env)
     try:
-        yield running, proxy
+        async for running in start_platform(exchange, secrets_env, tmp_path, inbox, via=proxy):
+            yield running, proxy
+            proxy.restore()
     finally:
-        proxy.restore()
-        await stop_stack(running)
         await proxy.stop()
-        await delete_topology(own_exchange)
 
 
 async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
-    platform_behind_a_db_proxy, account, resilience
+    platform_behind_a_db_proxy, resilience
 ):
     platform, proxy = platform_behind_a_db_proxy
+    # The operator CLI reaches the database directly, as an operator's shell would.
+    direct = platform.env["DATABASE_URL"].replace(
+        f":{proxy.port}/", f":{urlsplit(PG_ADMIN).port or 5432}/"
+    )
+    account = dataclasses.replace(
+        platform, env={**platform.env, "DATABASE_URL": direct}
+    ).create_account()
     headers = {"Authorization": f"Bearer {account['token']}"}
     outcomes: list[tuple[float, int, float, str, str | None]] = []  # (at, status, took, code, RA)
     uploaded: dict[str, bytes] = {}
