@@ -59,9 +59,9 @@ down:
 	sys.stdout.write(re.sub(r'change-me-[\w-]+', fresh, open('.env.example').read()))" > $@.tmp
 	@mv $@.tmp $@ && chmod 600 $@ && echo "make: wrote .env with fresh secrets (keep it; never commit it)"
 
-## fuzz: schemathesis against /openapi.json through the gateway, more examples than make test
+## fuzz: schemathesis through the gateway and atheris on the parsers, longer than make test
 fuzz: $(STAMP)
-	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-25} FUZZ_SECONDS=$${FUZZ_SECONDS:-600} \
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-25} FUZZ_SECONDS=$${FUZZ_SECONDS:-600} ATHERIS_SECONDS=$${ATHERIS_SECONDS:-60} \
 		$(BIN)/python -m pytest -s -p no:cacheprovider --timeout 900 tests/test_fuzz.py
 
 lint: $(STAMP)

@@ -110,7 +110,8 @@ def verify_principal(key: str, request: web.Request) -> Principal:
     encoded = request.headers.get(PRINCIPAL_HEADER)
     timestamp = request.headers.get(TIMESTAMP_HEADER, "")
     signature = request.headers.get(SIGNATURE_HEADER, "")
-    if not encoded or not timestamp.isdigit():
+    # isascii: "²".isdigit() is true, and int() would refuse it with a ValueError (a 500).
+    if not encoded or not (timestamp.isascii() and timestamp.isdigit()):
         raise errors.Forbidden("Internal endpoint: call it through the gateway")
     if abs(time.time() - int(timestamp)) > MAX_CLOCK_SKEW:
         raise errors.Forbidden("Internal call signature expired")

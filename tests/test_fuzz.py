@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from tests import fuzz_targets
 from tests.conftest import free_port
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "3"))
@@ -124,3 +126,39 @@ async def test_schemathesis_finds_no_server_error(stack, fuzz_gateway, tmp_path)
     counts = re.search(r"(\d+) generated, (\d+) passed", text)
     assert tested and int(tested.group(1)) >= 70, text[-3000:]
     assert counts and counts.group(1) == counts.group(2) and int(counts.group(1)) > 0
+
+
+#: Seconds of coverage-guided fuzzing per parser (``make fuzz`` gives each a minute).
+ATHERIS_SECONDS = int(os.environ.get("ATHERIS_SECONDS", "3"))
+
+
+@pytest.mark.parametrize("target", sorted(fuzz_targets.TARGETS))
+def test_atheris_finds_no_crash_in_the_parsers(target, resilience, tmp_path):
+    """Each parser of untrusted bytes under atheris: only its documented refusals escape."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.fuzz_targets",
+            target,
+            f"-max_total_time={ATHERIS_SECONDS}",
+            "-rss_limit_mb=1024",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=ATHERIS_SECONDS + 120,
+    )
+    runs = re.search(r"Done (\d+) runs", done.stderr)
+    resilience.row(
+        "fuzzing",
+        f"atheris: {target}",
+        injected=f"{ATHERIS_SECONDS} s of coverage-guided inputs to the {target} parser",
+        observed=f"{int(runs[1]) if runs else 0} inputs, "
+        + ("no exception outside the error hierarchy" if done.returncode == 0 else "a crash"),
+        accepted=int(runs[1]) if runs else 0,
+        errors_5xx=0 if done.returncode == 0 else 1,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert runs and int(runs[1]) > 100

@@ -448,6 +448,12 @@ def _etag_listed(header: str, sha256: str) -> bool:
     return False
 
 
+def _digits(text: str) -> bool:
+    # str.isdigit() is true of "²" and of non-Latin digits, which int() refuses or misreads:
+    # numbers in HTTP are ASCII.
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str, size: int) -> tuple[int, int] | None:
     """``[start, end)`` of a single ``bytes=`` range; ``None`` to answer the whole body.
 
@@ -458,9 +464,9 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = spec.strip().partition("-")
-    if not dash or not (first.isdigit() or last.isdigit()):
+    if not dash or not (_digits(first) or _digits(last)):
         return None
-    if (first and not first.isdigit()) or (last and not last.isdigit()):
+    if (first and not _digits(first)) or (last and not _digits(last)):
         return None
     if not first:
         suffix = int(last)
