@@ -193,6 +193,12 @@ class CommonConfig(ServersConfig):
         "DARKROOM_REPORTS_URL", None, "Internal base URL of reports (default: host and port)."
     )
     db_pool_max: int = setting("DARKROOM_DB_POOL_MAX", 10, "Connections per process pool.")
+    db_timeout: float = setting(
+        "DARKROOM_DB_TIMEOUT",
+        5.0,
+        "Seconds to open a PostgreSQL connection or run one statement before giving up (the"
+        " request answers 503): without it a database that drops packets hangs every request.",
+    )
     event_delivery_limit: int = setting(
         "DARKROOM_EVENT_DELIVERY_LIMIT",
         5,

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -62,21 +63,52 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, schema: str, *, max_size: int = 10) -> asyncpg.Pool:
-    """Open a pool whose connections live in ``schema`` and decode JSON columns to Python.
+class BoundedPool(asyncpg.Pool):
+    """An asyncpg pool whose ``acquire()`` waits at most ``acquire_timeout`` seconds by
+    default, and so does the release at the end of its ``async with``.
+
+    asyncpg's default is no limit: after a statement times out on a database that drops
+    packets, giving the connection back waits for the query's cancellation — which never
+    arrives — and the request hangs until the network heals. Bounded, it answers 503."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        """A connection within ``timeout`` seconds (default: the pool's ``acquire_timeout``)."""
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str, schema: str, *, max_size: int = 10, timeout: float = 10
+) -> asyncpg.Pool:
+    """Open a pool whose connections live in ``schema`` and decode JSON columns to Python;
+    opening a connection, every statement, waiting for a free connection and giving one back
+    each give up after ``timeout`` seconds.
 
     Raises :class:`shared.errors.Unavailable` naming the server when it cannot be reached.
     """
     _check_schema(schema)
     try:
-        return await asyncpg.create_pool(
+        return await BoundedPool(
             dsn,
+            acquire_timeout=timeout,
+            init_size=None,
             min_size=1,
             max_size=max_size,
-            server_settings={"search_path": schema, "application_name": f"darkroom-{schema}"},
+            max_queries=50000,
+            max_inactive_connection_lifetime=300.0,
+            connect=None,
+            setup=None,
             init=_init_connection,
             reset=_keep_session,
-            timeout=10,
+            loop=None,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            server_settings={"search_path": schema, "application_name": f"darkroom-{schema}"},
+            timeout=timeout,
+            command_timeout=timeout,
         )
     except CONNECTION_ERRORS as exc:
         raise Unavailable(f"PostgreSQL at {redact_dsn(dsn)} is not answering: {exc}") from exc

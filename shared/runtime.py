@@ -44,7 +44,9 @@ def database(config: CommonConfig, schema: str, migrations: Path) -> CleanupCont
     """Open the service's pool on its schema and apply its migrations first."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        pool = await db.create_pool(config.database_url, schema, max_size=config.db_pool_max)
+        pool = await db.create_pool(
+            config.database_url, schema, max_size=config.db_pool_max, timeout=config.db_timeout
+        )
         try:
             async with pool.acquire() as conn:
                 applied = await db.migrate(conn, schema, migrations)

@@ -23,6 +23,9 @@ class TcpProxy:
         #: How many connections were accepted and forwarded in total (reconnects count).
         self.connections = 0
         self._cut = False
+        #: Cleared by :meth:`stall`: bytes wait in the proxy, as in a network that drops them.
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -62,9 +65,15 @@ class TcpProxy:
             transport.abort()
         self._transports.clear()
 
+    def stall(self) -> None:
+        """Forward nothing more, in either direction, on live or new connections, without
+        closing any (a partition that drops packets: peers only notice by timing out)."""
+        self._flowing.clear()
+
     def restore(self) -> None:
-        """Accept and forward new connections again."""
+        """Accept and forward new connections again (and what a stall held back)."""
         self._cut = False
+        self._flowing.set()
 
     async def stop(self) -> None:
         """Stop listening and abort every connection."""
@@ -92,6 +101,7 @@ class TcpProxy:
         if self._cut:
             client.transport.abort()
             return
+        await self._flowing.wait()
         try:
             upstream_reader, upstream = await asyncio.open_connection(
                 self.target_host, self.target_port
@@ -107,17 +117,24 @@ class TcpProxy:
         pair = (client.transport, upstream.transport)
         self._transports.update(pair)
         try:
-            await asyncio.gather(_pump(client_reader, upstream), _pump(upstream_reader, client))
+            await asyncio.gather(
+                _pump(client_reader, upstream, self._flowing),
+                _pump(upstream_reader, client, self._flowing),
+            )
         finally:
             for transport in pair:
                 self._transports.discard(transport)
                 transport.abort()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy ``reader`` to ``writer`` until EOF or an error, then half-close ``writer``."""
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event
+) -> None:
+    """Copy ``reader`` to ``writer`` (holding bytes while ``flowing`` is clear) until EOF or an
+    error, then half-close ``writer``."""
     try:
         while data := await reader.read(_CHUNK):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     except (OSError, asyncio.IncompleteReadError):
