@@ -52,7 +52,8 @@ class UndecodableImage(InvalidRequest):
 @dataclass(frozen=True)
 class Limits:
     """What an original may be to be processed: at most ``max_pixels`` (width x height of the
-    frame processed), checked from the header before any pixel is decoded."""
+    frame processed), checked from the header before any pixel is decoded; the image a turn
+    makes of it is held to the same limit."""
 
     max_pixels: int
 
@@ -71,8 +72,8 @@ def derive(data: bytes, transform: Transform, limits: Limits) -> Derived:
     """Put the original image ``data`` through ``transform`` and encode it, metadata stripped.
 
     Animated GIF/WebP originals give their first frame. Raises :class:`UndecodableImage` for
-    anything libvips refuses (unknown format, truncated or corrupt data) and for originals over
-    ``limits``.
+    anything libvips refuses (unknown format, truncated or corrupt data) and for originals, or
+    the turned image they would become, over ``limits``.
     """
     header = _examine(data, limits)
     try:
@@ -81,6 +82,10 @@ def derive(data: bytes, transform: Transform, limits: Limits) -> Derived:
         if not alpha_out and image.hasalpha():
             image = image.flatten(background=_WHITE)
         image = _rotate(image, transform.rotation, keep_alpha=alpha_out)
+        # A turn by other than a quarter enlarges the canvas (up to twice the pixels at 45°),
+        # and every later step keeps or shrinks it: hold the result to the same limit as the
+        # original while its size is known and no pixel has been computed yet.
+        _check_result(image, limits)
         if transform.filter is not None:
             image = FILTERS[transform.filter](image)
         image = _fit(image, transform.thumb_w, transform.thumb_h)
@@ -137,6 +142,16 @@ def _examine(data: bytes, limits: Limits) -> Header:
             " pixels can be processed"
         )
     return header
+
+
+def _check_result(image: pyvips.Image, limits: Limits) -> None:
+    """Refuse a pipeline whose image would be larger than ``limits`` allow an original."""
+    if image.width * image.height > limits.max_pixels:
+        raise UndecodableImage(
+            f"The result would be {image.width}x{image.height} pixels; at most"
+            f" {limits.max_pixels} pixels can be processed (ask for a box, thumb_w/thumb_h,"
+            " or a quarter turn)"
+        )
 
 
 def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
