@@ -326,24 +326,35 @@ async def s3_stack(
 ) -> AsyncIterator[Stack]:
     """The whole platform again, its blobs in a bucket of the moto S3 server, in a database and
     exchange of its own; shared by the session's tests that run on both storage backends."""
-    name = f"darkroom_test_{run_id}_s3"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    env = stack_env(
-        PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
-        name,
+    async for running in start_platform(
+        f"darkroom_test_{run_id}_s3",
         secrets_env,
         tmp_path_factory.mktemp("s3"),
-        inbox.port,
-    )
-    env.update(
+        inbox,
         S3_ENDPOINT_URL=moto_endpoint,
         S3_BUCKET="darkroom-blobs",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
-    )
-    running = await start_stack(env)
+    ):
+        yield running
+
+
+async def start_platform(
+    name: str, secrets_env: dict[str, str], tmp_path, inbox, *, via=None, without=(), **env
+) -> AsyncIterator[Stack]:
+    """Another platform on a database and an exchange of its own, both named ``name`` and
+    dropped afterwards (sharing the session's database would let the session's outbox relays
+    publish this platform's events to the session's exchange). ``via`` (a TcpProxy) carries
+    its database connections; ``env`` overrides settings; ``without`` names services the test
+    runs as processes of its own."""
+    admin = await asyncpg.connect(PG_ADMIN)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    await admin.close()
+    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    if via is not None:
+        database_url = via.url_for(database_url)
+    platform_env = stack_env(database_url, name, secrets_env, tmp_path, inbox.port) | env
+    running = await start_stack(platform_env, without=without)
     try:
         yield running
     finally:

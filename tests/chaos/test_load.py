@@ -13,13 +13,13 @@ import hashlib
 import os
 import random
 import time
+import uuid
 
 import aiohttp
 import pytest
 
 from bench.stats import percentile
-from tests.chaos.conftest import start_platform
-from tests.conftest import free_port
+from tests.conftest import free_port, start_platform
 from tests.test_hautai import login
 from tests.test_ingest_happo import happo
 from tests.test_ingest_hashhost import form, random_png
@@ -40,7 +40,12 @@ async def platform(exchange, secrets_env, tmp_path, inbox):
         f"DARKROOM_RATE_{kind}": UNLIMITED for kind in ("OAUTH", "API_KEY", "SESSION", "ANONYMOUS")
     }
     async for running in start_platform(
-        exchange, secrets_env, tmp_path, inbox, without=("processing",), **limits
+        f"{exchange}_{uuid.uuid4().hex[:8]}",
+        secrets_env,
+        tmp_path,
+        inbox,
+        without=("processing",),
+        **limits,
     ):
         yield running
 

@@ -15,6 +15,7 @@ import hashlib
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
@@ -24,9 +25,8 @@ import pytest
 from services.ingest.blobs import OrphanSweeper
 from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
-from tests.chaos.conftest import start_platform
 from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
-from tests.conftest import AMQP_URL, PG_ADMIN
+from tests.conftest import AMQP_URL, PG_ADMIN, start_platform
 from tests.tcp_proxy import TcpProxy
 from tests.test_ingest_hashhost import form, random_png
 from tests.test_lifecycle import Jobs, big_jpeg, start_worker, until
@@ -181,7 +181,7 @@ async def platform_behind_a_db_proxy(exchange, secrets_env, tmp_path, inbox):
     await proxy.start()
     try:
         async for running in start_platform(
-            exchange,
+            f"{exchange}_{uuid.uuid4().hex[:8]}",
             secrets_env,
             tmp_path,
             inbox,
