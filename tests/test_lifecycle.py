@@ -204,7 +204,7 @@ async def test_a_worker_stopped_mid_job_hands_it_to_the_other_and_exits_0(stack,
             # libvips call already running in its thread (not interruptible) to return.
             assert first.popen.returncode == 0, first.stderr()
             # That call is several seconds of libvips on an idle machine, and up to twice that
-            # when the machine is busy (measured 19–20 s beside another suite): bound it loosely.
+            # when the machine is busy (measured 19-20 s beside another suite): bound it loosely.
             assert took < grace + 30, took
             answers = await jobs.answers_for(key, 30)
             # The relay publishes at least once; consumers absorb repeats by event id.
