@@ -160,6 +160,9 @@ class PrincipalCache:
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Forms that open a session: posted from another site they would sign the visitor in to the
+#: other site's account (login CSRF), so a foreign Origin is refused there without a session too.
+SESSION_OPENERS = frozenset({"/signin", "/signup"})
 CORS_ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_DEFAULT_HEADERS = "Authorization, Content-Type, X-Request-Id"
 CORS_EXPOSE_HEADERS = (

@@ -1,20 +1,64 @@
-"""Server-rendered pages: Jinja2 with autoescaping, a shared base layout, no external assets."""
+"""Server-rendered pages: Jinja2 with autoescaping, a shared base layout, no external assets,
+and the anti-forgery token every form of a signed-in page carries."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import jinja2
 from aiohttp import web
 
+from shared import errors
+from shared.http import Principal
+
 _SHARED_TEMPLATES = Path(__file__).with_name("templates")
+#: The form field the token travels in.
+ANTI_FORGERY_FIELD = "csrf"
+
+
+def form_token(signing_key: str, principal: Principal) -> str:
+    """The anti-forgery token of the forms shown to a signed-in person ("" for anyone else).
+
+    The services never see the session cookie (the gateway keeps cookies to itself and forwards
+    the principal it resolved, signed), so the token is tied to what the gateway vouches for:
+    the session's credential id and its user, MACed with the server-only signing key every
+    service shares, so a page of one service may post to another (the layout's sign-out). It
+    needs no storage, differs per sign-in, dies with the session, and another site can neither
+    read nor compute it. The gateway's Origin check is the first line; this is the second.
+    """
+    if principal.kind != "session" or not principal.credential_id or not principal.user_id:
+        return ""
+    message = f"darkroom-form\0{principal.credential_id}\0{principal.user_id}"
+    return hmac.new(signing_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def check_form_token(signing_key: str, principal: Principal, form: Mapping[str, Any]) -> None:
+    """Raise :class:`~shared.errors.Forbidden` unless a session's form carries its token.
+
+    Only sessions ride along on a forged cross-site post: a request with no session (an API
+    credential, or nobody) has nothing to forge and passes.
+    """
+    if principal.kind != "session":
+        return
+    expected = form_token(signing_key, principal)
+    sent = form.get(ANTI_FORGERY_FIELD)
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(
+        expected.encode(), sent.encode()
+    ):
+        raise errors.Forbidden(
+            "This form is out of date or did not come from our page: reload it and try again"
+        )
 
 
 class Pages:
     """Renders a service's templates (its ``templates/`` folder, then the shared layout)."""
 
-    def __init__(self, service_templates: Path) -> None:
+    def __init__(self, service_templates: Path, signing_key: str) -> None:
+        self.signing_key = signing_key
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(
                 [
@@ -26,9 +70,18 @@ class Pages:
             undefined=jinja2.StrictUndefined,
         )
 
-    def render(self, template: str, *, status: int = 200, **context: Any) -> web.Response:
-        """An HTML response of ``template`` with ``context``."""
-        html = self.env.get_template(template).render(**context)
+    def render(
+        self,
+        template: str,
+        *,
+        status: int = 200,
+        principal: Principal | None = None,
+        **context: Any,
+    ) -> web.Response:
+        """An HTML response of ``template`` with ``context``, and ``csrf``: the viewer's form
+        token (see :func:`form_token`; "" when no ``principal`` is given)."""
+        csrf = form_token(self.signing_key, principal) if principal is not None else ""
+        html = self.env.get_template(template).render(**context, csrf=csrf)
         return web.Response(
             text=html,
             status=status,

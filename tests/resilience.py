@@ -2,22 +2,24 @@
 
 A test takes the ``resilience`` fixture and calls :meth:`Ledger.row` once it has measured what
 happened; whether the row is green is the test's own outcome, so a row can only be green when
-every assertion after it held. Rows are kept in ``var/resilience.json`` keyed by test id, so
-``make test`` (hostile input) and ``make chaos`` (faults, load) each refresh their own rows, and
-``RESILIENCE.md`` is rendered from all of them after every run.
+every assertion after it held. ``RESILIENCE.md`` carries its rows, keyed by test id, in a JSON
+comment at its end, so ``make test`` (hostile input), ``make chaos`` (faults, load) or a single
+test file each refresh only the rows they measured and the table stays whole. Rows of tests
+that are gone (their file, or their id in a file this run collected) are dropped.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ROWS = ROOT / "var" / "resilience.json"
 REPORT = ROOT / "RESILIENCE.md"
+_EMBEDDED = re.compile(r"<!-- rows\n(.*)\n-->\n?\Z", re.DOTALL)
 _LEDGERS = pytest.StashKey["Ledger"]()
 
 
@@ -93,11 +95,21 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     results = session.config.stash.get(_RESULTS, None)
     if not results:
         return
-    ROWS.parent.mkdir(parents=True, exist_ok=True)
-    kept = json.loads(ROWS.read_text()) if ROWS.exists() else {}
+    kept = recorded(REPORT.read_text() if REPORT.exists() else "")
+    collected = {item.nodeid for item in session.items}
+    files = {nodeid.split("::")[0] for nodeid in collected}
+    for nodeid in list(kept):
+        path = nodeid.split("::")[0]
+        if not (ROOT / path).exists() or (path in files and nodeid not in collected):
+            del kept[nodeid]
     kept.update(results)
-    ROWS.write_text(json.dumps(kept, indent=1, sort_keys=True))
     REPORT.write_text(render(kept))
+
+
+def recorded(report: str) -> dict[str, list[dict]]:
+    """The rows a rendered RESILIENCE.md carries ({} when it carries none)."""
+    found = _EMBEDDED.search(report)
+    return json.loads(found[1]) if found else {}
 
 
 def _count(value: int | None) -> str:
@@ -137,5 +149,6 @@ def render(results: dict[str, list[dict]]) -> str:
         lines.append(
             "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
         )
-    lines.append("")
+    rows_json = json.dumps(results, indent=0, sort_keys=True).replace("--", "-\\u002d")
+    lines += ["", "<!-- rows", rows_json, "-->", ""]
     return "\n".join(lines)

@@ -83,7 +83,50 @@ async def test_happo_v13_token_bytes_are_accepted(http, stack, account):
     assert status == 200 and body["id"] == account["user_id"]
 
 
-async def test_bad_credentials_are_refused_and_write_nothing(http, stack, account):
+def hs256(header: dict, payload: dict, secret: str) -> str:
+    """A JWS signed with HS256 by hand, whatever its header says: the attacker's tool."""
+    signing_input = f"{b64url(header)}.{b64url(payload)}".encode()
+    mac = hmac.new(secret.encode(), signing_input, hashlib.sha256).digest()
+    return f"{signing_input.decode()}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+
+def kid_injections(key: str, secret: str) -> dict[str, dict[str, str]]:
+    """Tokens whose ``kid`` tries to steer the key lookup (path traversal, SQL, size, type)
+    or whose header brings its own key, each signed with a secret the attacker knows."""
+    known = "attacker-chosen-secret"
+    kids: dict[str, object] = {
+        "path traversal": "../../../../etc/passwd",
+        "path traversal to the key": f"../{key}",
+        "SQL quote": "' OR '1'='1",
+        "SQL comment": f"{key}'--",
+        "SQL union": "x' UNION SELECT secret FROM api_keys--",
+        "NUL byte": f"{key}\u0000",
+        "very long": "k" * 4000,
+        "a number": 1,
+        "a list": [key],
+        "an object": {"$ne": None},
+        "empty": "",
+    }
+    found = {
+        f"kid {name}": bearer(hs256({"alg": "HS256", "kid": kid}, {"key": key}, known))
+        for name, kid in kids.items()
+    }
+    # The real kid, but the header names a key the attacker holds (RFC 7515 jwk / jku / x5u).
+    own_key = {"kty": "oct", "k": base64.urlsafe_b64encode(known.encode()).decode().rstrip("=")}
+    for name, extra in (
+        ("jwk", {"jwk": own_key}),
+        ("jku", {"jku": "https://evil.example/keys.json"}),
+        ("x5u", {"x5u": "https://evil.example/cert.pem"}),
+    ):
+        header = {"alg": "HS256", "kid": key, **extra}
+        found[f"header {name} brings its own key"] = bearer(hs256(header, {"key": key}, known))
+    # The real secret under an alg spelling that is not exactly HS256.
+    for alg in ("hs256", "HS256 ", "none", "None", "NONE", "nOnE"):
+        found[f"alg {alg!r}"] = bearer(hs256({"alg": alg, "kid": key}, {"key": key}, secret))
+    return found
+
+
+async def test_bad_credentials_are_refused_and_write_nothing(http, stack, account, resilience):
     key, secret = account["api_key"], account["api_secret"]
     other = stack.create_account("Mallory")
     now = int(time.time())
@@ -131,15 +174,32 @@ async def test_bad_credentials_are_refused_and_write_nothing(http, stack, accoun
         "jwt garbage": bearer("a.b.c"),
         "token unknown": bearer("drk_" + "x" * 43),
         "token truncated": bearer(account["token"][:-1]),
+        **kid_injections(key, secret),
     }
     before = await count_writes(stack)
-    for name, headers in cases.items():
-        status, body, response_headers = await get_user(http, stack, headers)
+    answers = {name: await get_user(http, stack, headers) for name, headers in cases.items()}
+    written = sum(abs(a - b) for a, b in zip(await count_writes(stack), before, strict=True))
+    accepted = sorted(name for name, (status, _, _) in answers.items() if status < 400)
+    resilience.row(
+        "auth",
+        "forged and malformed credentials: alg none, RS/HS confusion, kid injection",
+        injected=f"{len(cases)} credentials on GET /user: alg none (5 spellings), RS256 signed"
+        " with an attacker's key (key confusion), HS512, kid path traversal / SQL / NUL /"
+        " 4000 chars / wrong types, jwk/jku/x5u header keys, expired, not yet valid, tampered,"
+        " other account's secret or kid, Basic and token malformations",
+        observed="401 bad_credentials to every one, nothing written"
+        if not accepted and not written
+        else f"accepted: {accepted}; rows written: {written}",
+        accepted=len(accepted),
+        effects=written,
+        errors_5xx=sum(status >= 500 for status, _, _ in answers.values()),
+    )
+    for name, (status, body, response_headers) in answers.items():
         assert status == 401, name
         assert body["error"]["code"] == "bad_credentials", name
         assert isinstance(body["error"]["message"], str) and body["error"]["message"], name
         assert response_headers["Content-Type"].startswith("application/json")
-    assert await count_writes(stack) == before
+    assert written == 0
 
 
 async def test_unknown_routes_and_internal_paths_are_404(http, stack, account):
@@ -167,7 +227,7 @@ async def test_services_refuse_calls_that_bypass_the_gateway(http, stack, accoun
         assert r.status == 200
 
 
-async def test_revoked_key_and_token_are_refused_on_the_next_request(http, stack):
+async def test_revoked_key_and_token_are_refused_on_the_next_request(http, stack, resilience):
     owner = stack.create_account("Revoker")
     key_headers = basic(owner["api_key"], owner["api_secret"])
     token_headers = bearer(owner["token"])
@@ -179,20 +239,42 @@ async def test_revoked_key_and_token_are_refused_on_the_next_request(http, stack
     token_id = listed["tokens"][0]["id"]
     async with http.delete(f"{stack.url}/api/keys/{key_id}", headers=token_headers) as r:
         assert r.status == 200 and (await r.json())["kind"] == "api_key"
-    status, body, _ = await get_user(http, stack, key_headers)
-    assert status == 401 and body["error"]["code"] == "bad_credentials"
-    jwt_status, _, _ = await get_user(
-        http, stack, bearer(sign_jwt(owner["api_key"], owner["api_secret"]))
-    )
-    assert jwt_status == 401
+    after_key = {
+        "Basic of the revoked key": await get_user(http, stack, key_headers),
+        "JWT of the revoked key": await get_user(
+            http, stack, bearer(sign_jwt(owner["api_key"], owner["api_secret"]))
+        ),
+        "JWT of the revoked key, with exp": await get_user(
+            http,
+            stack,
+            bearer(sign_jwt(owner["api_key"], owner["api_secret"], {"exp": int(time.time()) + 60})),
+        ),
+    }
     # The token revokes itself: the next request with it is refused too.
     async with http.delete(f"{stack.url}/api/keys/{token_id}", headers=token_headers) as r:
         assert r.status == 200
-    assert (await get_user(http, stack, token_headers))[0] == 401
-    async with http.get(
-        f"{stack.url}/api/keys", headers=basic(owner["api_key"], owner["api_secret"])
-    ) as r:
-        assert r.status == 401
+    refused = {
+        **after_key,
+        "the revoked token": await get_user(http, stack, token_headers),
+    }
+    async with http.get(f"{stack.url}/api/keys", headers=key_headers) as r:
+        listing = r.status
+    accepted = sorted(name for name, (status, _, _) in refused.items() if status != 401)
+    resilience.row(
+        "auth",
+        "credentials of revoked keys and tokens",
+        injected="a key pair and a token, each used (and cached by the gateway), revoked, then"
+        " used again: Basic, a legacy JWT, an expiring JWT, the token, and the key on the"
+        " credentials API",
+        observed="401 bad_credentials on the very next request of each"
+        if not accepted and listing == 401
+        else f"still accepted: {accepted}, /api/keys {listing}",
+        accepted=len(accepted) + (listing != 401),
+        errors_5xx=sum(status >= 500 for status, _, _ in refused.values()) + (listing >= 500),
+    )
+    for name, (status, body, _) in refused.items():
+        assert status == 401 and body["error"]["code"] == "bad_credentials", name
+    assert listing == 401
 
 
 async def test_revocation_event_evicts_a_cached_credential_within_a_second(http, stack):

@@ -22,6 +22,13 @@ async def sign_up(session: aiohttp.ClientSession, url: str, email: str) -> aioht
     )
 
 
+def form_token(page: str) -> str:
+    """The anti-forgery token the page's forms carry (every form of a page has the same)."""
+    found = set(re.findall(r'name="csrf" value="([0-9a-f]*)"', page))
+    assert len(found) == 1 and "" not in found, found
+    return found.pop()
+
+
 async def test_sign_up_generate_token_use_it_and_sign_out(stack, http):
     email = f"{uuid.uuid4().hex[:10]}@example.com"
     async with await browser() as session:
@@ -34,17 +41,21 @@ async def test_sign_up_generate_token_use_it_and_sign_out(stack, http):
             page = await r.text()
             assert "API keys" in page and email in page
             assert r.headers["Content-Security-Policy"].startswith("default-src 'self'")
+            csrf = form_token(page)
         async with session.post(
-            f"{stack.url}/keys", data={"kind": "token"}, headers={"Origin": stack.url}
+            f"{stack.url}/keys", data={"kind": "token", "csrf": csrf}, headers={"Origin": stack.url}
         ) as r:
             assert r.status == 201
-            token = re.search(r"(drk_[A-Za-z0-9_-]{43})", await r.text())[1]
+            page = await r.text()
+            token = re.search(r"(drk_[A-Za-z0-9_-]{43})", page)[1]
+            assert form_token(page) == csrf
         async with http.get(f"{stack.url}/user", headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 200 and (await r.json())["email"] == email
         async with session.get(f"{stack.url}/api/keys") as r:
             token_id = (await r.json())["tokens"][0]["id"]
         async with session.post(
             f"{stack.url}/keys/{token_id}/revoke",
+            data={"csrf": csrf},
             headers={"Origin": stack.url},
             allow_redirects=False,
         ) as r:
@@ -52,7 +63,10 @@ async def test_sign_up_generate_token_use_it_and_sign_out(stack, http):
         async with http.get(f"{stack.url}/user", headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 401
         async with session.post(
-            f"{stack.url}/signout", headers={"Origin": stack.url}, allow_redirects=False
+            f"{stack.url}/signout",
+            data={"csrf": csrf},
+            headers={"Origin": stack.url},
+            allow_redirects=False,
         ) as r:
             assert r.status == 303
         async with session.get(f"{stack.url}/keys", allow_redirects=False) as r:

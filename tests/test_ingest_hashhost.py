@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 import zlib
 
@@ -393,9 +394,19 @@ async def test_pages_upload_and_my_files_with_delete(client, stack, other_accoun
         assert response.status == 303
         assert response.headers["Location"] == "/signin?next=/files"
     session = await _sign_in(client, stack, other_account)
+    async with client.get(f"{stack.url}/upload", headers=session) as response:
+        csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', await response.text())[1]
     data = random_png()
     sha256 = hashlib.sha256(data).hexdigest()
-    request = _multipart([("file", "a<script>b.png", data)])
+    # A signed-in upload without the page's token is a forged one: refused, nothing stored.
+    for token in (b"", b"0" * 64):
+        request = _multipart([("csrf", None, token), ("file", "forged.png", data)])
+        async with client.post(
+            f"{stack.url}/upload", data=request["data"], headers={**request["headers"], **session}
+        ) as response:
+            assert response.status == 403, await response.text()
+        assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 404
+    request = _multipart([("csrf", None, csrf.encode()), ("file", "a<script>b.png", data)])
     async with client.post(
         f"{stack.url}/upload", data=request["data"], headers={**request["headers"], **session}
     ) as response:
@@ -407,8 +418,16 @@ async def test_pages_upload_and_my_files_with_delete(client, stack, other_accoun
         page = await response.text()
         assert sha256 in page and "a&lt;script&gt;b.png" in page
         assert 'href="/keys"' in page and other_account["email"] in page
+        assert f'name="csrf" value="{csrf}"' in page
     async with client.post(
         f"{stack.url}/files/{sha256}/delete", headers=session, allow_redirects=False
+    ) as response:
+        assert response.status == 403  # no token: the file stays
+    async with client.post(
+        f"{stack.url}/files/{sha256}/delete",
+        data={"csrf": csrf},
+        headers=session,
+        allow_redirects=False,
     ) as response:
         assert response.status == 303
         assert response.headers["Location"] == "/files"

@@ -282,19 +282,34 @@ async def test_denying_redirects_with_access_denied_and_state(stack, user, app_c
     assert "code" not in answer
 
 
-async def test_a_reused_code_is_refused_and_revokes_its_token(stack, client, user, app_client):
+async def test_a_reused_code_is_refused_and_revokes_its_token(
+    stack, client, user, app_client, resilience
+):
     code = await get_code(stack, user, app_client)
     status, first, _ = await exchange(client, stack, app_client, code=code)
     assert status == 200
     assert await user_status(client, stack, first["access_token"]) == 200  # cached by gateway
-    status, again, _ = await exchange(client, stack, app_client, code=code)
-    assert status == 400 and again["error"] == "invalid_grant"
-    assert isinstance(again["error_description"], str)
-    assert await user_status(client, stack, first["access_token"]) == 401
-    status, refreshed, _ = await exchange(
+    replays = [await exchange(client, stack, app_client, code=code) for _ in range(3)]
+    access_after = await user_status(client, stack, first["access_token"])
+    refreshed_status, refreshed, _ = await exchange(
         client, stack, app_client, grant_type="refresh_token", refresh_token=first["refresh_token"]
     )
-    assert status == 400 and refreshed["error"] == "invalid_grant"
+    accepted = sum(status == 200 for status, _, _ in replays) + (refreshed_status == 200)
+    resilience.row(
+        "auth",
+        "OAuth authorization code replay",
+        injected="a code exchanged once, then 3 more times; then the first grant's access and"
+        " refresh tokens used",
+        observed="every replay 400 invalid_grant, and the replay revoked the first grant: its"
+        f" access token {access_after}, its refresh token {refreshed_status}",
+        accepted=accepted + (access_after != 401),
+        errors_5xx=sum(status >= 500 for status, _, _ in replays),
+    )
+    for status, again, _ in replays:
+        assert status == 400 and again["error"] == "invalid_grant"
+        assert isinstance(again["error_description"], str)
+    assert access_after == 401
+    assert refreshed_status == 400 and refreshed["error"] == "invalid_grant"
 
 
 async def test_an_expired_code_is_invalid_grant(stack, client, user, app_client):
@@ -319,7 +334,9 @@ async def test_codes_live_ten_minutes_by_default(stack, user, app_client):
     assert 599 <= float(lifetime) <= 601
 
 
-async def test_redirect_uri_variants_get_an_error_page_not_a_redirect(stack, user, app_client):
+async def test_redirect_uri_variants_get_an_error_page_not_a_redirect(
+    stack, user, app_client, resilience
+):
     variants = [
         REDIRECT + "/",
         REDIRECT + "?extra=1",
@@ -327,7 +344,14 @@ async def test_redirect_uri_variants_get_an_error_page_not_a_redirect(stack, use
         "http://app.example/callback",
         "https://app.example.evil.example/callback",
         "https://app.example/callback#x",
+        "https://app.example@evil.example/callback",
+        "https://app.example/callback/../evil",
+        "https://APP.example/callback",
+        "https://app.example:443/callback",
+        "https://app.example/callback%2F..%2Fevil",
+        "//evil.example/callback",
     ]
+    asked = 0
     async with browser() as session:
         # Signed in, so a mistake here would go straight to consent or to the URI.
         location = await sign_in(session, stack, user, "/signin?next=/keys")
@@ -339,6 +363,7 @@ async def test_redirect_uri_variants_get_an_error_page_not_a_redirect(stack, use
                     "response_type": "code",
                     name: variant,
                 }
+                asked += 1
                 async with session.get(
                     f"{stack.url}/oauth/authorize?{urlencode(query)}", allow_redirects=False
                 ) as r:
@@ -376,6 +401,17 @@ async def test_redirect_uri_variants_get_an_error_page_not_a_redirect(stack, use
         app_client["client_id"],
         REDIRECT,
     )
+    resilience.row(
+        "auth",
+        "OAuth redirect URI variants",
+        injected=f"{asked} authorization requests of a signed-in user with {len(variants)}"
+        " variants of the registered URI in redirect_uri and redirect_url (trailing slash, extra"
+        " query, other host, http, suffix host, fragment, userinfo, dot segments, case, port,"
+        " encoded slash, scheme-relative), 3 broken requests and a tampered consent form",
+        observed="an error page (400, no Location) for every one; no code issued to another URI",
+        accepted=count,
+        effects=count,
+    )
     assert count == 0
 
 
@@ -397,46 +433,60 @@ async def test_other_authorization_mistakes_go_back_to_the_client(stack, user, a
                 assert answer["error"] == error and answer["state"] == "st", query
 
 
-async def test_pkce_is_s256_only_and_enforced(stack, client, user, app_client):
+async def test_pkce_is_s256_only_and_enforced(stack, client, user, app_client, resilience):
     verifier = generate_token(64)
     challenge = create_s256_code_challenge(verifier)
     pkce = {"code_challenge": challenge, "code_challenge_method": "S256"}
-
+    downgrades = {
+        "a wrong verifier": (pkce, {"code_verifier": "x" * 64}),
+        "no verifier": (pkce, {}),
+        "a verifier for a code without a challenge": ({}, {"code_verifier": verifier}),
+    }
+    exchanged = {}
+    for name, (challenge_params, verifier_params) in downgrades.items():
+        code = await get_code(stack, user, app_client, **challenge_params)
+        exchanged[name] = await exchange(client, stack, app_client, code=code, **verifier_params)
     code = await get_code(stack, user, app_client, **pkce)
-    status, answer, _ = await exchange(client, stack, app_client, code=code, code_verifier="x" * 64)
-    assert status == 400 and answer["error"] == "invalid_grant"
+    right = await exchange(client, stack, app_client, code=code, code_verifier=verifier)
 
-    code = await get_code(stack, user, app_client, **pkce)
-    status, answer, _ = await exchange(client, stack, app_client, code=code)
-    assert status == 400 and answer["error"] == "invalid_grant"
-    assert "code_verifier" in answer["error_description"]
-
-    code = await get_code(stack, user, app_client)  # no challenge: a verifier is a downgrade
-    status, answer, _ = await exchange(client, stack, app_client, code=code, code_verifier=verifier)
-    assert status == 400 and answer["error"] == "invalid_grant"
-
-    code = await get_code(stack, user, app_client, **pkce)
-    status, answer, _ = await exchange(client, stack, app_client, code=code, code_verifier=verifier)
-    assert status == 200, answer
-
-    refused = (
-        {"code_challenge": generate_token(43), "code_challenge_method": "plain"},
-        {"code_challenge": challenge},  # no method means plain
-        {"code_challenge_method": "S256"},
-        {"code_challenge": "short", "code_challenge_method": "S256"},
-    )
+    refused = {
+        "method plain": {"code_challenge": generate_token(43), "code_challenge_method": "plain"},
+        "no method (plain)": {"code_challenge": challenge},
+        "a method without a challenge": {"code_challenge_method": "S256"},
+        "a short challenge": {"code_challenge": "short", "code_challenge_method": "S256"},
+    }
+    sent_back = {}
     async with browser() as session:
         await sign_in(session, stack, user, "/signin?next=/keys")
-        for extra in refused:
+        for name, extra in refused.items():
             query = {"client_id": app_client["client_id"], "response_type": "code", "state": "p"}
             async with session.get(
                 f"{stack.url}/oauth/authorize?{urlencode({**query, **extra})}",
                 allow_redirects=False,
             ) as r:
-                assert r.status == 303, extra
-                answer = query_of(r.headers["Location"])
-                assert answer["error"] == "invalid_request" and answer["state"] == "p", extra
-                assert "code" not in answer
+                sent_back[name] = (r.status, query_of(r.headers.get("Location", "")))
+    accepted = [n for n, (status, _, _) in exchanged.items() if status == 200]
+    accepted += [n for n, (_, answer) in sent_back.items() if "code" in answer]
+    resilience.row(
+        "auth",
+        "OAuth PKCE downgrade",
+        injected=f"codes exchanged with {', '.join(downgrades)}; authorization requests with"
+        f" {', '.join(refused)}",
+        observed="exchanges 400 invalid_grant, requests sent back with invalid_request and no"
+        f" code; the right S256 verifier alone gets a token ({right[0]})"
+        if not accepted
+        else f"accepted: {accepted}",
+        accepted=len(accepted),
+        errors_5xx=sum(status >= 500 for status, _, _ in exchanged.values()),
+    )
+    for name, (status, answer, _) in exchanged.items():
+        assert status == 400 and answer["error"] == "invalid_grant", name
+    assert "code_verifier" in exchanged["no verifier"][1]["error_description"]
+    assert right[0] == 200, right[1]
+    for name, (status, answer) in sent_back.items():
+        assert status == 303, name
+        assert answer["error"] == "invalid_request" and answer["state"] == "p", name
+        assert "code" not in answer, name
 
 
 async def test_client_authentication_failures_are_401_invalid_client(

@@ -216,6 +216,8 @@ BODIES: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
 #: Form tokens: B's own, so the id lookup is what refuses, not the anti-forgery check.
 CSRF_FORMS: dict[str, Callable[[Tenant], dict[str, str]]] = {
     "POST /applications/{client_pk}/delete": lambda b: {"csrf": b.auth_csrf},
+    "POST /files/{hash}/delete": lambda b: {"csrf": b.auth_csrf},
+    "POST /keys/{credential_id}/revoke": lambda b: {"csrf": b.auth_csrf},
     "POST /comparisons/{id}/review": lambda b: {"csrf": b.review_csrf, "decision": "reject"},
 }
 

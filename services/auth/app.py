@@ -24,7 +24,7 @@ def create_app(config: AuthConfig) -> web.Application:
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
     app[BOX] = domain.SecretBox(config.secrets_key)
-    app[PAGES] = Pages(HERE / "templates")
+    app[PAGES] = Pages(HERE / "templates", config.signing_key)
     app.cleanup_ctx.extend(
         runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS)
     )

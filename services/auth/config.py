@@ -15,6 +15,11 @@ class AuthConfig(CommonConfig):
         "DARKROOM_SECRETS_KEY",
         "Key (base64, 32 bytes) that encrypts API secrets at rest with AES-GCM.",
     )
+    signing_key: str = secret(
+        "DARKROOM_SIGNING_KEY",
+        "MACs the anti-forgery token of every signed-in page's forms (shared with ingest and"
+        " reports, whose pages post to auth's sign-out).",
+    )
     session_days: int = setting(
         "DARKROOM_SESSION_DAYS", 14, "Lifetime of a web sign-in session, in days."
     )

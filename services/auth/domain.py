@@ -219,13 +219,6 @@ def display_prefix(token: str) -> str:
     return token[: len(TOKEN_PREFIX) + 6]
 
 
-def csrf_token(secrets_key: str, session_id: str) -> str:
-    """The anti-forgery token of a session's forms: an HMAC of the session id, so it needs no
-    storage and dies with the session. The label keeps it apart from the key's AES use."""
-    key = base64.b64decode(secrets_key)
-    return hmac.new(key, b"darkroom-csrf\0" + session_id.encode(), hashlib.sha256).hexdigest()
-
-
 def secrets_equal(a: str, b: str) -> bool:
     """Constant-time comparison of two secrets."""
     return hmac.compare_digest(a.encode(), b.encode())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode, urlsplit
 
@@ -22,7 +22,7 @@ from shared.http import (
     read_json_object,
     require_account,
 )
-from shared.pages import Pages, redirect, safe_next
+from shared.pages import Pages, check_form_token, redirect, safe_next
 from shared.runtime import POOL
 
 CONFIG = web.AppKey("auth.config", AuthConfig)
@@ -155,7 +155,9 @@ async def revoke_credential(request: web.Request) -> web.Response:
 
 async def home_page(request: web.Request) -> web.Response:
     """``GET /``: what Darkroom is, with links to sign in or to the keys."""
-    return request.app[PAGES].render("home.html", user=await _page_user(request))
+    return request.app[PAGES].render(
+        "home.html", user=await _page_user(request), principal=principal_of(request)
+    )
 
 
 async def sign_up_page(request: web.Request) -> web.Response:
@@ -213,12 +215,22 @@ async def sign_in(request: web.Request) -> web.Response:
             )
         response = redirect(next_path)
         await _start_session(request.app, conn, user, response)
+        # A session the browser already held (perhaps planted by someone else) ends here:
+        # signing in never keeps a session identifier the browser brought.
+        held = principal_of(request)
+        if held.kind == "session" and held.credential_id:
+            await repo.revoke_credential(
+                conn, uuid.UUID(held.account_id), uuid.UUID(held.credential_id)
+            )
+            response.headers[REVOKED_HEADER] = held.credential_id
     return response
 
 
 async def sign_out(request: web.Request) -> web.Response:
     """``POST /signout``: revoke the session and clear the cookie."""
     principal = principal_of(request)
+    if forged := await _forged(request, await read_form(request)):
+        return forged
     response = redirect("/")
     if principal.kind == "session" and principal.credential_id:
         async with request.app[POOL].acquire() as conn:
@@ -244,6 +256,8 @@ async def keys_create(request: web.Request) -> web.Response:
     if user is None:
         return redirect("/signin?next=/keys")
     form = await read_form(request)
+    if forged := await _forged(request, form):
+        return forged
     kind = "key" if form.get("kind") == "key" else "token"
     created = await _issue(request.app, user, kind, "")
     return await _render_keys(request, user, created=created, status=201)
@@ -254,6 +268,8 @@ async def keys_revoke(request: web.Request) -> web.Response:
     user = await _page_user(request)
     if user is None:
         return redirect("/signin?next=/keys")
+    if forged := await _forged(request, await read_form(request)):
+        return forged
     async with request.app[POOL].acquire() as conn:
         kind = await repo.revoke_credential(
             conn, user.account_id, _uuid(request.match_info["credential_id"])
@@ -392,6 +408,7 @@ async def _render_keys(
         status=status,
         user=user,
         created=created,
+        principal=principal_of(request),
         keys=found["keys"],
         tokens=found["tokens"],
         public_url=request.app[CONFIG].public_url,
@@ -482,14 +499,14 @@ async def authorize_page(request: web.Request) -> web.Response:
     session = await _session_user(request)
     if session is None:
         return redirect("/signin?" + urlencode({"next": request.raw_path}))
-    user, session_id = session
+    user, _session_id = session
     response = request.app[PAGES].render(
         "consent.html",
         user=user,
         client=client,
         redirect_uri=authorization.redirect_uri,
         fields=authorization.form_fields(),
-        csrf=domain.csrf_token(request.app[CONFIG].secrets_key, session_id),
+        principal=principal_of(request),
     )
     # Browsers hold a form's redirect to form-action too: allow the one we will send them to.
     parts = urlsplit(authorization.redirect_uri)
@@ -517,9 +534,9 @@ async def authorize_decision(request: web.Request) -> web.Response:
     if session is None:
         query = urlencode(authorization.form_fields())
         return redirect("/signin?" + urlencode({"next": f"/oauth/authorize?{query}"}))
-    user, session_id = session
-    if not _csrf_ok(request, session_id, form.get("csrf")):
-        return await _error_page(request, "This form has expired; start again.", 403)
+    user, _session_id = session
+    if forged := await _forged(request, form):
+        return forged
     if form.get("decision") != "approve":
         params = {"error": "access_denied", "error_description": "The user denied access"}
         return redirect(
@@ -598,7 +615,7 @@ async def applications_page(request: web.Request) -> web.Response:
     session = await _session_user(request)
     if session is None:
         return redirect("/signin?next=/applications")
-    return await _render_applications(request, *session)
+    return await _render_applications(request, session[0])
 
 
 async def applications_create(request: web.Request) -> web.Response:
@@ -607,10 +624,10 @@ async def applications_create(request: web.Request) -> web.Response:
     session = await _session_user(request)
     if session is None:
         return redirect("/signin?next=/applications")
-    user, session_id = session
+    user, _session_id = session
     form = await read_form(request)
-    if not _csrf_ok(request, session_id, form.get("csrf")):
-        return await _error_page(request, "This form has expired; start again.", 403)
+    if forged := await _forged(request, form):
+        return forged
     name, redirect_uri = str(form.get("name", "")).strip(), str(form.get("redirect_uri", ""))
     try:
         if not 1 <= len(name) <= 200:
@@ -618,7 +635,7 @@ async def applications_create(request: web.Request) -> web.Response:
         redirect_uri = oauth.validate_redirect_uri(redirect_uri)
     except errors.InvalidRequest as exc:
         return await _render_applications(
-            request, user, session_id, error=exc.message, form=form, status=422
+            request, user, error=exc.message, form=form, status=422
         )
     async with request.app[POOL].acquire() as conn:
         _client_pk, client_id, secret = await repo.create_oauth_client(
@@ -629,7 +646,7 @@ async def applications_create(request: web.Request) -> web.Response:
             created_by=user.id,
         )
     created = {"client_id": client_id, "client_secret": secret}
-    return await _render_applications(request, user, session_id, created=created, status=201)
+    return await _render_applications(request, user, created=created, status=201)
 
 
 async def applications_delete(request: web.Request) -> web.Response:
@@ -638,10 +655,10 @@ async def applications_delete(request: web.Request) -> web.Response:
     session = await _session_user(request)
     if session is None:
         return redirect("/signin?next=/applications")
-    user, session_id = session
+    user, _session_id = session
     form = await read_form(request)
-    if not _csrf_ok(request, session_id, form.get("csrf")):
-        return await _error_page(request, "This form has expired; start again.", 403)
+    if forged := await _forged(request, form):
+        return forged
     async with request.app[POOL].acquire() as conn:
         revoked = await repo.delete_oauth_client(
             conn, user.account_id, _uuid(request.match_info["client_pk"])
@@ -788,21 +805,28 @@ async def _session_user(request: web.Request) -> tuple[repo.User, str] | None:
     return (user, principal.credential_id) if user is not None else None
 
 
-def _csrf_ok(request: web.Request, session_id: str, sent: object) -> bool:
-    expected = domain.csrf_token(request.app[CONFIG].secrets_key, session_id)
-    return isinstance(sent, str) and hmac.compare_digest(expected.encode(), sent.encode())
+async def _forged(request: web.Request, form: Mapping[str, object]) -> web.Response | None:
+    """The 403 page when a session's form lacks its anti-forgery token, else None."""
+    try:
+        check_form_token(request.app[CONFIG].signing_key, principal_of(request), form)
+    except errors.Forbidden as exc:
+        return await _error_page(request, exc.message, 403)
+    return None
 
 
 async def _error_page(request: web.Request, message: str, status: int) -> web.Response:
     return request.app[PAGES].render(
-        "oauth_error.html", status=status, user=await _page_user(request), message=message
+        "oauth_error.html",
+        status=status,
+        user=await _page_user(request),
+        principal=principal_of(request),
+        message=message,
     )
 
 
 async def _render_applications(
     request: web.Request,
     user: repo.User,
-    session_id: str,
     *,
     created: dict | None = None,
     error: str | None = None,
@@ -819,6 +843,6 @@ async def _render_applications(
         created=created,
         error=error,
         form=form or {},
-        csrf=domain.csrf_token(request.app[CONFIG].secrets_key, session_id),
+        principal=principal_of(request),
         public_url=request.app[CONFIG].public_url,
     )

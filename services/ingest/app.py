@@ -79,7 +79,7 @@ def create_app(config: IngestConfig) -> web.Application:
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
-    app[PAGES] = Pages(HERE / "templates")
+    app[PAGES] = Pages(HERE / "templates", config.signing_key)
     app.cleanup_ctx.extend(
         [
             *runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS),

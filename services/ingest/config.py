@@ -48,7 +48,9 @@ class IngestConfig(StorageConfig):
         4,
         "Remote images one request downloads at once (a bulk request's others wait).",
     )
-    signing_key: str = secret("DARKROOM_SIGNING_KEY", "Signs upload URLs (ingest).")
+    signing_key: str = secret(
+        "DARKROOM_SIGNING_KEY", "Signs upload URLs and the anti-forgery token of its pages' forms."
+    )
     orphan_grace_seconds: float = setting(
         "DARKROOM_ORPHAN_GRACE_SECONDS",
         3600.0,

@@ -32,12 +32,13 @@ from shared import errors
 from shared.http import (
     Principal,
     principal_of,
+    read_form,
     read_json_object,
     require_account,
     unless_disconnected,
 )
 from shared.logging import get_logger
-from shared.pages import Pages, redirect
+from shared.pages import Pages, check_form_token, redirect
 from shared.pagination import Window, offset_window, page_answer, page_window
 from shared.runtime import INTERNAL, POOL, STORE
 from shared.storage import BlobNotFound
@@ -357,6 +358,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
     upload = Upload()
     try:
         await _read_upload(request, request.app[CONFIG].max_upload_bytes, upload)
+        check_form_token(request.app[CONFIG].signing_key, principal_of(request), upload.fields)
         result = await _store_hashhost_file(request, upload)
     except errors.DarkroomError as exc:
         if _wants_plain_text(request, upload):
@@ -379,6 +381,7 @@ async def _render_upload(
         "upload.html",
         status=status,
         user=await _page_user(request),
+        principal=principal_of(request),
         result=result,
         error=error,
         api_url=config.public("/api/upload"),
@@ -397,7 +400,11 @@ async def files_page(request: web.Request) -> web.Response:
     async with request.app[POOL].acquire() as conn:
         files = await repo.files_of(conn, account_id)
     return request.app[PAGES].render(
-        "files.html", user=user, files=files, file_base=request.app[CONFIG].public("/f/")
+        "files.html",
+        user=user,
+        principal=principal_of(request),
+        files=files,
+        file_base=request.app[CONFIG].public("/f/"),
     )
 
 
@@ -406,6 +413,7 @@ async def files_delete(request: web.Request) -> web.Response:
     principal = principal_of(request)
     if not principal.authenticated:
         return redirect("/signin?next=/files")
+    check_form_token(request.app[CONFIG].signing_key, principal, await read_form(request))
     sha256 = request.match_info["hash"].lower()
     if not domain.is_sha256(sha256) or not await _remove_file(request, principal, sha256, None):
         raise errors.NotFound("No such file of yours")

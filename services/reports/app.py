@@ -51,7 +51,7 @@ def create_app(config: ReportsConfig) -> web.Application:
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
-    app[PAGES] = create_pages(config.public_url)
+    app[PAGES] = create_pages(config.public_url, config.signing_key)
     database, broker, relay, consuming = runtime.service_contexts(
         config, SCHEMA, HERE / "migrations", consumers.subscriptions(app)
     )

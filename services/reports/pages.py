@@ -10,8 +10,6 @@ overlay's fade and flicker are radio buttons and CSS, which the shared Content-S
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +29,7 @@ from services.reports.handlers import COMPARISONS, CONFIG
 from shared import errors
 from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
-from shared.pages import Pages, redirect
+from shared.pages import Pages, check_form_token, redirect
 from shared.runtime import INTERNAL, POOL
 
 log = get_logger("darkroom.reports.pages")
@@ -51,9 +49,9 @@ DECISIONS = {"accept": "accepted", "reject": "rejected"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_pages(public_url: str) -> Pages:
+def create_pages(public_url: str, signing_key: str) -> Pages:
     """The reports templates on the shared layout, with the filters they use."""
-    pages = Pages(TEMPLATES)
+    pages = Pages(TEMPLATES, signing_key)
     pages.env.filters["when"] = when
     pages.env.filters["project_name"] = project_name
     pages.env.filters["web_link"] = web_link
@@ -90,28 +88,6 @@ def local_url(public_url: str, url: str) -> str:
     if url.startswith(public_url + "/"):
         return url[len(public_url) :]
     return url
-
-
-def review_token(signing_key: str, principal: Principal) -> str:
-    """The anti-forgery token of the accept/reject forms.
-
-    Auth ties its form tokens to the session cookie, but this service never sees the cookie:
-    the gateway keeps cookies to itself and forwards the principal it resolved, signed. So the
-    token is tied to what the gateway vouches for instead: the session's credential id and its
-    user, MACed with a server-only key. It needs no storage, differs per sign-in, dies with the
-    session, and a page of another site can neither read nor compute it (the gateway's Origin
-    check is the first line; this is the second). The label keeps it apart from the badge and
-    unsubscribe MACs made with the same key.
-    """
-    message = f"darkroom-reports-review\0{principal.credential_id}\0{principal.user_id}"
-    return hmac.new(signing_key.encode(), message.encode(), hashlib.sha256).hexdigest()
-
-
-def review_token_ok(signing_key: str, principal: Principal, sent: object) -> bool:
-    """True when ``sent`` is the principal's review token (compared in constant time)."""
-    if not isinstance(sent, str) or not principal.credential_id or not principal.user_id:
-        return False
-    return hmac.compare_digest(review_token(signing_key, principal).encode(), sent.encode())
 
 
 @dataclass(frozen=True)
@@ -199,6 +175,7 @@ def _page(handler: Handler) -> Handler:
                 "problem.html",
                 status=exc.status,
                 user=await _nav_user(request, principal_of(request)),
+                principal=principal_of(request),
                 status_code=exc.status,
                 message=exc.message,
             )
@@ -281,6 +258,7 @@ async def report_page(request: web.Request) -> web.StreamResponse:
     return request.app[PAGES].render(
         "report.html",
         user=await _nav_user(request, principal),
+        principal=principal,
         report=report,
         groups=groups,
         pager=pager,
@@ -313,10 +291,10 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
             found = await repo.entries(conn, comparison.id, (kind,), limit=limit, offset=offset)
             sections[kind] = [Line(entry.position or 0, entry) for entry in found]
     session = principal.kind == "session"
-    config = request.app[CONFIG]
     return request.app[PAGES].render(
         "comparison.html",
         user=await _nav_user(request, principal),
+        principal=principal,
         comparison=comparison,
         outcome=comparison.status,
         tally=domain.Tally.of(counts),
@@ -324,7 +302,6 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
         pager=pager,
         reviewer=_reviewer(comparison, principal),
         can_review=session and comparison.done,
-        csrf=review_token(config.signing_key, principal) if session else "",
     )
 
 
@@ -350,13 +327,8 @@ async def review(request: web.Request) -> web.StreamResponse:
         raise _SignInFirst(f"/comparisons/{comparison_id}")
     if principal.kind != "session":
         raise errors.Forbidden("A comparison is reviewed by a person signed in on its page")
-    config = request.app[CONFIG]
     form = await read_form(request)
-    if not review_token_ok(config.signing_key, principal, form.get("csrf")):
-        raise errors.Forbidden(
-            "This form is out of date or did not come from the comparison page: reload the"
-            " page and try again"
-        )
+    check_form_token(request.app[CONFIG].signing_key, principal, form)
     decision = DECISIONS.get(str(form.get("decision", "")))
     if decision is None:
         raise errors.InvalidRequest("`decision` must be accept or reject")
@@ -412,6 +384,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
     return request.app[PAGES].render(
         "job.html",
         user=await _nav_user(request, principal),
+        principal=principal,
         job=job,
         outcome=status,
         lines=lines,
