@@ -46,8 +46,10 @@ def check_form_token(signing_key: str, principal: Principal, form: Mapping[str, 
         return
     expected = form_token(signing_key, principal)
     sent = form.get(ANTI_FORGERY_FIELD)
-    if not expected or not isinstance(sent, str) or not hmac.compare_digest(
-        expected.encode(), sent.encode()
+    if (
+        not expected
+        or not isinstance(sent, str)
+        or not hmac.compare_digest(expected.encode(), sent.encode())
     ):
         raise errors.Forbidden(
             "This form is out of date or did not come from our page: reload it and try again"

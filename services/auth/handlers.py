@@ -634,9 +634,7 @@ async def applications_create(request: web.Request) -> web.Response:
             raise errors.InvalidRequest("name must be 1 to 200 characters")
         redirect_uri = oauth.validate_redirect_uri(redirect_uri)
     except errors.InvalidRequest as exc:
-        return await _render_applications(
-            request, user, error=exc.message, form=form, status=422
-        )
+        return await _render_applications(request, user, error=exc.message, form=form, status=422)
     async with request.app[POOL].acquire() as conn:
         _client_pk, client_id, secret = await repo.create_oauth_client(
             conn,
