@@ -25,6 +25,8 @@ POINTS = frozenset(
         "consumer.before_commit",
         # OutboxRelay: the broker confirmed the batch, the rows are not marked published yet.
         "relay.after_confirm",
+        # ingest: an upload's bytes are in the blob store, its record is not committed yet.
+        "blob.after_put",
     }
 )
 

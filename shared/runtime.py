@@ -36,6 +36,8 @@ BROKER = web.AppKey("darkroom.broker", Broker)
 INTERNAL = web.AppKey("darkroom.internal", InternalClient)
 CONSUMERS = web.AppKey("darkroom.consumers", list)
 STORE = web.AppKey("darkroom.store", BlobStore)
+#: The fault points armed in this process (``DARKROOM_FAULTS``; none in a deployment).
+FAULTS = web.AppKey("darkroom.faults", Faults)
 
 CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 

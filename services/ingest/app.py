@@ -19,6 +19,7 @@ from services.ingest.remote import RemoteFetcher, RemotePolicy
 from services.ingest.routes import setup_routes
 from services.ingest.subjects import Subjects
 from shared import metrics, runtime
+from shared.faults import Faults
 from shared.http import health_routes, service_middlewares
 from shared.pages import Pages
 
@@ -66,7 +67,7 @@ def subjects(config: IngestConfig) -> runtime.CleanupContext:
     """The Haut.ai-style subjects API's use cases over the pool and the blob store."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[SUBJECTS] = Subjects(app[runtime.POOL], app[runtime.STORE], config)
+        app[SUBJECTS] = Subjects(app[runtime.POOL], app[runtime.STORE], config, app[runtime.FAULTS])
         yield
 
     return context
@@ -80,6 +81,7 @@ def create_app(config: IngestConfig) -> web.Application:
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
     app[PAGES] = Pages(HERE / "templates", config.signing_key)
+    app[runtime.FAULTS] = Faults(config.faults)
     app.cleanup_ctx.extend(
         [
             *runtime.service_contexts(config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS),

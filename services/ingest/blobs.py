@@ -23,6 +23,7 @@ import asyncpg
 from services.ingest import domain, events, repo
 from shared.derivatives import DERIVATIVE_PREFIX, derivatives_prefix
 from shared.events import record_event
+from shared.faults import NO_FAULTS, Faults
 from shared.logging import get_logger
 from shared.storage import BlobStore
 
@@ -41,6 +42,7 @@ async def store_content(
     data: bytes,
     register: Register,
     event_data: dict[str, Any],
+    faults: Faults = NO_FAULTS,
 ) -> bool:
     """Store ``data`` once and add its record with ``register``; True when the record is new.
 
@@ -49,6 +51,7 @@ async def store_content(
     key = domain.blob_key(content.sha256)
     if not await store.exists(key):
         await store.put(key, data)
+    faults.reach("blob.after_put")
     async with pool.acquire() as conn, conn.transaction():
         await repo.lock_blob(conn, content.sha256)
         inserted = await repo.add_blob(conn, content)

@@ -40,7 +40,7 @@ from shared.http import (
 from shared.logging import get_logger
 from shared.pages import Pages, check_form_token, redirect
 from shared.pagination import Window, offset_window, page_answer, page_window
-from shared.runtime import INTERNAL, POOL, STORE
+from shared.runtime import FAULTS, INTERNAL, POOL, STORE
 from shared.storage import BlobNotFound
 
 CONFIG = web.AppKey("ingest.config", IngestConfig)
@@ -214,7 +214,13 @@ async def happo_upload(request: web.Request) -> web.Response:
         "happo_hash": grant.hash,
     }
     await blobs.store_content(
-        request.app[POOL], request.app[STORE], content, upload.data, register, event
+        request.app[POOL],
+        request.app[STORE],
+        content,
+        upload.data,
+        register,
+        event,
+        request.app[FAULTS],
     )
     return web.json_response({"url": config.public(f"/img/{account_id}/{grant.hash}")})
 
@@ -272,7 +278,13 @@ async def _store_hashhost_file(request: web.Request, upload: Upload) -> dict:
         content, principal.account_id if principal.authenticated else None, "hashhost"
     )
     await blobs.store_content(
-        request.app[POOL], request.app[STORE], content, upload.data, register, event
+        request.app[POOL],
+        request.app[STORE],
+        content,
+        upload.data,
+        register,
+        event,
+        request.app[FAULTS],
     )
     return _hashhost_answer(config, content, filename, delete_token)
 

@@ -25,6 +25,7 @@ from services.ingest.config import IngestConfig
 from shared import errors
 from shared.analysis import ANALYSIS_COMPLETED, PROBLEM_CODES
 from shared.events import Envelope, record_event
+from shared.faults import NO_FAULTS, Faults
 from shared.logging import get_logger
 from shared.storage import BlobStore
 
@@ -41,10 +42,17 @@ _USED = "This upload URL was used already; ask for a new one"
 class Subjects:
     """The use cases of the subjects API over the pool and the blob store."""
 
-    def __init__(self, pool: asyncpg.Pool, store: BlobStore, config: IngestConfig) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        store: BlobStore,
+        config: IngestConfig,
+        faults: Faults = NO_FAULTS,
+    ) -> None:
         self.pool = pool
         self.store = store
         self.config = config
+        self.faults = faults
         self._limits = domain.Limits.of(config)
 
     # --- datasets and subjects ----------------------------------------------------------------
@@ -205,7 +213,9 @@ class Subjects:
             "image_id": str(image_id),
         }
         try:
-            await blobs.store_content(self.pool, self.store, content, data, register, event)
+            await blobs.store_content(
+                self.pool, self.store, content, data, register, event, self.faults
+            )
         except Exception:
             await blobs.release_bytes(self.pool, self.store, content.sha256)
             raise
