@@ -89,6 +89,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 _RESULTS = pytest.StashKey[dict]()
+_DESELECTED = pytest.StashKey[set]()
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    # A test left out by -k or -m still exists: its row stays.
+    if items:
+        items[0].config.stash.setdefault(_DESELECTED, set()).update(i.nodeid for i in items)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -97,6 +104,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     kept = recorded(REPORT.read_text() if REPORT.exists() else "")
     collected = {item.nodeid for item in session.items}
+    collected |= session.config.stash.get(_DESELECTED, set())
     files = {nodeid.split("::")[0] for nodeid in collected}
     for nodeid in list(kept):
         path = nodeid.split("::")[0]

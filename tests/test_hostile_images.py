@@ -899,6 +899,14 @@ async def test_a_turn_that_would_outgrow_the_pixel_limit_is_refused(
         boxed = Answer("derived", "rotation=45&thumb_w=500", response.status, "")
         turned = pyvips.Image.new_from_buffer(await response.read(), "")
     assert boxed.status == 200 and 490 <= max(turned.width, turned.height) <= 500
+    # The image itself at full size, as a JPEG: allowed, and in bounded memory too (optimised
+    # Huffman tables would buffer its 100 MP of coefficients, ~600 MB).
+    with PeakRss() as full:
+        async with http.get(f"{url}?format=jpeg", headers=bearer(account)) as response:
+            whole = Answer("derived", "format=jpeg", response.status, "")
+            encoded = pyvips.Image.new_from_buffer(await response.read(), "")
+    assert whole.status == 200 and (encoded.width, encoded.height) == (10000, 10000)
+    assert full.growth_mb < RSS_BOUND_MB, full.describe()
     resilience.row(
         "images",
         "derived image turned past the pixel limit",
@@ -909,10 +917,11 @@ async def test_a_turn_that_would_outgrow_the_pixel_limit_is_refused(
         " output size: no record, no original, no full-size turn stored (the POST's boxed"
         f" thumb and mini stay cached); {peak.describe()} (before the fix in"
         " services/processing/transforms.py: 200, and 1.25 GB for the JPEG); with thumb_w=500"
-        " the same turn is a 200",
+        f" the same turn is a 200; the unturned image as a full-size JPEG is a 200 with"
+        f" {full.describe()}",
         accepted=sum(a.accepted for a in answers),
         effects=0,
-        errors_5xx=fives([*answers, boxed]),
+        errors_5xx=fives([*answers, boxed, whole]),
     )
 
 

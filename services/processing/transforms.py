@@ -30,6 +30,10 @@ refuse_untrusted_loaders()
 DEFAULT_QUALITY = 82
 #: zlib level of PNG outputs: 6 is within a few percent of 9's size at a fraction of its time.
 PNG_COMPRESSION = 6
+#: Largest JPEG (in pixels) encoded with optimised Huffman tables. Optimising buffers every DCT
+#: coefficient of the image (measured: 652 MB at 100 MP against 109 MB without) to win ~5 % of
+#: the bytes; past 16 MP the memory is worth more than the bytes.
+OPTIMIZED_JPEG_MAX_PIXELS = 16_000_000
 #: The loaders an original may go through, and the name a person knows the format by.
 _LOADERS = {
     "jpegload_buffer": "JPEG",
@@ -312,7 +316,8 @@ def _encode(image: pyvips.Image, transform: Transform) -> bytes:
     lossy_q = DEFAULT_QUALITY if quality is None else quality
     if transform.format == "jpeg":
         # subsample_mode stays "auto": 4:2:0 chroma below Q 90, full chroma from 90 (as thumbor).
-        return image.jpegsave_buffer(Q=max(1, lossy_q), optimize_coding=True, keep="none")
+        optimize = image.width * image.height <= OPTIMIZED_JPEG_MAX_PIXELS
+        return image.jpegsave_buffer(Q=max(1, lossy_q), optimize_coding=optimize, keep="none")
     if transform.format == "webp":
         return image.webpsave_buffer(Q=lossy_q, keep="none")
     # PNG is lossless, so a quality only means something as a palette: below 100 the image
