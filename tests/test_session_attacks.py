@@ -321,6 +321,16 @@ async def test_every_signed_in_form_needs_its_token(
     forms = await page_forms(browser_http, stack, victim, other_account)
     missing = sorted(set(PAGE_FORMS) - set(forms))
     assert not missing, f"page forms this test cannot post yet (add them to page_forms): {missing}"
+    # Each service renders the layout's sign-out form, which auth checks: one token for all.
+    for page in (
+        "/keys",
+        "/applications",
+        "/files",
+        "/upload",
+        forms["POST /comparisons/{id}/review"].path.removesuffix("/review"),
+    ):
+        async with browser_http.get(stack.url + page, headers=victim.headers(None)) as response:
+            assert set(_TOKEN.findall(await response.text())) == {victim.token}, page
     wrong = {
         "no token": None,
         "an empty token": "",

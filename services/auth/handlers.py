@@ -496,10 +496,9 @@ async def authorize_page(request: web.Request) -> web.Response:
     if isinstance(checked, web.Response):
         return checked
     client, authorization = checked
-    session = await _session_user(request)
-    if session is None:
+    user = await _session_user(request)
+    if user is None:
         return redirect("/signin?" + urlencode({"next": request.raw_path}))
-    user, _session_id = session
     response = request.app[PAGES].render(
         "consent.html",
         user=user,
@@ -530,11 +529,10 @@ async def authorize_decision(request: web.Request) -> web.Response:
     if isinstance(checked, web.Response):
         return checked
     client, authorization = checked
-    session = await _session_user(request)
-    if session is None:
+    user = await _session_user(request)
+    if user is None:
         query = urlencode(authorization.form_fields())
         return redirect("/signin?" + urlencode({"next": f"/oauth/authorize?{query}"}))
-    user, _session_id = session
     if forged := await _forged(request, form):
         return forged
     if form.get("decision") != "approve":
@@ -612,19 +610,18 @@ async def revoke(request: web.Request) -> web.Response:
 
 async def applications_page(request: web.Request) -> web.Response:
     """``GET /applications``: the account's OAuth applications, and a form to register one."""
-    session = await _session_user(request)
-    if session is None:
+    user = await _session_user(request)
+    if user is None:
         return redirect("/signin?next=/applications")
-    return await _render_applications(request, session[0])
+    return await _render_applications(request, user)
 
 
 async def applications_create(request: web.Request) -> web.Response:
     """``POST /applications`` (form ``name``, ``redirect_uri``): register an application and
     show its secret once."""
-    session = await _session_user(request)
-    if session is None:
+    user = await _session_user(request)
+    if user is None:
         return redirect("/signin?next=/applications")
-    user, _session_id = session
     form = await read_form(request)
     if forged := await _forged(request, form):
         return forged
@@ -650,10 +647,9 @@ async def applications_create(request: web.Request) -> web.Response:
 async def applications_delete(request: web.Request) -> web.Response:
     """``POST /applications/{id}/delete`` (form): delete the application and revoke every
     token it holds (the gateways evict them on ``credential.revoked``)."""
-    session = await _session_user(request)
-    if session is None:
+    user = await _session_user(request)
+    if user is None:
         return redirect("/signin?next=/applications")
-    user, _session_id = session
     form = await read_form(request)
     if forged := await _forged(request, form):
         return forged
@@ -794,13 +790,13 @@ def _oauth_answer(body: dict, status: int, revoked: list[uuid.UUID]) -> web.Resp
     return web.json_response(body, status=status, headers=headers)
 
 
-async def _session_user(request: web.Request) -> tuple[repo.User, str] | None:
-    # Consent and application forms need a browser session: its id keys their CSRF token.
+async def _session_user(request: web.Request) -> repo.User | None:
+    # Consent and application forms need a person in a browser session: no API credential
+    # may approve an application or register one.
     principal = principal_of(request)
     if principal.kind != "session" or not principal.credential_id:
         return None
-    user = await _page_user(request)
-    return (user, principal.credential_id) if user is not None else None
+    return await _page_user(request)
 
 
 async def _forged(request: web.Request, form: Mapping[str, object]) -> web.Response | None:
