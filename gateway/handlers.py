@@ -206,16 +206,17 @@ def _check_rate(request: web.Request, principal: Principal, address: str, now: f
 
 def _check_origin(request: web.Request, principal: Principal, config: GatewayConfig) -> None:
     # Cookies ride along on cross-site form posts; a session may only change state from here.
-    if request.method in domain.SAFE_METHODS:
-        return
-    opener = request.path in domain.SESSION_OPENERS
-    if principal.kind != "session" and not opener:
+    # Without a session only the forms that open one are held to it (login CSRF).
+    session = principal.kind == "session"
+    if request.method in domain.SAFE_METHODS or not (
+        session or request.path in domain.SESSION_OPENERS
+    ):
         return
     origin = request.headers.get("Origin")
     if origin is None:
         referer = URL(request.headers.get("Referer", ""))
         origin = str(referer.origin()) if referer.is_absolute() else None
-    if origin is None and opener and principal.kind != "session":
+    if origin is None and not session:
         return  # a script or curl signing in: no browser, so no other site behind it
     allowed = {config.public_url.rstrip("/"), f"{request.scheme}://{request.host}"}
     if not domain.same_origin(origin, allowed):

@@ -36,26 +36,6 @@ def form_token(signing_key: str, principal: Principal) -> str:
     return hmac.new(signing_key.encode(), message.encode(), hashlib.sha256).hexdigest()
 
 
-def check_form_token(signing_key: str, principal: Principal, form: Mapping[str, Any]) -> None:
-    """Raise :class:`~shared.errors.Forbidden` unless a session's form carries its token.
-
-    Only sessions ride along on a forged cross-site post: a request with no session (an API
-    credential, or nobody) has nothing to forge and passes.
-    """
-    if principal.kind != "session":
-        return
-    expected = form_token(signing_key, principal)
-    sent = form.get(ANTI_FORGERY_FIELD)
-    if (
-        not expected
-        or not isinstance(sent, str)
-        or not hmac.compare_digest(expected.encode(), sent.encode())
-    ):
-        raise errors.Forbidden(
-            "This form is out of date or did not come from our page: reload it and try again"
-        )
-
-
 class Pages:
     """Renders a service's templates (its ``templates/`` folder, then the shared layout)."""
 
@@ -95,6 +75,26 @@ class Pages:
                 "Cache-Control": "no-store",
             },
         )
+
+    def check_form_token(self, principal: Principal, form: Mapping[str, Any]) -> None:
+        """Raise :class:`~shared.errors.Forbidden` unless a session's form carries the token
+        :meth:`render` gave its page (checked with the same key, so the two cannot disagree).
+
+        Only sessions ride along on a forged cross-site post: a request with no session (an API
+        credential, or nobody) has nothing to forge and passes.
+        """
+        if principal.kind != "session":
+            return
+        expected = form_token(self.signing_key, principal)
+        sent = form.get(ANTI_FORGERY_FIELD)
+        if (
+            not expected
+            or not isinstance(sent, str)
+            or not hmac.compare_digest(expected.encode(), sent.encode())
+        ):
+            raise errors.Forbidden(
+                "This form is out of date or did not come from our page: reload it and try again"
+            )
 
 
 def redirect(location: str) -> web.Response:

@@ -22,7 +22,7 @@ from shared.http import (
     read_json_object,
     require_account,
 )
-from shared.pages import Pages, check_form_token, redirect, safe_next
+from shared.pages import Pages, redirect, safe_next
 from shared.runtime import POOL
 
 CONFIG = web.AppKey("auth.config", AuthConfig)
@@ -802,7 +802,7 @@ async def _session_user(request: web.Request) -> repo.User | None:
 async def _forged(request: web.Request, form: Mapping[str, object]) -> web.Response | None:
     """The 403 page when a session's form lacks its anti-forgery token, else None."""
     try:
-        check_form_token(request.app[CONFIG].signing_key, principal_of(request), form)
+        request.app[PAGES].check_form_token(principal_of(request), form)
     except errors.Forbidden as exc:
         return await _error_page(request, exc.message, 403)
     return None

@@ -38,7 +38,7 @@ from shared.http import (
     unless_disconnected,
 )
 from shared.logging import get_logger
-from shared.pages import Pages, check_form_token, redirect
+from shared.pages import Pages, redirect
 from shared.pagination import Window, offset_window, page_answer, page_window
 from shared.runtime import FAULTS, INTERNAL, POOL, STORE
 from shared.storage import BlobNotFound
@@ -370,7 +370,7 @@ async def upload_form(request: web.Request) -> web.StreamResponse:
     upload = Upload()
     try:
         await _read_upload(request, request.app[CONFIG].max_upload_bytes, upload)
-        check_form_token(request.app[CONFIG].signing_key, principal_of(request), upload.fields)
+        request.app[PAGES].check_form_token(principal_of(request), upload.fields)
         result = await _store_hashhost_file(request, upload)
     except errors.DarkroomError as exc:
         if _wants_plain_text(request, upload):
@@ -425,7 +425,7 @@ async def files_delete(request: web.Request) -> web.Response:
     principal = principal_of(request)
     if not principal.authenticated:
         return redirect("/signin?next=/files")
-    check_form_token(request.app[CONFIG].signing_key, principal, await read_form(request))
+    request.app[PAGES].check_form_token(principal, await read_form(request))
     sha256 = request.match_info["hash"].lower()
     if not domain.is_sha256(sha256) or not await _remove_file(request, principal, sha256, None):
         raise errors.NotFound("No such file of yours")

@@ -29,7 +29,7 @@ from services.reports.handlers import COMPARISONS, CONFIG
 from shared import errors
 from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
-from shared.pages import Pages, check_form_token, redirect
+from shared.pages import Pages, redirect
 from shared.runtime import INTERNAL, POOL
 
 log = get_logger("darkroom.reports.pages")
@@ -328,7 +328,7 @@ async def review(request: web.Request) -> web.StreamResponse:
     if principal.kind != "session":
         raise errors.Forbidden("A comparison is reviewed by a person signed in on its page")
     form = await read_form(request)
-    check_form_token(request.app[CONFIG].signing_key, principal, form)
+    request.app[PAGES].check_form_token(principal, form)
     decision = DECISIONS.get(str(form.get("decision", "")))
     if decision is None:
         raise errors.InvalidRequest("`decision` must be accept or reject")
