@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import dataclass
 
 import aiohttp
@@ -66,6 +67,21 @@ async def upload(client: aiohttp.ClientSession, stack, account: dict, data: byte
             answer = await r.json()
     image = pyvips.Image.new_from_buffer(data, "")
     return Uploaded(answer["url"], image.width, image.height, data)
+
+
+async def compare(
+    client: aiohttp.ClientSession, url: str, headers: dict[str, str], sha1: str, sha2: str
+) -> dict:
+    """A synchronous compare, retried as the Happo clients do on the 503 a busy machine may
+    answer when the pixel diff outlasts DARKROOM_COMPARE_WAIT; asserts it ends in a 200."""
+    path = f"{url}/api/reports/{sha1}/compare/{sha2}"
+    for _ in range(5):
+        async with client.post(path, json={}, headers=headers) as r:
+            status, text = r.status, await r.text()
+        if status != 503:
+            break
+    assert status == 200, f"POST {path}: {status} {text[:500]}"
+    return json.loads(text)
 
 
 def snap(image: Uploaded, component: str, variant: str = "default", target: str = "chrome") -> dict:

@@ -36,7 +36,7 @@ from aiohttp import web
 from gateway import openapi
 from gateway.routes import setup_routes as setup_gateway_routes
 from tests.conftest import Stack
-from tests.reports_support import screenshot, snap, upload
+from tests.reports_support import compare, screenshot, snap, upload
 from tests.resilience import Ledger
 from tests.test_ingest_hashhost import random_png
 from tests.test_openapi import normalise, public_routes
@@ -473,7 +473,7 @@ async def happo_of(w: World, who: Tenant) -> dict[str, Any]:
         await w.ok(
             who, "POST", f"/api/reports/{sha2}", json={"snaps": [snap(after, component)], **extra}
         )
-        compared = await compare(w, who, sha1, sha2)
+        compared = await compare(w.http, w.stack.url, who.headers("bearer", ""), sha1, sha2)
         made = {"sha1": sha1, "sha2": sha2, "report": report["id"], "comparison": compared["id"]}
         if who is w.a:
             assert compared["diffImages"][0]["url"].endswith("/diffs/0.png"), compared
@@ -494,18 +494,6 @@ async def happo_of(w: World, who: Tenant) -> dict[str, Any]:
         return made
 
     return await w.once(f"happo {who.name}", make)
-
-
-async def compare(w: World, who: Tenant, sha1: str, sha2: str) -> dict:
-    """A synchronous compare, retried as the Happo clients do on the 503 a busy machine may
-    answer when the pixel diff outlasts DARKROOM_COMPARE_WAIT."""
-    path = f"/api/reports/{sha1}/compare/{sha2}"
-    for _ in range(5):
-        answer = await w.send(who, "POST", path, json={})
-        if answer.status != 503:
-            break
-    assert answer.status == 200, f"POST {path} as {who.name}: {answer.status} {answer.text[:500]}"
-    return answer.json()
 
 
 def happo_value(name: str, *, own: bool = False) -> Callable[[World], Awaitable[str]]:
