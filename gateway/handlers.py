@@ -18,6 +18,7 @@ from yarl import URL
 from gateway import domain
 from gateway.config import GatewayConfig
 from shared import errors
+from shared.config import SERVICES
 from shared.http import (
     ANONYMOUS,
     REQUEST_ID_HEADER,
@@ -68,7 +69,6 @@ async def healthz(_request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``GET /readyz``: every service answers its own ``/readyz``."""
     config = request.app[CONFIG]
-    services = ("auth", "ingest", "processing", "reports")
 
     async def ready(service: str) -> bool:
         try:
@@ -81,7 +81,7 @@ async def readyz(request: web.Request) -> web.Response:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    checks = dict(zip(services, await asyncio.gather(*map(ready, services)), strict=True))
+    checks = dict(zip(SERVICES, await asyncio.gather(*map(ready, SERVICES)), strict=True))
     status = 200 if all(checks.values()) else 503
     return web.json_response(
         {"status": "ok" if status == 200 else "unavailable", "checks": checks}, status=status

@@ -31,11 +31,9 @@ from services.processing.consumers import (
 )
 from services.reports.consumers import DIFFS_CONSUMER, MAIL_CONSUMER, SCHEDULED_CONSUMER
 from shared import db
-from shared.config import CommonConfig, ConfigError, ServersConfig, load
+from shared.config import SERVICES, CommonConfig, ConfigError, ServersConfig, load
 from shared.errors import DarkroomError
 from shared.events import Broker
-
-SERVICES = ("auth", "ingest", "processing", "reports")
 
 #: Every durable consumer, each with a dead-letter queue the operator can inspect.
 CONSUMERS = (

@@ -8,6 +8,7 @@ declaration. :func:`load` reads the environment once at start; nothing else read
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import types
 import typing
@@ -20,6 +21,8 @@ from shared.faults import parse_faults
 T = TypeVar("T")
 
 _MISSING_SECRET = object()
+#: The services behind the gateway, each a process with its own schema, port and URL setting.
+SERVICES = ("auth", "ingest", "processing", "reports", "rendering")
 #: Where ``make run`` writes generated secrets, one file per variable (lower-cased name);
 #: a secret not set in the environment is looked up there.
 DEFAULT_SECRETS_DIR = "var/secrets"
@@ -180,6 +183,9 @@ class CommonConfig(ServersConfig):
         "DARKROOM_PROCESSING_PORT", 8083, "Port of the processing service (health, metrics)."
     )
     reports_port: int = setting("DARKROOM_REPORTS_PORT", 8084, "Port of the reports service.")
+    rendering_port: int = setting(
+        "DARKROOM_RENDERING_PORT", 8085, "Port of the rendering service (package uploads)."
+    )
     auth_url: str | None = setting(
         "DARKROOM_AUTH_URL", None, "Internal base URL of auth (default: host and auth port)."
     )
@@ -191,6 +197,9 @@ class CommonConfig(ServersConfig):
     )
     reports_url: str | None = setting(
         "DARKROOM_REPORTS_URL", None, "Internal base URL of reports (default: host and port)."
+    )
+    rendering_url: str | None = setting(
+        "DARKROOM_RENDERING_URL", None, "Internal base URL of rendering (default: host, port)."
     )
     db_pool_max: int = setting("DARKROOM_DB_POOL_MAX", 10, "Connections per process pool.")
     db_timeout: float = setting(
@@ -225,7 +234,7 @@ class CommonConfig(ServersConfig):
     )
 
     def service_url(self, service: str) -> str:
-        """Internal base URL of ``service`` (``auth``, ``ingest``, ``processing``, ``reports``)."""
+        """Internal base URL of ``service`` (one of :data:`SERVICES`)."""
         explicit = getattr(self, f"{service}_url")
         if explicit:
             return explicit.rstrip("/")
@@ -258,4 +267,38 @@ class StorageConfig(CommonConfig):
     )
     s3_secret_key: str | None = setting(
         "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (unset: botocore's default credential chain)."
+    )
+
+
+def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated CIDRs; a host part with bits set is refused, so a typo cannot widen."""
+    return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class RemoteFetchConfig(StorageConfig):
+    """Settings of a process that fetches URLs its clients name (ingest's ``remote_file_url``,
+    the pages rendering loads): what they may reach, for how long, how much."""
+
+    max_upload_bytes: int = setting(
+        "DARKROOM_MAX_UPLOAD_BYTES",
+        30 * 1024 * 1024,
+        "Largest uploaded file, in bytes; refused while streaming once exceeded (also the most"
+        " one remote fetch downloads).",
+    )
+    remote_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
+        "DARKROOM_REMOTE_ALLOW_NETWORKS",
+        (),
+        "Comma-separated CIDRs a remote fetch (remote_file_url, a rendered page's requests) may"
+        " reach although they are on the deny list (loopback, private, link-local, ...); empty:"
+        " only public addresses.",
+        parse=parse_networks,
+    )
+    remote_timeout_seconds: float = setting(
+        "DARKROOM_REMOTE_TIMEOUT_SECONDS",
+        10.0,
+        "Whole remote fetch, redirects and body included, in seconds.",
+    )
+    remote_max_redirects: int = setting(
+        "DARKROOM_REMOTE_MAX_REDIRECTS", 3, "Most redirects a remote fetch follows."
     )

@@ -8,6 +8,8 @@ and closes them in reverse at shutdown.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -270,6 +272,11 @@ def serve(
         grace=getattr(settings, "shutdown_grace", 20.0),
         cancel_on_disconnect=cancel_on_disconnect,
     )
+
+
+def worker_name() -> str:
+    """``<hostname>:<pid>`` of this process, as events and rows name the worker that did a job."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def load_or_exit(cls: type[T], name: str) -> T:

@@ -15,7 +15,9 @@ import pytest
 from aiohttp import web
 
 from services.ingest.config import IngestConfig
-from services.ingest.remote import (
+from shared.config import ConfigError, load
+from shared.errors import InvalidRequest
+from shared.remote import (
     USER_AGENT,
     AddressRefused,
     GuardedResolver,
@@ -25,8 +27,6 @@ from services.ingest.remote import (
     address_allowed,
     guarded_socket_factory,
 )
-from shared.config import ConfigError, load
-from shared.errors import InvalidRequest
 from tests.conftest import free_port
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"pretend-pixels" * 10

@@ -18,7 +18,7 @@ import pyvips
 from aiohttp import web
 
 from services.ingest.handlers import PROGIMAGE
-from services.ingest.remote import RemoteFetcher, RemotePolicy
+from shared.remote import RemoteFetcher, RemotePolicy
 from shared.runtime import POOL, STORE
 from tests.conftest import free_port
 

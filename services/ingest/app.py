@@ -15,13 +15,13 @@ from services.ingest.config import IngestConfig
 from services.ingest.derivations import PendingDerivatives
 from services.ingest.handlers import CONFIG, PAGES, PROGIMAGE, SUBJECTS, SWEEPER
 from services.ingest.progimage import ProgimageUploads
-from services.ingest.remote import RemoteFetcher, RemotePolicy
 from services.ingest.routes import setup_routes
 from services.ingest.subjects import Subjects
 from shared import metrics, runtime
 from shared.faults import Faults
 from shared.http import health_routes, service_middlewares
 from shared.pages import Pages
+from shared.remote import RemoteFetcher, RemotePolicy
 
 SCHEMA = "ingest"
 HERE = Path(__file__).parent

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-from shared.config import StorageConfig, secret, setting
-
-
-def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """Comma-separated CIDRs; a host part with bits set is refused, so a typo cannot widen."""
-    return tuple(ipaddress.ip_network(part.strip()) for part in raw.split(",") if part.strip())
+from shared.config import RemoteFetchConfig, secret, setting
 
 
 @dataclass(frozen=True)
-class IngestConfig(StorageConfig):
-    """Ingest's settings: the common and storage ones plus upload limits and URL signing."""
+class IngestConfig(RemoteFetchConfig):
+    """Ingest's settings: the common, storage and remote-fetch ones plus upload limits and URL
+    signing."""
 
-    max_upload_bytes: int = setting(
-        "DARKROOM_MAX_UPLOAD_BYTES",
-        30 * 1024 * 1024,
-        "Largest uploaded file, in bytes; refused while streaming once exceeded.",
-    )
     max_pixels: int = setting(
         "DARKROOM_MAX_PIXELS",
         100_000_000,
@@ -60,19 +50,4 @@ class IngestConfig(StorageConfig):
         "DARKROOM_SWEEP_INTERVAL_SECONDS",
         600.0,
         "Seconds between two passes of the orphan-blob sweeper.",
-    )
-    remote_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
-        "DARKROOM_REMOTE_ALLOW_NETWORKS",
-        (),
-        "Comma-separated CIDRs a remote_file_url may reach although they are on the deny list"
-        " (loopback, private, link-local, ...); empty: only public addresses.",
-        parse=parse_networks,
-    )
-    remote_timeout_seconds: float = setting(
-        "DARKROOM_REMOTE_TIMEOUT_SECONDS",
-        10.0,
-        "Whole remote_file_url fetch, redirects and body included, in seconds.",
-    )
-    remote_max_redirects: int = setting(
-        "DARKROOM_REMOTE_MAX_REDIRECTS", 3, "Most redirects a remote_file_url fetch follows."
     )

@@ -26,10 +26,10 @@ from services.ingest.derivations import (
     PendingDerivatives,
     ProcessingTimedOut,
 )
-from services.ingest.remote import RemoteFetcher
 from shared import errors
 from shared.events import record_event
 from shared.logging import get_logger
+from shared.remote import RemoteFetcher
 from shared.storage import BlobStore
 
 log = get_logger("darkroom.ingest.progimage")

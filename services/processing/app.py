@@ -58,7 +58,7 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
             app[runtime.STORE],
             executor,
             Limits(max_pixels=config.max_pixels),
-            consumers.worker_name(),
+            runtime.worker_name(),
             metrics.of(app),
         )
         app[DERIVATIVES] = DerivativeWorks(*shared)

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -531,11 +529,6 @@ DERIVATIVES = web.AppKey("processing.derivatives", DerivativeWorks)
 ANALYSES = web.AppKey("processing.analyses", AnalysisWorks)
 #: One per process, so its bound on pairs in flight holds across concurrent deliveries.
 COMPARISONS = web.AppKey("processing.comparisons", ComparisonWorks)
-
-
-def worker_name() -> str:
-    """``<hostname>:<pid>`` of this process, as events and rows name who computed."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subscription, ...]:

@@ -1,4 +1,5 @@
-"""Fetching a client's ``remote_file_url`` without becoming a proxy into our own network (SSRF).
+"""Fetching a URL a client names (ingest's ``remote_file_url``, the requests of a page rendering
+loads) without becoming a proxy into our own network (SSRF).
 
 Threat model: any client may name any URL, and we fetch it from inside the deployment, where
 the cloud metadata service (169.254.169.254), the database, RabbitMQ, the internal service
@@ -36,16 +37,13 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from shared.errors import InvalidRequest
-
-if TYPE_CHECKING:
-    from services.ingest.config import IngestConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -158,6 +156,15 @@ def guarded_socket_factory(
     return factory
 
 
+class RemoteSettings(Protocol):
+    """The settings a remote-fetch policy is read from (ingest's and rendering's configs)."""
+
+    remote_allow_networks: tuple[IPNetwork, ...]
+    max_upload_bytes: int
+    remote_timeout_seconds: float
+    remote_max_redirects: int
+
+
 @dataclass(frozen=True)
 class RemotePolicy:
     """What a remote fetch may reach and how much it may take."""
@@ -168,7 +175,8 @@ class RemotePolicy:
     max_redirects: int = 3
 
     @classmethod
-    def from_config(cls, config: IngestConfig) -> RemotePolicy:
+    def from_config(cls, config: RemoteSettings) -> RemotePolicy:
+        """The policy a process's configuration sets."""
         return cls(
             allowed_networks=tuple(config.remote_allow_networks),
             max_bytes=config.max_upload_bytes,
