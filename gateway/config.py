@@ -22,8 +22,9 @@ class GatewayConfig(CommonConfig):
 
     max_body_bytes: int = setting(
         "DARKROOM_MAX_BODY_BYTES",
-        32 * 1024 * 1024,
-        "Largest request body the gateway forwards (an upload's 30 MB plus form overhead).",
+        65 * 1024 * 1024,
+        "Largest request body the gateway forwards (a Happo package's 60 MB plus form overhead;"
+        " each service streams bodies and holds its own, lower limit per kind of upload).",
     )
     max_header_bytes: int = setting(
         "DARKROOM_MAX_HEADER_BYTES", 16 * 1024, "Largest total size of a request's headers."

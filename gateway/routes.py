@@ -61,6 +61,11 @@ ROUTES = RoutingTable(
         Route("/api/skip", "reports", REQUIRED),
         Route("/api/async-reports", "reports", REQUIRED),
         Route("/api/snap-requests", "reports", REQUIRED),
+        # rendering: the packages Happo clients upload for rendering (the signed PUT URL is its
+        # own authority, like an object store's; OPTIONAL keeps a client's JWT in its bucket)
+        Route("/api/snap-requests/assets", "rendering", REQUIRED),
+        Route("/api/snap-requests/assets-data", "rendering", REQUIRED),
+        Route("/api/package-uploads", "rendering", OPTIONAL),
         Route("/api/flake", "reports", REQUIRED, exact=True),
         Route("/reports", "reports", OPTIONAL),
         Route("/comparisons", "reports", OPTIONAL),

@@ -109,12 +109,6 @@ class Unavailable(DarkroomError):
     status, code, default_message = 503, "unavailable", "Service temporarily unavailable"
 
 
-class NotImplementedYet(DarkroomError):
-    """A documented flow Darkroom does not offer yet (501), e.g. server-side rendering."""
-
-    status, code, default_message = 501, "not_implemented", "Not implemented"
-
-
 _BY_STATUS = {
     cls.status: cls
     for cls in (
@@ -130,7 +124,6 @@ _BY_STATUS = {
         InvalidRequest,
         RateLimitExceeded,
         Unavailable,
-        NotImplementedYet,
     )
 }
 

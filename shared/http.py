@@ -17,11 +17,12 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from shared import errors
@@ -236,16 +237,19 @@ class InternalClient:
         principal: Principal,
         *,
         json_body: Any = None,
+        data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float = 10,
     ) -> tuple[int, Any]:
-        """Send one call and return ``(status, decoded JSON body or None)``."""
+        """Send one call (a JSON body, or raw ``data``) and return ``(status, decoded JSON body
+        or None)``."""
         rid = request_id_var.get() or new_request_id()
         signed = sign_principal(self.key, method, path_qs, principal, rid)
         async with self.session.request(
             method,
             URL(base_url + path_qs, encoded=True),
             json=json_body,
+            data=data,
             headers={**(headers or {}), **signed},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
@@ -302,6 +306,60 @@ async def read_json_object(request: web.Request, max_bytes: int | None = None) -
     if not isinstance(body, dict):
         raise errors.BadRequest("Body must be a JSON object")
     return body
+
+
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The raw request body; 413 ``payload_too_large`` past ``max_bytes`` (counted while
+    streaming, never buffered past it), 400 when the body is cut off."""
+    try:
+        return await _read_at_most(request, max_bytes)
+    except (HttpProcessingError, aiohttp.ClientPayloadError) as exc:
+        raise errors.BadRequest(f"Malformed body: {exc}") from exc
+
+
+@dataclass
+class MultipartBody:
+    """A multipart form: its file (one field) and its small text fields."""
+
+    file: bytes | None = None
+    filename: str | None = None
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+async def read_multipart(
+    request: web.Request, file_field: str, file_limit: int, field_limit: int = 1024
+) -> MultipartBody:
+    """A ``multipart/form-data`` body whose file is in ``file_field`` (up to ``file_limit``
+    bytes) beside text fields (up to ``field_limit`` bytes each): 415 when it is not
+    multipart, 413 past a limit, 400 when malformed or the file is in another field."""
+    if request.content_type != "multipart/form-data":
+        raise errors.UnsupportedMediaType(f"Send multipart/form-data with `{file_field}`")
+    body = MultipartBody()
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise errors.BadRequest("Nested multipart bodies are not accepted")
+            if part.name == file_field and body.file is None:
+                body.filename = part.filename
+                body.file = await _read_part(part, file_limit, f"The `{file_field}` file")
+            elif part.filename is not None:
+                raise errors.BadRequest(f"Send the file in `{file_field}`, not `{part.name}`")
+            elif part.name and part.name not in body.fields:
+                raw = await _read_part(part, field_limit, f"The field `{part.name}`")
+                body.fields[part.name] = raw.decode("utf-8", "replace")
+    except (ValueError, HttpProcessingError, aiohttp.ClientPayloadError) as exc:
+        raise errors.BadRequest(f"Malformed multipart body: {exc}") from exc
+    return body
+
+
+async def _read_part(part: aiohttp.BodyPartReader, limit: int, what: str) -> bytes:
+    buffer = bytearray()
+    while chunk := await part.read_chunk(64 * 1024):
+        buffer += chunk
+        if len(buffer) > limit:
+            raise errors.PayloadTooLarge(f"{what} exceeds {limit} bytes")
+    return bytes(buffer)
 
 
 async def _read_at_most(request: web.Request, max_bytes: int) -> bytes:

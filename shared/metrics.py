@@ -5,7 +5,7 @@ Each app gets its own :class:`Metrics` (a ``CollectorRegistry`` of its own, neve
 default one) from :func:`install` in its ``create_app``, so that several apps in one process
 (the test suite runs them all in one) never mix their numbers. Every series carries a
 ``process`` label naming the app (``gateway``, ``auth``, ``ingest``, ``processing``,
-``reports``).
+``reports``, ``rendering``).
 
 Routes are labelled by their template (``/api/reports/{sha}``), never the raw path, so the
 number of series stays bounded; the gateway labels by its routing table's prefix.
@@ -94,6 +94,25 @@ class Metrics:
             ("process", "backend"),
             registry=r,
         )
+        self.renders = Counter(
+            "darkroom_renders",
+            "Snap requests a renderer finished, by outcome: completed, failed, retried.",
+            ("process", "outcome"),
+            registry=r,
+        )
+        self.render_example_duration = Histogram(
+            "darkroom_render_example_seconds",
+            "Seconds per rendered example (a request's render time over its examples).",
+            ("process",),
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.browser_restarts = Counter(
+            "darkroom_browser_restarts",
+            "Times a renderer relaunched Chromium after it crashed, hung or was killed.",
+            ("process",),
+            registry=r,
+        )
         #: Async callables run before each scrape (queue depths); set by the runtime contexts.
         self.refreshers: list[Callable[[], Awaitable[None]]] = []
 
@@ -113,6 +132,18 @@ class Metrics:
     def set_queue_depth(self, queue: str, depth: int) -> None:
         """Record the ready messages of ``queue`` as read from the broker."""
         self.queue_depth.labels(self.process, queue).set(depth)
+
+    def rendered(self, outcome: str, seconds: float = 0.0, examples: int = 0) -> None:
+        """Count one finished snap request and, when it rendered examples, their average time."""
+        self.renders.labels(self.process, outcome).inc()
+        if examples:
+            histogram = self.render_example_duration.labels(self.process)
+            for _ in range(examples):
+                histogram.observe(seconds / examples)
+
+    def browser_restarted(self) -> None:
+        """Count one relaunch of a renderer's Chromium."""
+        self.browser_restarts.labels(self.process).inc()
 
     def job_done(self, operation: str, seconds: float) -> None:
         """Observe one image job's duration (``derive``, ``analyse`` or ``diff``)."""

@@ -28,7 +28,7 @@ from aiosmtpd.controller import Controller
 from moto.server import ThreadedMotoServer
 
 from shared import logging as darkroom_logging
-from shared.config import load
+from shared.config import SERVICES, load
 
 pytest_plugins = ["tests.resilience"]
 
@@ -182,7 +182,7 @@ def stack_env(
     database_url: str, exchange: str, secrets_env: dict[str, str], tmp: Path, smtp_port: int
 ) -> dict[str, str]:
     """The environment of a platform on free ports with this run's servers and names."""
-    ports = {name: free_port() for name in ("gateway", "auth", "ingest", "processing", "reports")}
+    ports = {name: free_port() for name in ("gateway", *SERVICES)}
     return {
         **secrets_env,
         "DATABASE_URL": database_url,
@@ -197,6 +197,7 @@ def stack_env(
         "DARKROOM_INGEST_PORT": str(ports["ingest"]),
         "DARKROOM_PROCESSING_PORT": str(ports["processing"]),
         "DARKROOM_REPORTS_PORT": str(ports["reports"]),
+        "DARKROOM_RENDERING_PORT": str(ports["rendering"]),
         "DARKROOM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
         "DARKROOM_LOG_LEVEL": "warning",
         "DARKROOM_OUTBOX_POLL": "0.2",
@@ -219,6 +220,8 @@ async def start_stack(env: dict[str, str], without: tuple[str, ...] = ()) -> Sta
     from services.ingest.config import IngestConfig
     from services.processing.app import create_app as processing_app
     from services.processing.config import ProcessingConfig
+    from services.rendering.app import create_app as rendering_app
+    from services.rendering.config import RenderingConfig
     from services.reports.app import create_app as reports_app
     from services.reports.config import ReportsConfig
 
@@ -227,6 +230,7 @@ async def start_stack(env: dict[str, str], without: tuple[str, ...] = ()) -> Sta
         ("ingest", ingest_app, IngestConfig),
         ("processing", processing_app, ProcessingConfig),
         ("reports", reports_app, ReportsConfig),
+        ("rendering", rendering_app, RenderingConfig),
         ("gateway", gateway_app, GatewayConfig),
     ]
     stack = Stack(
@@ -234,7 +238,7 @@ async def start_stack(env: dict[str, str], without: tuple[str, ...] = ()) -> Sta
         url=env["DARKROOM_PUBLIC_URL"],
         service_urls={
             name: f"http://127.0.0.1:{env['DARKROOM_' + name.upper() + '_PORT']}"
-            for name in ("auth", "ingest", "processing", "reports")
+            for name in SERVICES
         },
     )
     for name, create_app, config_cls in plan:

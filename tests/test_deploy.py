@@ -2,22 +2,26 @@
 
 * ``compose.yaml`` against the Compose Specification's JSON schema (the copy check-jsonschema
   vendors and keeps current), then what a schema cannot say: every ``depends_on`` target
-  exists, every Darkroom process is built from ``deploy/Dockerfile``, every process's
-  configuration loads from the environment compose gives it (so each required secret is set),
-  services reach each other by service name, the gateway's published port.
+  exists, every Darkroom process is built from ``deploy/Dockerfile`` (rendering from the
+  target with Chromium, the rest from the one without), every process's configuration loads
+  from the environment compose gives it (so each required secret is set), services reach each
+  other by service name, the gateway's published port, the queue workers scalable, Chromium's
+  /dev/shm.
 * ``deploy/k8s``: the example overlay rendered (kustomize's merge, done here for the features
   the layout uses; compared with ``kubectl kustomize`` where kubectl is installed), every
   resource validated against the Kubernetes schemas of a pinned version (kubernetes-validate,
   strict: unknown fields fail), then probes, resources, the HPA's target, Service selectors,
-  the Ingress and the service URLs.
-* ``deploy/Dockerfile``: multi-stage, no compilers in the final stage, a non-root user, a
-  HEALTHCHECK.
+  the Ingress, the service URLs, which image each process runs, Chromium's /dev/shm.
+* ``deploy/Dockerfile``: multi-stage; two targets (``runtime``; ``renderer``: runtime plus
+  Debian's Chromium and pinned fonts), each without compilers, non-root, HEALTHCHECKed.
+* ``deploy/Procfile``: every process in it is a compose service and a Deployment.
 
 Each validator is also shown a deliberately broken copy, and must refuse it.
 """
 
 from __future__ import annotations
 
+import ast
 import copy
 import importlib.resources
 import json
@@ -37,14 +41,22 @@ from gateway.config import GatewayConfig
 from services.auth.config import AuthConfig
 from services.ingest.config import IngestConfig
 from services.processing.config import ProcessingConfig
+from services.rendering.config import RenderingConfig
 from services.reports.config import ReportsConfig
-from shared.config import ServersConfig, describe, load
+from shared.config import SERVICES, ServersConfig, describe, load
 from tests.conftest import ROOT
 
 K8S_VERSION = "1.32.0"
 DOCKERFILE = "deploy/Dockerfile"
 OVERLAY = ROOT / "deploy/k8s/overlays/example"
-PORTS = {"gateway": 8080, "auth": 8081, "ingest": 8082, "processing": 8083, "reports": 8084}
+PORTS = {
+    "gateway": 8080,
+    "auth": 8081,
+    "ingest": 8082,
+    "processing": 8083,
+    "reports": 8084,
+    "rendering": 8085,
+}
 #: The command of each Darkroom process → the configuration class it loads.
 PROCESSES: dict[tuple[str, ...], type] = {
     ("python", "-m", "gateway"): GatewayConfig,
@@ -52,8 +64,19 @@ PROCESSES: dict[tuple[str, ...], type] = {
     ("python", "-m", "services.ingest"): IngestConfig,
     ("python", "-m", "services.processing"): ProcessingConfig,
     ("python", "-m", "services.reports"): ReportsConfig,
+    ("python", "-m", "services.rendering"): RenderingConfig,
     ("darkroom", "migrate"): ServersConfig,
 }
+RENDERING = ("python", "-m", "services.rendering")
+#: Competing consumers of a queue: `--scale` in compose, an HPA on Kubernetes.
+SCALABLE = {"processing", "rendering"}
+#: The Dockerfile target → the image Kubernetes runs it as. Only rendering gets Chromium.
+TARGETS = {"runtime": "darkroom", "renderer": "darkroom-renderer"}
+FONTS = ("fonts-dejavu-core", "fonts-liberation2", "fonts-noto-color-emoji")
+#: Mount paths (not temporary files we create): Chromium's shared memory, and where a process
+#: may write under a read-only root filesystem (compose's tmpfs and volume, the emptyDirs).
+SHM = "/dev/shm"  # noqa: S108
+WRITABLE = ("/tmp", "/app/var")  # noqa: S108
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|build-essential|make|cmake|rustc|cargo)\b")
 HEALTH_PATH = re.compile(r"/(healthz|readyz)\b")
 
@@ -113,10 +136,22 @@ def process_config(command: Any) -> type | None:
     return PROCESSES.get(tuple(command)) if isinstance(command, list) else None
 
 
+def image_target(command: Any) -> str:
+    """The Dockerfile target a process's image is built from."""
+    return "renderer" if tuple(command) == RENDERING else "runtime"
+
+
+def byte_size(value: Any) -> int:
+    """A compose byte value (``1gb``, ``512m``, ``67108864``) in bytes; 0 if unreadable."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmg]?)b?", str(value).strip().lower())
+    return int(float(match[1]) * 1024 ** " kmg".index(match[2] or " ")) if match else 0
+
+
 def compose_problems(doc: dict, env: dict[str, str]) -> list[str]:
     """What the compose schema cannot check; [] when the file is right."""
     problems = []
     services = doc.get("services", {})
+    images: dict[str, set] = {}
     for name, service in services.items():
         needs = service.get("depends_on", {})
         for target in needs if isinstance(needs, list) else needs.keys():
@@ -128,6 +163,15 @@ def compose_problems(doc: dict, env: dict[str, str]) -> list[str]:
         build = service.get("build") or {}
         if not isinstance(build, dict) or build.get("dockerfile") != DOCKERFILE:
             problems.append(f"{name}: not built from {DOCKERFILE}")
+            continue
+        want = image_target(service["command"])
+        if build.get("target") != want:
+            problems.append(f"{name}: built from target {build.get('target')!r}, needs {want!r}")
+        if service.get("image"):  # two builds must not tag one image name
+            images.setdefault(service["image"], set()).add(build.get("target"))
+        shm = service.get("shm_size")
+        if want == "renderer" and byte_size(shm) < 256 * 1024**2:
+            problems.append(f"{name}: shm_size {shm!r} is under 256 MB (Chromium's /dev/shm)")
         try:
             environment = interpolate(service.get("environment", {}), env)
         except KeyError as exc:
@@ -149,7 +193,7 @@ def compose_problems(doc: dict, env: dict[str, str]) -> list[str]:
         except Exception as exc:
             problems.append(f"{name}: its configuration does not load: {exc}")
             continue
-        for other in ("auth", "ingest", "processing", "reports"):
+        for other in SERVICES:
             if config.service_url(other) != f"http://{other}:{PORTS[other]}":
                 problems.append(f"{name}: reaches {other} at {config.service_url(other)}")
             if other not in services:
@@ -161,9 +205,12 @@ def compose_problems(doc: dict, env: dict[str, str]) -> list[str]:
     published = [str(interpolate(p, env)) for p in gateway.get("ports", [])]
     if not any(p.split(":")[-1] == "8080" and p.count(":") >= 1 for p in published):
         problems.append("gateway: container port 8080 is not published")
-    processing = services.get("processing", {})
-    if "container_name" in processing or "ports" in processing:
-        problems.append("processing: a container_name or published port prevents --scale")
+    for image, targets in images.items():
+        if len(targets) > 1:
+            problems.append(f"image {image} is built from {len(targets)} targets: {targets}")
+    for name in sorted(SCALABLE):
+        if {"container_name", "ports"} & set(services.get(name, {})):
+            problems.append(f"{name}: a container_name or published port prevents --scale")
     for name, service in services.items():
         for target, need in (service.get("depends_on") or {}).items():
             if isinstance(need, dict) and need.get("condition") == "service_healthy":
@@ -203,7 +250,7 @@ def test_compose_one_shots_and_health_conditions(compose):
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3-management")
     assert "mc mb" in " ".join(services["minio-init"]["command"])
     assert services["migrate"]["command"] == ["darkroom", "migrate"]
-    for name in ("auth", "ingest", "processing", "reports", "gateway"):
+    for name in (*SERVICES, "gateway"):
         needs = services[name]["depends_on"]
         assert needs["migrate"] == {"condition": "service_completed_successfully"}, name
         assert needs["minio-init"] == {"condition": "service_completed_successfully"}, name
@@ -211,6 +258,8 @@ def test_compose_one_shots_and_health_conditions(compose):
         check = services[name]["healthcheck"]["test"]
         assert f"127.0.0.1:{PORTS[name]}/readyz" in check[-1], name
         compile(check[-1], f"{name} healthcheck", "exec")
+    for name in SERVICES:
+        assert services["gateway"]["depends_on"][name] == {"condition": "service_healthy"}, name
     assert set(compose["volumes"]) >= {"pgdata", "rabbitdata", "miniodata"}
 
 
@@ -251,7 +300,13 @@ def test_compose_schema_refuses_a_broken_copy(compose, breakage):
         ("listens on loopback", "DARKROOM_HOST must be 0.0.0.0"),
         ("wrong service URL", "reaches ingest at"),
         ("gateway not published", "8080 is not published"),
-        ("processing pinned", "prevents --scale"),
+        ("processing pinned", "processing: a container_name or published port prevents"),
+        ("rendering pinned", "rendering: a container_name or published port prevents"),
+        ("rendering without Chromium", "built from target 'runtime', needs 'renderer'"),
+        ("Chromium for everyone", "built from target 'renderer', needs 'runtime'"),
+        ("one image name, two targets", "is built from 2 targets"),
+        ("default /dev/shm", "is under 256 MB"),
+        ("rendering URL missing", "reaches rendering at"),
         ("variable missing from .env", "a required variable is missing"),
     ],
 )
@@ -272,6 +327,18 @@ def test_compose_checks_refuse_a_broken_copy(compose, env_example, breakage, exp
         services["gateway"]["ports"] = ["9090:9090"]
     elif breakage == "processing pinned":
         services["processing"]["container_name"] = "darkroom-processing"
+    elif breakage == "rendering pinned":
+        services["rendering"]["ports"] = ["8085:8085"]
+    elif breakage == "rendering without Chromium":
+        services["rendering"]["build"] = services["auth"]["build"]
+    elif breakage == "Chromium for everyone":
+        services["auth"]["build"]["target"] = "renderer"  # the anchor's: every service's
+    elif breakage == "one image name, two targets":
+        services["rendering"]["image"] = services["auth"]["image"]
+    elif breakage == "default /dev/shm":
+        del services["rendering"]["shm_size"]
+    elif breakage == "rendering URL missing":
+        del services["gateway"]["environment"]["DARKROOM_RENDERING_URL"]
     else:
         del env["POSTGRES_PASSWORD"]
     assert compose_schema_errors(broken) == []
@@ -359,6 +426,32 @@ def of_kind(resources: list[dict], kind: str) -> dict[str, dict]:
     return {r["metadata"]["name"]: r for r in resources if r["kind"] == kind}
 
 
+def image_name(image: str) -> str:
+    """``registry.example.com/darkroom-renderer:0.1.0`` → ``darkroom-renderer``."""
+    return image.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+
+
+def pod_problems(name: str, spec: dict) -> list[str]:
+    """A pod's volumes and images: every mount has its volume, each process runs the image of
+    its Dockerfile target, Chromium gets a memory-backed /dev/shm."""
+    problems = []
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    for container in spec.get("containers", []) + spec.get("initContainers", []):
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        for volume in set(mounts.values()) - set(volumes):
+            problems.append(f"{name}: mounts {volume!r}, which is not a volume")
+        command = container.get("command", [])
+        if process_config(command) is None:
+            continue
+        want = TARGETS[image_target(command)]
+        if image_name(container.get("image", "")) != want:
+            problems.append(f"{name}: runs image {container.get('image')!r}, not {want!r}")
+        shm = volumes.get(mounts.get(SHM), {}).get("emptyDir", {})
+        if tuple(command) == RENDERING and shm.get("medium") != "Memory":
+            problems.append(f"{name}: Chromium needs a memory-backed emptyDir at /dev/shm")
+    return problems
+
+
 def k8s_problems(resources: list[dict]) -> list[str]:
     """What the Kubernetes schemas cannot check; [] when the manifests are right."""
     problems = []
@@ -367,6 +460,8 @@ def k8s_problems(resources: list[dict]) -> list[str]:
     environment = {**configs.get("darkroom-config", {}).get("data", {})}
     environment |= secrets.get("darkroom-secrets", {}).get("stringData", {})
     commands = {}
+    for name, workload in {**deployments, **of_kind(resources, "Job")}.items():
+        problems += pod_problems(name, workload["spec"]["template"]["spec"])
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]
         labels = pod["metadata"].get("labels", {})
@@ -403,12 +498,13 @@ def k8s_problems(resources: list[dict]) -> list[str]:
         for port in service["spec"]["ports"]:
             if port.get("targetPort") not in ports:
                 problems.append(f"Service {name}: targetPort {port.get('targetPort')} unknown")
+    workers = {("python", "-m", f"services.{name}") for name in SCALABLE}
     for name, hpa in of_kind(resources, "HorizontalPodAutoscaler").items():
         target = hpa["spec"]["scaleTargetRef"]
         if target["kind"] != "Deployment" or target["name"] not in deployments:
             problems.append(f"HPA {name}: targets {target['kind']} {target['name']}")
-        elif commands.get(target["name"]) != ("python", "-m", "services.processing"):
-            problems.append(f"HPA {name}: scales {target['name']}, not processing")
+        elif commands.get(target["name"]) not in workers:
+            problems.append(f"HPA {name}: scales {target['name']}, not a queue worker")
     ingresses = of_kind(resources, "Ingress")
     if not ingresses:
         problems.append("no Ingress")
@@ -431,7 +527,7 @@ def k8s_problems(resources: list[dict]) -> list[str]:
         except Exception as exc:
             problems.append(f"{cls.__name__} does not load from the ConfigMap + Secret: {exc}")
             continue
-        for other in ("auth", "ingest", "processing", "reports"):
+        for other in SERVICES:
             host, _, port = config.service_url(other).removeprefix("http://").partition(":")
             ports = [p["port"] for p in services.get(host, {}).get("spec", {}).get("ports", [])]
             if int(port or 80) not in ports:
@@ -445,7 +541,7 @@ def rendered() -> list[dict]:
 
 
 def test_manifests_match_the_kubernetes_schemas(rendered):
-    assert len(rendered) >= 14
+    assert len(rendered) >= 19
     assert k8s_schema_errors(rendered) == []
 
 
@@ -456,7 +552,12 @@ def test_manifests_probe_limit_scale_and_route_right(rendered):
         "darkroom-example"
     }
     images = {c["image"] for r in rendered for c in pod_containers(r)}
-    assert images == {"registry.example.com/darkroom:0.1.0"}
+    assert images == {f"registry.example.com/{name}:0.1.0" for name in TARGETS.values()}
+    scaled = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in of_kind(rendered, "HorizontalPodAutoscaler").values()
+    }
+    assert scaled == {f"darkroom-{n}" for n in SCALABLE}
 
 
 def test_the_example_overlay_patches_the_base(rendered):
@@ -465,6 +566,16 @@ def test_the_example_overlay_patches_the_base(rendered):
     (worker,) = deployments["darkroom-processing"]["spec"]["template"]["spec"]["containers"]
     assert worker["resources"]["limits"] == {"cpu": "4", "memory": "4Gi"}
     assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"  # kept from the base
+    renderer = deployments["darkroom-rendering"]["spec"]["template"]["spec"]
+    (browser,) = renderer["containers"]
+    assert browser["resources"]["limits"] == {"cpu": "4", "memory": "4Gi"}
+    (concurrency,) = [e for e in browser["env"] if e["name"] == "DARKROOM_RENDER_CONCURRENCY"]
+    assert concurrency["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "rendering",
+        "resource": "limits.cpu",
+        "divisor": "1",
+    }
+    assert {*WRITABLE, SHM} <= {m["mountPath"] for m in browser["volumeMounts"]}
     config = of_kind(rendered, "ConfigMap")["darkroom-config"]["data"]
     assert config["DARKROOM_PUBLIC_URL"] == "https://images.example.org"
     assert config["DARKROOM_AUTH_URL"] == "http://darkroom-auth:8081"  # kept from the base
@@ -514,17 +625,23 @@ def test_k8s_schemas_refuse_a_broken_copy(rendered, breakage, expected):
         ("no probes", "readinessProbe must ask /readyz"),
         ("liveness on the wrong path", "livenessProbe must ask /healthz"),
         ("no limits", "no cpu and memory limits"),
-        ("HPA on the gateway", "not processing"),
+        ("HPA on the gateway", "not a queue worker"),
         ("Service selector mismatch", "matches 0 Deployments"),
         ("Ingress to auth", "not the gateway"),
         ("service URL without a Service", "is no Service port"),
         ("root filesystem writable", "root filesystem is writable"),
+        ("rendering without Chromium", "not 'darkroom-renderer'"),
+        ("Chromium for auth", "not 'darkroom'"),
+        ("no /dev/shm", "memory-backed emptyDir at /dev/shm"),
+        ("mount without a volume", "which is not a volume"),
+        ("rendering URL missing", "rendering's URL http://127.0.0.1:8085 is no Service port"),
     ],
 )
 def test_k8s_checks_refuse_a_broken_copy(rendered, breakage, expected):
     broken = copy.deepcopy(rendered)
     deployments, services = of_kind(broken, "Deployment"), of_kind(broken, "Service")
     auth = deployments["darkroom-auth"]["spec"]["template"]["spec"]["containers"][0]
+    renderer = deployments["darkroom-rendering"]["spec"]["template"]["spec"]
     if breakage == "no probes":
         del auth["readinessProbe"], auth["livenessProbe"]
     elif breakage == "liveness on the wrong path":
@@ -545,6 +662,19 @@ def test_k8s_checks_refuse_a_broken_copy(rendered, breakage, expected):
         of_kind(broken, "ConfigMap")["darkroom-config"]["data"]["DARKROOM_AUTH_URL"] = (
             "http://auth:8081"
         )
+    elif breakage == "rendering without Chromium":
+        renderer["containers"][0]["image"] = auth["image"]
+    elif breakage == "Chromium for auth":
+        auth["image"] = renderer["containers"][0]["image"]
+    elif breakage == "no /dev/shm":
+        renderer["volumes"] = [v for v in renderer["volumes"] if "medium" not in v["emptyDir"]]
+        renderer["containers"][0]["volumeMounts"] = [
+            m for m in renderer["containers"][0]["volumeMounts"] if m["mountPath"] != SHM
+        ]
+    elif breakage == "mount without a volume":
+        renderer["volumes"] = [v for v in renderer["volumes"] if v["name"] != "var"]
+    elif breakage == "rendering URL missing":
+        del of_kind(broken, "ConfigMap")["darkroom-config"]["data"]["DARKROOM_RENDERING_URL"]
     else:
         auth["securityContext"]["readOnlyRootFilesystem"] = False
     assert k8s_schema_errors(broken) == []
@@ -579,30 +709,99 @@ def parse_dockerfile(text: str) -> list[list[tuple[str, str]]]:
     return stages
 
 
+def stage_base(stage: list[tuple[str, str]]) -> str:
+    """What a stage is ``FROM``: an image, or an earlier stage's name."""
+    return next(word for word in stage[0][1].split() if not word.startswith("--"))
+
+
+def stage_name(stage: list[tuple[str, str]]) -> str:
+    words = [word for word in stage[0][1].split() if not word.startswith("--")]
+    return words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+
+
+def lineage(stages: list[list[tuple[str, str]]], target: str) -> list[list[tuple[str, str]]]:
+    """The stages an image of ``target`` is made of, root first ([] if there is no such stage)."""
+    by_name = {stage_name(stage): stage for stage in stages}
+    chain: list[list[tuple[str, str]]] = []
+    stage = by_name.get(target)
+    while stage is not None and stage not in chain:
+        chain.insert(0, stage)
+        stage = by_name.get(stage_base(stage))
+    return chain
+
+
+def image_env(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """The variables ``ENV`` sets (``ENV A=1 B=2`` and the legacy ``ENV A 1``)."""
+    env = {}
+    for instruction, arguments in instructions:
+        if instruction == "ENV":
+            words = shlex.split(arguments)
+            if words and "=" not in words[0]:
+                env[words[0]] = " ".join(words[1:])
+            else:
+                env |= dict(word.partition("=")[::2] for word in words)
+    return env
+
+
 def dockerfile_problems(text: str) -> list[str]:
+    """Each target (``runtime``, ``renderer``) with what it inherits: from python:3.11-slim, no
+    compilers, nothing copied past the build stage, non-root, a HEALTHCHECK, a CMD; Chromium and
+    the pinned fonts in the renderer only, with a writable HOME."""
     stages = parse_dockerfile(text)
     if len(stages) < 2:
         return ["not multi-stage"]
-    final = stages[-1]
     problems = []
-    base = final[0][1].split()[0]
-    if not base.startswith("python:3.11-slim"):
-        problems.append(f"final stage from {base}, not python:3.11-slim")
-    for instruction, arguments in final:
-        if instruction == "RUN" and COMPILERS.search(arguments):
-            problems.append(f"final stage installs a compiler: {arguments}")
-        if instruction == "COPY" and "--from" not in arguments:
-            problems.append(f"final stage copies from the build context: {arguments}")
-    users = [arguments.split(":")[0] for instruction, arguments in final if instruction == "USER"]
-    if not users or users[-1] in {"root", "0"}:
-        problems.append("the final stage runs as root")
-    checks = [arguments for instruction, arguments in final if instruction == "HEALTHCHECK"]
-    if not checks or checks[-1].upper().startswith("NONE"):
-        problems.append("no HEALTHCHECK")
-    elif not HEALTH_PATH.search(checks[-1]):
-        problems.append("the HEALTHCHECK asks neither /healthz nor /readyz")
-    if not any(instruction == "CMD" for instruction, _ in final):
-        problems.append("no CMD")
+    for target in TARGETS:
+        chain = lineage(stages, target)
+        if not chain:
+            problems.append(f"no stage {target!r}")
+            continue
+        image = [instruction for stage in chain for instruction in stage[1:]]
+        base = stage_base(chain[0])
+        if not base.startswith("python:3.11-slim"):
+            problems.append(f"{target}: from {base}, not python:3.11-slim")
+        runs = [arguments for instruction, arguments in image if instruction == "RUN"]
+        for arguments in runs:
+            if COMPILERS.search(arguments):
+                problems.append(f"{target}: installs a compiler: {arguments}")
+            lean = (
+                "--no-install-recommends" in arguments and "rm -rf /var/lib/apt/lists" in arguments
+            )
+            if "apt-get install" in arguments and not lean:
+                problems.append(
+                    f"{target}: apt-get install needs --no-install-recommends, rm lists"
+                )
+        for instruction, arguments in image:
+            if instruction == "COPY" and "--from" not in arguments:
+                problems.append(f"{target}: copies from the build context: {arguments}")
+        users = [
+            arguments.split(":")[0] for instruction, arguments in image if instruction == "USER"
+        ]
+        if not users or users[-1] in {"root", "0"}:
+            problems.append(f"{target}: runs as root")
+        checks = [arguments for instruction, arguments in image if instruction == "HEALTHCHECK"]
+        if not checks or checks[-1].upper().startswith("NONE"):
+            problems.append(f"{target}: no HEALTHCHECK")
+        elif not HEALTH_PATH.search(checks[-1]):
+            problems.append(f"{target}: the HEALTHCHECK asks neither /healthz nor /readyz")
+        if not any(instruction == "CMD" for instruction, _ in image):
+            problems.append(f"{target}: no CMD")
+        installed = {word for run in runs if "apt-get install" in run for word in run.split()}
+        env = image_env(image)
+        if target == "runtime" and "chromium" in installed:
+            problems.append("runtime: installs Chromium (only the renderer target may)")
+        if target != "renderer":
+            continue
+        if "runtime" not in map(stage_name, chain):
+            problems.append("renderer: not built FROM runtime")
+        for package in ("chromium", *FONTS):
+            if package not in installed:
+                problems.append(f"renderer: does not install {package}")
+        if env.get("DARKROOM_CHROMIUM") != "/usr/bin/chromium":
+            problems.append("renderer: DARKROOM_CHROMIUM is not Debian's /usr/bin/chromium")
+        home = env.get("HOME", "/app")
+        if not any(home == path or home.startswith(path + "/") for path in WRITABLE):
+            problems.append(f"renderer: HOME {home} is on the read-only root filesystem")
     return problems
 
 
@@ -611,14 +810,26 @@ def dockerfile() -> str:
     return (ROOT / DOCKERFILE).read_text()
 
 
-def test_dockerfile_is_multi_stage_non_root_and_healthchecked(dockerfile):
+def test_dockerfile_is_multi_stage_non_root_and_healthchecked(dockerfile, compose):
     assert dockerfile_problems(dockerfile) == []
     stages = parse_dockerfile(dockerfile)
     assert any(COMPILERS.search(arguments) for _, arguments in stages[0]), "build has compilers"
-    (check,) = [arguments for instruction, arguments in stages[-1] if instruction == "HEALTHCHECK"]
+    targets = {s["build"]["target"] for s in compose["services"].values() if "build" in s}
+    assert targets == set(TARGETS), "compose builds each target by name"
+    runtime = [i for stage in lineage(stages, "runtime") for i in stage]
+    renderer = [i for stage in lineage(stages, "renderer") for i in stage]
+    (check,) = [arguments for instruction, arguments in runtime if instruction == "HEALTHCHECK"]
     command = json.loads(check[check.index("CMD") + 3 :])
     assert command[:2] == ["python", "-c"]
     compile(command[2], "HEALTHCHECK", "exec")
+    # The probe finds each service's port from its command: every service is in its map.
+    ports = ast.literal_eval(re.search(r"d = (\{[^}]*\})", command[2])[1])
+    names = ast.literal_eval(re.search(r"for s in (\([^)]*\))", command[2])[1])
+    assert ports == {name: PORTS[name] for name in SERVICES} and set(names) == set(SERVICES)
+    (exposed,) = [arguments for instruction, arguments in runtime if instruction == "EXPOSE"]
+    assert set(map(int, exposed.split())) == set(PORTS.values())
+    cmds = [json.loads(arguments) for instruction, arguments in renderer if instruction == "CMD"]
+    assert tuple(cmds[-1]) == RENDERING
 
 
 def test_every_process_the_image_runs_has_a_main(compose):
@@ -649,6 +860,14 @@ def test_dockerignore_keeps_what_the_dockerfile_copies(dockerfile):
         ("compiler", "installs a compiler"),
         ("single stage", "not multi-stage"),
         ("no healthcheck", "no HEALTHCHECK"),
+        ("Chromium in runtime", "runtime: installs Chromium"),
+        ("renderer without Chromium", "renderer: does not install chromium"),
+        ("a font missing", "renderer: does not install fonts-liberation2"),
+        ("renderer from scratch", "renderer: not built FROM runtime"),
+        ("recommends installed", "needs --no-install-recommends"),
+        ("HOME read-only", "renderer: HOME /app is on the read-only root filesystem"),
+        ("downloaded browser", "DARKROOM_CHROMIUM is not Debian's"),
+        ("no runtime target", "no stage 'runtime'"),
     ],
 )
 def test_dockerfile_checks_refuse_a_broken_copy(dockerfile, breakage, expected):
@@ -660,7 +879,50 @@ def test_dockerfile_checks_refuse_a_broken_copy(dockerfile, breakage, expected):
         broken = dockerfile + "RUN apt-get update && apt-get install -y gcc\n"
     elif breakage == "single stage":
         broken = dockerfile.split("FROM python:3.11-slim-bookworm AS runtime")[0]
+    elif breakage == "Chromium in runtime":
+        broken = dockerfile.replace(
+            "USER 10001:10001\nEXPOSE",
+            "RUN apt-get update && apt-get install -y --no-install-recommends chromium"
+            " && rm -rf /var/lib/apt/lists/*\nUSER 10001:10001\nEXPOSE",
+        )
+    elif breakage == "renderer without Chromium":
+        broken = dockerfile.replace(" chromium fonts-dejavu-core", " fonts-dejavu-core")
+    elif breakage == "a font missing":
+        broken = dockerfile.replace(" fonts-liberation2 ", " ")
+    elif breakage == "renderer from scratch":
+        broken = dockerfile.replace("FROM runtime AS renderer", "FROM python:3.11-slim AS renderer")
+    elif breakage == "recommends installed":
+        broken = re.sub(r"--no-install-recommends(?=\s*\\\n\s*chromium)", "", dockerfile)
+    elif breakage == "HOME read-only":
+        broken = re.sub(r"\s*\\\n\s*HOME=/tmp\n", "\n", dockerfile)
+    elif breakage == "downloaded browser":
+        broken = dockerfile.replace("=/usr/bin/chromium", "=/opt/chrome/chrome")
+    elif breakage == "no runtime target":
+        broken = dockerfile.replace(" AS runtime", " AS app").replace("FROM runtime", "FROM app")
     else:
         broken = re.sub(r"HEALTHCHECK.*?\]\n", "", dockerfile, flags=re.S)
     assert broken != dockerfile
     assert any(expected in p for p in dockerfile_problems(broken)), dockerfile_problems(broken)
+
+
+# --- Procfile ------------------------------------------------------------------------------
+
+
+def test_every_procfile_process_is_a_compose_service_and_a_deployment(compose, rendered):
+    """``make run``'s processes are the containers' processes, on the same ports."""
+    assert set(PORTS) == {*SERVICES, "gateway"}, "PORTS keeps pace with shared.config.SERVICES"
+    procfile = {}
+    for line in (ROOT / "deploy/Procfile").read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            words = shlex.split(command)
+            procfile[name.strip()] = ["python" if w.endswith("/python") else w for w in words]
+    assert set(procfile) == set(PORTS)
+    built = {n for n, s in compose["services"].items() if "build" in s} - {"migrate"}
+    assert built == set(procfile)
+    deployments = of_kind(rendered, "Deployment")
+    for name, command in procfile.items():
+        assert compose["services"][name]["command"] == command, name
+        (container,) = deployments[f"darkroom-{name}"]["spec"]["template"]["spec"]["containers"]
+        assert container["command"] == command, name
+        assert [p["containerPort"] for p in container["ports"]] == [PORTS[name]], name

@@ -34,18 +34,8 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("POST", "/keys/{credential_id}/revoke"): "would revoke the fuzzer's own credential",
 }
 
-#: Known 5xx answers: left out of the run until fixed (or 501 by design).
-KNOWN_5XX: dict[tuple[str, str], str] = {
-    # Deliberate: server-side rendering is not offered, documented as 501 not_implemented.
-    **{
-        ("POST", "/api/snap-requests"): "501 not_implemented by design",
-        ("POST", "/api/snap-requests/bulk"): "501 not_implemented by design",
-        ("GET", "/api/snap-requests/assets-data/{hash}"): "501 not_implemented by design",
-        ("POST", "/api/snap-requests/assets/{hash}"): "501 not_implemented by design",
-        ("GET", "/api/snap-requests/assets/{hash}/signed-url"): "501 not_implemented by design",
-        ("POST", "/api/snap-requests/assets/{hash}/signed-url/finalize"): "501 by design",
-    },
-}
+#: Known 5xx answers: left out of the run until fixed.
+KNOWN_5XX: dict[tuple[str, str], str] = {}
 
 
 def schemathesis_args(url: str, account: dict, report_dir: Path) -> list[str]:

@@ -151,9 +151,9 @@ async def test_snap_requests_and_async_reports_with_a_nonce(client, stack, accou
     )
     got = await call(client, stack, "GET", f"/api/snap-requests/{extended['requestId']}", auth)
     assert [s["component"] for s in got["result"]] == ["Modal"]
-    # rendering flows are not offered: a clear 501
-    refused = await call(client, stack, "POST", "/api/snap-requests/bulk", auth, {}, 501)
-    assert refused["error"]["code"] == "not_implemented"
+    # a bulk of snap requests to render needs its items
+    refused = await call(client, stack, "POST", "/api/snap-requests/bulk", auth, {}, 422)
+    assert "items" in refused["error"]["message"]
 
 
 async def test_subscribers_and_notify_addresses_get_an_email(client, stack, account, shots, inbox):

@@ -20,10 +20,13 @@ to): there A's name must answer B exactly as a name nobody ever used does (``NAM
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 import re
 import secrets
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,12 +117,8 @@ EXEMPT: dict[str, str] = {
     "GET /badges/{badge}.svg": "a signed status badge, public for pull requests and READMEs",
     "GET /unsubscribe/{token}": "a signed link of a notification e-mail",
     "POST /unsubscribe/{token}": "a signed link of a notification e-mail (RFC 8058 one-click)",
-    "GET /api/snap-requests/assets-data/{hash}": "not offered: 501 for every caller, no asset "
-    "is ever stored",
-    "POST /api/snap-requests/assets/{hash}": "not offered: 501 for every caller",
-    "GET /api/snap-requests/assets/{hash}/signed-url": "not offered: 501 for every caller",
-    "POST /api/snap-requests/assets/{hash}/signed-url/finalize": "not offered: 501 for every "
-    "caller",
+    "PUT /api/package-uploads/{token}": "a signed package upload URL: the signature is the "
+    "authority",
     "GET /docs/static/{name}": "Swagger UI's static files, the same for everyone",
 }
 
@@ -137,6 +136,12 @@ NAMESPACED: dict[str, str] = {
     "POST /api/subscriptions/{component}": "subscribes to a component name of the caller's",
     "DELETE /api/subscriptions/{component}": "unsubscribes from a component name of the caller's",
     "GET /api/images/{hash}/upload-url": "asks whether the caller holds an image hash",
+    "GET /api/snap-requests/assets-data/{hash}": "asks whether the caller holds a package",
+    "POST /api/snap-requests/assets/{hash}": "uploads a package into the caller's account",
+    "GET /api/snap-requests/assets/{hash}/signed-url": "asks for the caller's own upload URL "
+    "of a package",
+    "POST /api/snap-requests/assets/{hash}/signed-url/finalize": "finds a package the caller "
+    "uploaded",
 }
 
 PROBED = [e for e in ID_ROUTES if e.id not in EXEMPT]
@@ -180,6 +185,8 @@ KINDS: dict[str, dict[str, str]] = {
     "/api/subscriptions/": {"component": "subscription"},
     "/api/components/": {"component": "component", "variant": "variant", "target": "target"},
     "/api/snap-requests/": {"id": "snap_request"},
+    "/api/snap-requests/assets/": {"hash": "package"},
+    "/api/snap-requests/assets-data/": {"hash": "package"},
     "/reports/": {"id": "report"},
     "/comparisons/": {"id": "comparison", "position": "diff_position"},
     "/jobs/": {"id": "job"},
@@ -382,6 +389,22 @@ async def make_file(w: World) -> str:
     return sha256
 
 
+async def make_package(w: World) -> str:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("iframe.html", f"<p>{MARK}</p>")
+    data = buffer.getvalue()
+    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - the Happo clients' package name
+    form = aiohttp.FormData()
+    form.add_field("payload", data, filename="payload.zip", content_type="application/zip")
+    await w.ok(w.a, "POST", f"/api/snap-requests/assets/{md5}", data=form)
+    return md5
+
+
+async def package_state(w: World, md5: str) -> Any:
+    return await w.ok(w.a, "GET", f"/api/snap-requests/assets-data/{md5}")
+
+
 async def file_state(w: World, sha256: str) -> Any:
     listed = await w.ok(w.a, "GET", "/files")
     happo = await w.ok(w.a, "GET", f"/api/images/{sha256}/upload-url")
@@ -579,6 +602,7 @@ FACTORIES: dict[str, Factory] = {
     "application": Factory(make_application, application_state),
     "file": Factory(make_file, file_state, fresh=lambda: secrets.token_hex(32)),
     "progimage": Factory(make_progimage, progimage_state),
+    "package": Factory(make_package, package_state, fresh=lambda: secrets.token_hex(16)),
     "company": Factory(lambda w: _account_of(w.a), company_state, own=lambda w: _account_of(w.b)),
     "dataset": Factory(
         lambda w: dataset_of(w, w.a), dataset_state, own=lambda w: dataset_of(w, w.b)

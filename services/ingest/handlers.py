@@ -184,6 +184,47 @@ async def happo_images_lookup(request: web.Request) -> web.Response:
     return web.json_response({"images": images})
 
 
+async def happo_rendered_image(request: web.Request) -> web.Response:
+    """Internal ``POST /internal/happo-images/rendered`` (a PNG as the body) → ``{hash, url,
+    sha256, key, width, height}``: a screenshot the renderer took, stored as a Happo image of
+    the calling account exactly as an uploaded one (named by the md5 of its bytes, as the Image
+    API names uploads), so reports, diffs and pages treat both alike. Storing the same bytes
+    again changes nothing (renders are retried after a crash)."""
+    principal = require_account(request)
+    config = request.app[CONFIG]
+    data = await _read_body(request, config.max_upload_bytes)
+    content = await _examine(config, data, frozenset({domain.PNG}))
+    happo_hash = hashlib.md5(data).hexdigest()  # noqa: S324 - the Happo clients' image name
+    account_id = uuid.UUID(principal.account_id)
+
+    async def register(conn) -> bool:
+        return await repo.add_happo_image(conn, account_id, happo_hash, content.sha256)
+
+    event = {
+        **domain.stored_event_data(content, str(account_id), "happo"),
+        "happo_hash": happo_hash,
+    }
+    await blobs.store_content(
+        request.app[POOL],
+        request.app[STORE],
+        content,
+        data,
+        register,
+        event,
+        request.app[FAULTS],
+    )
+    return web.json_response(
+        {
+            "hash": happo_hash,
+            "url": config.public(f"/img/{account_id}/{happo_hash}"),
+            "sha256": content.sha256,
+            "key": domain.blob_key(content.sha256),
+            "width": content.width,
+            "height": content.height,
+        }
+    )
+
+
 async def happo_upload(request: web.Request) -> web.Response:
     """``POST /api/images/upload/{token}`` (multipart PNG in ``file``) → ``{url}``.
 

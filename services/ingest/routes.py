@@ -13,6 +13,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/api/images/upload/{token}", handlers.happo_upload)
     app.router.add_get("/img/{account_id}/{hash}", handlers.serve_happo_image)
     app.router.add_post("/internal/happo-images", handlers.happo_images_lookup)
+    app.router.add_post("/internal/happo-images/rendered", handlers.happo_rendered_image)
     # Progimage
     app.router.add_post("/user/images", handlers.progimage_upload)
     app.router.add_get("/user/images", handlers.progimage_list)

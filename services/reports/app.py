@@ -10,10 +10,17 @@ from aiohttp import web
 from services.reports import consumers
 from services.reports.comparing import Comparisons
 from services.reports.config import ReportsConfig
-from services.reports.handlers import COMPARISONS, CONFIG, NOTICES, SUBMISSIONS
+from services.reports.handlers import (
+    COMPARISONS,
+    CONFIG,
+    NOTICES,
+    RENDER_REQUESTS,
+    SUBMISSIONS,
+)
 from services.reports.mail import open_mailer
 from services.reports.notices import Notices
 from services.reports.pages import PAGES, create_pages
+from services.reports.render_requests import RenderRequests
 from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
 from shared import metrics, runtime
@@ -24,13 +31,16 @@ HERE = Path(__file__).parent
 
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
-    """The use cases over the pool: writing reports, running comparisons, sending notices."""
+    """The use cases over the pool: writing reports, snap requests to render, running
+    comparisons, sending notices."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         pool = app[runtime.POOL]
-        app[SUBMISSIONS] = Submissions(
+        submissions = Submissions(
             pool, app[runtime.INTERNAL], config.service_url("ingest"), config.public_url
         )
+        app[SUBMISSIONS] = submissions
+        app[RENDER_REQUESTS] = RenderRequests(pool, submissions)
         comparisons = Comparisons(pool, app[runtime.BROKER], config.public_url)
         mailer = open_mailer(config.smtp_url, Path(config.mail_dir), config.smtp_timeout)
         app[COMPARISONS] = comparisons

@@ -38,6 +38,12 @@ class ReportsConfig(StorageConfig):
         16 * 1024 * 1024,
         "Largest JSON body of a report or snap request.",
     )
+    max_snap_request_bytes: int = setting(
+        "DARKROOM_MAX_SNAP_REQUEST_BYTES",
+        64 * 1024 * 1024,
+        "Largest body of a snap request to render: one payload, or a bulk of up to 50 (DOM"
+        " snapshots carry whole pages of HTML).",
+    )
     smtp_url: str | None = setting(
         "SMTP_URL",
         None,

@@ -1,13 +1,15 @@
 """Reports's event consumers: comparisons moved on by ``report.completed`` and processing's
-``comparison.diffed``; e-mails sent on ``comparison.completed``."""
+``comparison.diffed``; e-mails sent on ``comparison.completed``; snap requests finished by
+rendering's ``render.completed`` / ``render.failed``."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from services.reports import events
-from services.reports.handlers import COMPARISONS, NOTICES
+from services.reports.handlers import COMPARISONS, NOTICES, SUBMISSIONS
 from shared.events import Envelope, Subscription
+from shared.rendering import RENDER_COMPLETED, RENDER_FAILED
 
 #: Comparisons waiting for a report.
 SCHEDULED_CONSUMER = "reports.scheduled"
@@ -15,6 +17,8 @@ SCHEDULED_CONSUMER = "reports.scheduled"
 DIFFS_CONSUMER = "reports.diffs"
 #: Notification e-mails (a slow SMTP server holds up nothing else).
 MAIL_CONSUMER = "reports.mail"
+#: Rendering's outcomes of snap requests.
+RENDERED_CONSUMER = "reports.rendered"
 
 
 def subscriptions(app: web.Application) -> tuple[Subscription, ...]:
@@ -29,7 +33,20 @@ def subscriptions(app: web.Application) -> tuple[Subscription, ...]:
     async def completed(conn, envelope: Envelope) -> None:
         await app[NOTICES].comparison_completed(conn, envelope)
 
+    async def rendered(conn, envelope: Envelope) -> None:
+        data = envelope.data
+        await app[SUBMISSIONS].rendered(
+            conn,
+            str(data["account_id"]),
+            int(data["request_id"]),
+            data.get("snaps") if envelope.type == RENDER_COMPLETED else None,
+            str(data.get("reason") or "Rendering failed")
+            if envelope.type == RENDER_FAILED
+            else None,
+        )
+
     return (
+        Subscription(RENDERED_CONSUMER, (RENDER_COMPLETED, RENDER_FAILED), rendered),
         Subscription(SCHEDULED_CONSUMER, (events.REPORT_COMPLETED,), scheduled),
         Subscription(DIFFS_CONSUMER, (events.COMPARISON_DIFFED,), diffed),
         Subscription(MAIL_CONSUMER, (events.COMPARISON_COMPLETED,), completed, prefetch=4),

@@ -533,6 +533,8 @@ class Report:
     revision: int
     cloned_from: int | None
     skipped: list
+    complete_when_rendered: bool
+    render_errors: list
     snapshot_count: int
 
     @property
@@ -543,6 +545,24 @@ class Report:
     def skipped_keys(self) -> set[tuple[str, ...]]:
         """The skipped examples as keys of 1 to 3 parts."""
         return {tuple(key) for key in self.skipped}
+
+
+@dataclass(frozen=True)
+class SnapRequest:
+    """A numbered batch of snapshots an async report is assembled from: taken by the client
+    (done at once) or rendered here (pending until a renderer finishes it)."""
+
+    id: int
+    state: str
+    snaps: list
+    request_type: str | None = None
+    target_name: str | None = None
+    error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """True while a renderer has yet to finish it."""
+        return self.state == "pending"
 
 
 @dataclass(frozen=True)

@@ -16,22 +16,19 @@ from services.reports.config import ReportsConfig
 from services.reports.domain import Comparison, Entry, Job, Report
 from services.reports.mail import parse_addresses
 from services.reports.notices import Notices
+from services.reports.render_requests import RenderItem, RenderRequests
 from services.reports.submissions import Submissions
 from shared import errors
-from shared.http import Principal, read_json_object, require_account
+from shared.http import Principal, read_json_object, read_multipart, require_account
 from shared.runtime import POOL, STORE
 from shared.storage import BlobNotFound
 
 CONFIG = web.AppKey("reports.config", ReportsConfig)
 COMPARISONS = web.AppKey("reports.comparisons", Comparisons)
 SUBMISSIONS = web.AppKey("reports.submissions", Submissions)
+RENDER_REQUESTS = web.AppKey("reports.render_requests", RenderRequests)
 NOTICES = web.AppKey("reports.notices", Notices)
 
-_NOT_RENDERED = (
-    "Darkroom does not render components in its own browsers yet: take the screenshots on the"
-    " client (happo-e2e / happo-cypress with localSnapshots) and post them"
-    " (/api/snap-requests/with-results, /api/async-reports/:sha)"
-)
 _FLAKE_PAGE = 50
 
 
@@ -676,8 +673,42 @@ async def snap_request_extends(request: web.Request) -> web.Response:
     return web.json_response({"requestId": request_id})
 
 
+async def create_snap_request(request: web.Request) -> web.Response:
+    """``POST /api/snap-requests`` (multipart ``type``, ``targetName``, ``payloadHash``,
+    ``payload`` = payload.json, ``extendsSha?``) → ``{requestId}``: a request to render."""
+    principal = require_account(request)
+    config = request.app[CONFIG]
+    form = await read_multipart(request, "payload", config.max_snap_request_bytes)
+    payload = form.file if form.file is not None else form.fields.get("payload", "")
+    text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    item = RenderItem(
+        request_type=form.fields.get("type", ""),
+        target_name=form.fields.get("targetName", ""),
+        payload=text,
+        extends_sha=form.fields.get("extendsSha"),
+    )
+    request_id = await request.app[RENDER_REQUESTS].create(principal, item)
+    return web.json_response({"requestId": request_id})
+
+
+async def bulk_snap_requests(request: web.Request) -> web.Response:
+    """``POST /api/snap-requests/bulk`` ``{items: [{type, targetName, payloadString,
+    payloadHash, extendsSha?}]}`` (at most 50) → ``{results: [{requestId} | {error}]}`` in the
+    items' order."""
+    principal = require_account(request)
+    config = request.app[CONFIG]
+    body = await read_json_object(request, config.max_snap_request_bytes)
+    items = body.get("items")
+    if not isinstance(items, list):
+        raise errors.InvalidRequest("`items` must be a list of snap requests")
+    results = await request.app[RENDER_REQUESTS].create_many(principal, items)
+    return web.json_response({"results": results})
+
+
 async def get_snap_request(request: web.Request) -> web.Response:
-    """``GET /api/snap-requests/:id`` → ``{status: "done", result: [snapshots]}``."""
+    """``GET /api/snap-requests/:id`` → ``{status: "done", result: [snapshots]}``; ``{status:
+    "pending"}`` while it renders; 422 with the reason once it failed (a client polls until
+    "done", so a failure must be an error, never a status)."""
     principal = require_account(request)
     request_id = domain.parse_id(request.match_info["id"])
     if request_id is None:
@@ -687,6 +718,11 @@ async def get_snap_request(request: web.Request) -> web.Response:
         found = await repo.snap_requests(conn, account_id, [request_id])
     if not found:
         raise errors.NotFound("No such snap request")
+    snap_request = found[request_id]
+    if snap_request.pending:
+        return web.json_response({"id": request_id, "status": "pending"})
+    if snap_request.state == "failed":
+        raise errors.InvalidRequest(f"Snap request {request_id} failed: {snap_request.error}")
     base = request.app[COMPARISONS].image_base(account_id)
     result = [
         {
@@ -697,15 +733,24 @@ async def get_snap_request(request: web.Request) -> web.Response:
             "width": s["width"],
             "height": s["height"],
         }
-        for s in found[request_id]
+        for s in snap_request.snaps
     ]
     return web.json_response({"id": request_id, "status": "done", "result": result})
 
 
-async def not_rendered(request: web.Request) -> web.Response:
-    """Flows that ask the server to render components (payload snap requests, assets)."""
-    require_account(request)
-    raise errors.NotImplementedYet(_NOT_RENDERED)
+async def render_job(request: web.Request) -> web.Response:
+    """Internal ``GET /internal/snap-requests/:id`` → ``{id, state, type, targetName,
+    payload}``: what a renderer needs of a request of the calling account."""
+    principal = require_account(request)
+    request_id = domain.parse_id(request.match_info["id"])
+    spec = (
+        await request.app[RENDER_REQUESTS].spec(principal, request_id)
+        if request_id is not None
+        else None
+    )
+    if spec is None:
+        raise errors.NotFound("No such snap request to render")
+    return web.json_response(spec)
 
 
 # --- images -----------------------------------------------------------------------------------

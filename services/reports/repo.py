@@ -15,6 +15,7 @@ from services.reports.domain import (
     PixelResult,
     Report,
     SnapInput,
+    SnapRequest,
     Snapshot,
     ignored_pair,
 )
@@ -22,6 +23,7 @@ from services.reports.domain import (
 _REPORT_COLUMNS = (
     "r.id, r.account_id, r.project, r.sha, r.link, r.message, r.partial, r.nonce,"
     " r.completed_at, r.created_at, r.revision, r.cloned_from, r.skipped,"
+    " r.complete_when_rendered, r.render_errors,"
     " (SELECT count(*) FROM snapshots s WHERE s.report_id = r.id)::int AS snapshot_count"
 )
 
@@ -102,18 +104,22 @@ async def start_report(
     partial: bool,
     nonce: str | None = None,
     cloned_from: int | None = None,
+    awaiting_renders: bool = False,
 ) -> int:
     """Create the report, or empty an existing one to be written again; its id.
 
-    A report posted whole is complete at once; a partial one stays open until completed.
+    A report posted whole is complete at once; a partial one stays open until completed, and
+    one ``awaiting_renders`` until its last pending snap request finishes.
     """
     report_id = await conn.fetchval(
         "INSERT INTO reports (account_id, project, sha, link, message, partial, nonce,"
-        " completed_at, cloned_from)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 THEN NULL ELSE now() END, $8)"
+        " completed_at, cloned_from, complete_when_rendered)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $6 OR $9 THEN NULL ELSE now() END, $8,"
+        " $9)"
         " ON CONFLICT (account_id, project, sha) DO UPDATE SET link = EXCLUDED.link,"
         " message = EXCLUDED.message, partial = EXCLUDED.partial, nonce = EXCLUDED.nonce,"
         " completed_at = EXCLUDED.completed_at, cloned_from = EXCLUDED.cloned_from,"
+        " complete_when_rendered = EXCLUDED.complete_when_rendered, render_errors = '[]',"
         " skipped = '[]', revision = reports.revision + 1"
         " RETURNING id",
         uuid.UUID(account_id),
@@ -124,6 +130,7 @@ async def start_report(
         partial,
         nonce,
         cloned_from,
+        awaiting_renders,
     )
     await conn.execute("DELETE FROM snapshots WHERE report_id = $1", report_id)
     await conn.execute("DELETE FROM report_requests WHERE report_id = $1", report_id)
@@ -286,25 +293,149 @@ async def create_snap_request(
 
 async def snap_requests(
     conn: asyncpg.Connection, account_id: str, ids: Sequence[int]
-) -> dict[int, list[dict[str, Any]]]:
-    """The account's snap requests among ``ids``: id → snaps."""
+) -> dict[int, SnapRequest]:
+    """The account's snap requests among ``ids``: id → request."""
     rows = await conn.fetch(
-        "SELECT id, snaps FROM snap_requests WHERE account_id = $1 AND id = ANY($2::bigint[])",
+        "SELECT id, state, snaps, request_type, target_name, error FROM snap_requests"
+        " WHERE account_id = $1 AND id = ANY($2::bigint[])",
         uuid.UUID(account_id),
         list(ids),
     )
-    return {row["id"]: row["snaps"] for row in rows}
+    return {row["id"]: SnapRequest(**dict(row)) for row in rows}
+
+
+async def create_render_request(
+    conn: asyncpg.Connection,
+    account_id: str,
+    request_type: str,
+    target_name: str,
+    payload_md5: str,
+    payload: Any,
+    error: str | None = None,
+) -> tuple[int, bool]:
+    """A pending snap request to render, or the earlier one of the same type, target and
+    payload that did not fail; ``(id, created)``. With ``error`` it is failed at once (a
+    target no engine here renders)."""
+    account = uuid.UUID(account_id)
+    # One at a time per (account, type, target, payload), so two identical requests racing
+    # end on one row.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        f"snap-request:{account}:{request_type}:{target_name}:{payload_md5}",
+    )
+    earlier = await conn.fetchval(
+        "SELECT id FROM snap_requests WHERE account_id = $1 AND request_type = $2"
+        " AND target_name = $3 AND payload_md5 = $4 AND state <> 'failed'"
+        " ORDER BY id DESC LIMIT 1",
+        account,
+        request_type,
+        target_name,
+        payload_md5,
+    )
+    if earlier is not None and error is None:
+        return earlier, False
+    created = await conn.fetchval(
+        "INSERT INTO snap_requests (account_id, snaps, state, request_type, target_name,"
+        " payload_md5, payload, error, finished_at)"
+        " VALUES ($1, '[]', CASE WHEN $6::text IS NULL THEN 'pending' ELSE 'failed' END,"
+        " $2, $3, $4, $5, $6, CASE WHEN $6::text IS NULL THEN NULL ELSE now() END) RETURNING id",
+        account,
+        request_type,
+        target_name,
+        payload_md5,
+        payload,
+        error,
+    )
+    return created, True
+
+
+async def render_request(
+    conn: asyncpg.Connection, account_id: str, request_id: int
+) -> asyncpg.Record | None:
+    """What a renderer needs of a request: its state, type, target and payload."""
+    return await conn.fetchrow(
+        "SELECT state, request_type, target_name, payload FROM snap_requests"
+        " WHERE account_id = $1 AND id = $2 AND request_type IS NOT NULL",
+        uuid.UUID(account_id),
+        request_id,
+    )
+
+
+async def finish_render_request(
+    conn: asyncpg.Connection,
+    account_id: str,
+    request_id: int,
+    snaps: list[dict[str, Any]] | None,
+    error: str | None,
+) -> asyncpg.Record | None:
+    """Record a pending request's outcome (its snaps, each tagged with the request's target,
+    or an error); ``(target_name, snaps)`` as stored, or None when it was not pending (a
+    repeated outcome changes nothing)."""
+    return await conn.fetchrow(
+        "UPDATE snap_requests SET state = CASE WHEN $4::text IS NULL THEN 'done' ELSE 'failed'"
+        " END, snaps = CASE WHEN $3::jsonb IS NULL THEN snaps ELSE coalesce((SELECT"
+        " jsonb_agg(e || jsonb_build_object('target', target_name))"
+        " FROM jsonb_array_elements($3::jsonb) AS e), '[]'::jsonb) END,"
+        " error = $4, finished_at = now()"
+        " WHERE account_id = $1 AND id = $2 AND state = 'pending' RETURNING target_name, snaps",
+        uuid.UUID(account_id),
+        request_id,
+        snaps,
+        error,
+    )
+
+
+async def reports_waiting_for(conn: asyncpg.Connection, request_id: int) -> list[int]:
+    """The reports that wait for ``request_id``'s snapshots, locked, marked applied."""
+    rows = await conn.fetch(
+        "UPDATE report_requests SET applied = true WHERE request_id = $1 AND NOT applied"
+        " RETURNING report_id",
+        request_id,
+    )
+    ids = sorted(row["report_id"] for row in rows)
+    if ids:
+        await conn.execute("SELECT 1 FROM reports WHERE id = ANY($1::bigint[]) FOR UPDATE", ids)
+    return ids
+
+
+async def requests_pending(conn: asyncpg.Connection, report_id: int) -> int:
+    """How many of a report's snap requests are still rendering."""
+    return await conn.fetchval(
+        "SELECT count(*) FROM report_requests WHERE report_id = $1 AND NOT applied", report_id
+    )
+
+
+async def add_render_errors(
+    conn: asyncpg.Connection, report_id: int, failures: list[dict[str, Any]]
+) -> None:
+    """Keep renders that failed with the report they were for."""
+    if failures:
+        await conn.execute(
+            "UPDATE reports SET render_errors = render_errors || $2::jsonb WHERE id = $1",
+            report_id,
+            failures,
+        )
+
+
+async def complete_when_rendered(conn: asyncpg.Connection, report_id: int) -> None:
+    """Complete the report when its last pending render finishes."""
+    await conn.execute("UPDATE reports SET complete_when_rendered = true WHERE id = $1", report_id)
 
 
 async def attach_requests(
-    conn: asyncpg.Connection, report_id: int, ids: Iterable[int]
+    conn: asyncpg.Connection, report_id: int, ids: Iterable[int], pending: Iterable[int] = ()
 ) -> list[int]:
-    """Note which snap requests a report was built from; the ids that were new to it."""
+    """Note which snap requests a report was built from (those in ``pending`` still to be
+    applied when they finish); the ids that were new to it."""
+    waiting = set(pending)
+    wanted = sorted(set(ids))
     rows = await conn.fetch(
-        "INSERT INTO report_requests (report_id, request_id)"
-        " SELECT $1, unnest($2::bigint[]) ON CONFLICT DO NOTHING RETURNING request_id",
+        "INSERT INTO report_requests (report_id, request_id, applied)"
+        " SELECT $1, id, NOT waiting FROM unnest($2::bigint[], $3::boolean[]) AS t(id, waiting)"
+        " ON CONFLICT DO NOTHING RETURNING request_id",
         report_id,
-        sorted(set(ids)),
+        wanted,
+        [rid in waiting for rid in wanted],
     )
     return [row["request_id"] for row in rows]
 

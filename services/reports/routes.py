@@ -39,13 +39,10 @@ def setup_routes(app: web.Application) -> None:
             web.post("/api/snap-requests/with-results", handlers.snap_request_with_results),
             web.post("/api/snap-requests/extends-report", handlers.snap_request_extends),
             web.get("/api/snap-requests/{id:[0-9]+}", handlers.get_snap_request),
-            # rendering in Darkroom's own browsers: not offered yet (501)
-            web.post("/api/snap-requests", handlers.not_rendered),
-            web.post("/api/snap-requests/bulk", handlers.not_rendered),
-            web.get("/api/snap-requests/assets-data/{hash}", handlers.not_rendered),
-            web.post("/api/snap-requests/assets/{hash}", handlers.not_rendered),
-            web.get("/api/snap-requests/assets/{hash}/signed-url", handlers.not_rendered),
-            web.post("/api/snap-requests/assets/{hash}/signed-url/finalize", handlers.not_rendered),
+            # rendered in Darkroom's own browsers (the packages are rendering's)
+            web.post("/api/snap-requests", handlers.create_snap_request),
+            web.post("/api/snap-requests/bulk", handlers.bulk_snap_requests),
+            web.get("/internal/snap-requests/{id}", handlers.render_job),
             # images
             web.get("/comparisons/{id}/diffs/{position}.png", handlers.diff_image),
             web.get("/badges/{badge}.svg", handlers.status_badge),

@@ -144,17 +144,29 @@ class Submissions:
             return await repo.create_snap_request(conn, str(principal.account_id), records)
 
     async def extends_request(
-        self, principal: Principal, project: str, extends_sha: str, wanted: list[list[str]]
+        self,
+        principal: Principal,
+        project: str,
+        extends_sha: str,
+        wanted: list[list[str]] | None,
+        *,
+        target: str | None = None,
     ) -> int:
         """A snap request holding the snapshots of ``extends_sha``'s report that match
-        ``wanted`` (component, or component and variant)."""
+        ``wanted`` (component, or component and variant; None: all of them), of ``target``
+        only when given."""
         account_id = str(principal.account_id)
         async with self.pool.acquire() as conn:
             source = await self.require(conn, principal, project, extends_sha)
             base = f"{self.public_url}/img/{account_id}/"
             snaps = await repo.snapshots(conn, source.id, base)
-            keys = {tuple(key) for key in wanted}
-            chosen = [s for s in snaps if s.key[:1] in keys or s.key[:2] in keys]
+            keys = None if wanted is None else {tuple(key) for key in wanted}
+            chosen = [
+                s
+                for s in snaps
+                if (keys is None or s.key[:1] in keys or s.key[:2] in keys)
+                and (target is None or s.target == target)
+            ]
             records = [
                 _snap_record(
                     SnapInput(
@@ -178,15 +190,17 @@ class Submissions:
         message: str | None,
         nonce: str | None,
     ) -> Report:
-        """Build a report from snap requests. Without a nonce it is complete at once; with one
-        it collects the requests of every parallel run until :meth:`finalize`. The same ids
-        posted again add nothing."""
+        """Build a report from snap requests. Without a nonce it is complete once every request
+        it names is done (at once when none is still rendering); with one it collects the
+        requests of every parallel run until :meth:`finalize`. The same ids posted again add
+        nothing."""
         account_id = str(principal.account_id)
         async with self.pool.acquire() as conn, conn.transaction():
             found = await repo.snap_requests(conn, account_id, request_ids)
             missing = sorted(set(request_ids) - set(found))
             if missing:
                 raise errors.InvalidRequest(f"Unknown snap request id: {missing[0]}")
+            pending = {rid for rid, request in found.items() if request.pending}
             existing = await repo.report(conn, account_id, project, sha, lock=True)
             if (
                 nonce is not None
@@ -206,31 +220,79 @@ class Submissions:
                     message=message,
                     partial=nonce is not None,
                     nonce=nonce,
+                    awaiting_renders=nonce is None and bool(pending),
                 )
-            fresh = await repo.attach_requests(conn, report_id, request_ids)
-            snaps = [_snap_input(record) for rid in fresh for record in found[rid]]
-            images = {
-                record["image_hash"]: {"sha256": record["sha256"], "key": record["key"]}
-                for rid in fresh
-                for record in found[rid]
-            }
-            await repo.add_snapshots(conn, report_id, snaps, images)
-            if nonce is None:
+            fresh = await repo.attach_requests(conn, report_id, request_ids, pending)
+            await self._apply(conn, report_id, [found[rid] for rid in fresh if rid not in pending])
+            if nonce is None and not pending:
                 await self._completed(conn, report_id)
             return await self._reread(conn, report_id)
 
     async def finalize(
         self, principal: Principal, project: str, sha: str, nonce: str, skipped: list[list[str]]
     ) -> Report:
-        """Complete an async report whose parallel runs are all in (the nonce must match)."""
+        """Complete an async report whose parallel runs are all in (the nonce must match);
+        while some of its requests are still rendering, the last of them completes it."""
         async with self.pool.acquire() as conn, conn.transaction():
             report = await self.require(conn, principal, project, sha, lock=True)
             if report.nonce != nonce:
                 raise errors.Conflict("No report is being collected under this nonce for the sha")
             if not report.complete:
-                await repo.complete_report(conn, report.id, skipped)
-                await self._completed(conn, report.id)
+                if await repo.requests_pending(conn, report.id):
+                    await repo.complete_report_later(conn, report.id, skipped)
+                else:
+                    await repo.complete_report(conn, report.id, skipped)
+                    await self._completed(conn, report.id)
             return await self._reread(conn, report.id)
+
+    async def rendered(
+        self,
+        conn: asyncpg.Connection,
+        account_id: str,
+        request_id: int,
+        snaps: list[dict[str, Any]] | None,
+        error: str | None,
+    ) -> None:
+        """A renderer finished snap request ``request_id`` (``snaps``, or failed with
+        ``error``): put it into the reports waiting for it, and complete those whose last
+        pending request it was. A repeated outcome changes nothing."""
+        finished = await repo.finish_render_request(conn, account_id, request_id, snaps, error)
+        if finished is None:
+            return
+        request = domain.SnapRequest(
+            id=request_id,
+            state="failed" if error is not None else "done",
+            snaps=finished["snaps"],
+            target_name=finished["target_name"],
+            error=error,
+        )
+        for report_id in await repo.reports_waiting_for(conn, request_id):
+            await self._apply(conn, report_id, [request])
+            report = await self._reread(conn, report_id)
+            if (
+                report.complete_when_rendered
+                and not report.complete
+                and not await repo.requests_pending(conn, report_id)
+            ):
+                await repo.complete_report(conn, report_id)
+                await self._completed(conn, report_id)
+
+    async def _apply(
+        self, conn: asyncpg.Connection, report_id: int, requests: list[domain.SnapRequest]
+    ) -> None:
+        """Add finished requests to a report: their snapshots, or why they failed."""
+        records = [record for request in requests for record in request.snaps]
+        images = {r["image_hash"]: {"sha256": r["sha256"], "key": r["key"]} for r in records}
+        await repo.add_snapshots(conn, report_id, [_snap_input(r) for r in records], images)
+        await repo.add_render_errors(
+            conn,
+            report_id,
+            [
+                {"requestId": r.id, "target": r.target_name, "message": r.error}
+                for r in requests
+                if r.state == "failed"
+            ],
+        )
 
     async def require(
         self,

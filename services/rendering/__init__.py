@@ -1,0 +1,1 @@
+"""The rendering service: Happo snap requests rendered in headless Chromium."""
