@@ -209,7 +209,10 @@ def _options(raw: dict[str, Any], browser: str) -> TargetOptions:
     if not (1 <= width <= MAX_VIEWPORT_SIDE and 1 <= height <= MAX_VIEWPORT_SIDE):
         raise InvalidRequest(f"`viewport` sides are 1 to {MAX_VIEWPORT_SIDE} pixels")
     max_height = _dimension(raw.get("maxHeight"), "maxHeight", DEFAULT_MAX_HEIGHT)
-    freeze = raw.get("freezeAnimations", "first-frame")
+    # happo 6 always sends failOnWaitForTimeout and, for the targets a snapshot names itself,
+    # `__dynamic` without the animation and pointer options: its defaults, not older clients'.
+    happo6 = "failOnWaitForTimeout" in raw or raw.get("__dynamic") is True
+    freeze = raw.get("freezeAnimations") or ("last-frame" if happo6 else "first-frame")
     if freeze not in ("first-frame", "last-frame"):
         raise InvalidRequest("`freezeAnimations` is first-frame or last-frame")
     hide = raw.get("hideBehavior") or "hide"
@@ -233,7 +236,7 @@ def _options(raw: dict[str, Any], browser: str) -> TargetOptions:
         max_width=_dimension(raw.get("maxWidth"), "maxWidth", max_height),
         freeze_animations=freeze,
         prefers_reduced_motion=_flag(raw, "prefersReducedMotion", True),
-        allow_pointer_events=_flag(raw, "allowPointerEvents", False),
+        allow_pointer_events=_flag(raw, "allowPointerEvents", happo6),
         hide_behavior=hide,
         apply_pseudo_classes=_flag(raw, "applyPseudoClasses", False),
         prefers_color_scheme=scheme,

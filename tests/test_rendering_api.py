@@ -25,6 +25,7 @@ import pytest
 import zstandard
 
 from services.rendering.chromium import find_chromium
+from services.reports.handlers import RENDER_REQUESTS
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package, zip_folder
 from tests.reports_support import jwt_auth
 
@@ -380,3 +381,33 @@ async def test_missing_package_fails_the_request_with_its_reason(client, stack, 
     done = await _wait_done(client, stack, tenant, result["requestId"], seconds=60)
     assert done["status_code"] == 422
     assert "No package" in done["error"]["message"]
+
+
+async def test_a_request_no_renderer_finished_fails_at_its_deadline(client, stack, tenant):
+    """A request that crashed every renderer (dead-lettered) or whose renderers are gone must
+    not keep a client polling, or a report waiting, forever."""
+    headers = jwt_auth(tenant)
+    (row,) = await _rows(
+        stack,
+        "INSERT INTO reports.snap_requests (account_id, snaps, state, request_type, target_name,"
+        " payload_md5, payload, created_at) VALUES ($1, '[]', 'pending', 'browser-chrome',"
+        " 'chrome', 'stale', '{}', now() - interval '2 hours') RETURNING id",
+        uuid.UUID(tenant["account_id"]),
+    )
+    request_id = row["id"]
+    sha = uuid.uuid4().hex
+    async with client.post(
+        f"{stack.url}/api/async-reports/{sha}", json={"requestIds": [request_id]}, headers=headers
+    ) as r:
+        assert r.status == 200
+    async with client.get(f"{stack.url}/api/reports/{sha}/status", headers=headers) as r:
+        assert (await r.json())["completedAt"] is None
+    expired = await stack.apps["reports"][RENDER_REQUESTS].expire_stale(3600)
+    assert expired == 1
+    done = await _wait_done(client, stack, tenant, request_id, seconds=5)
+    assert done["status_code"] == 422 and "Not rendered within 3600 s" in done["error"]["message"]
+    async with client.get(f"{stack.url}/api/reports/{sha}/status", headers=headers) as r:
+        status = await r.json()
+    assert status["completedAt"] and status["snapshotCount"] == 0
+    (report,) = await _rows(stack, "SELECT render_errors FROM reports.reports WHERE sha = $1", sha)
+    assert json.loads(report["render_errors"])[0]["requestId"] == request_id

@@ -47,11 +47,11 @@ ZSTD_STEP = 256
 
 _FORMAT_NAMES = {ZIP: "zip archive", TAR_ZSTD: "zstd-compressed tar archive"}
 _TAR_KINDS = {
-    tarfile.SYMTYPE: "a symbolic link",
-    tarfile.LNKTYPE: "a hard link",
-    tarfile.CHRTYPE: "a character device",
-    tarfile.BLKTYPE: "a block device",
-    tarfile.FIFOTYPE: "a FIFO",
+    tarfile.SYMTYPE: "is a symbolic link",
+    tarfile.LNKTYPE: "is a hard link",
+    tarfile.CHRTYPE: "is a character device",
+    tarfile.BLKTYPE: "is a block device",
+    tarfile.FIFOTYPE: "is a FIFO",
 }
 _TAR_FILE_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
@@ -61,19 +61,9 @@ _LONG_DIGIT_RUN = re.compile(rb"[0-9]{65}")
 _DRIVE = re.compile(r"[A-Za-z]:")
 # What zipfile, tarfile, zlib and zstandard raise on malformed input (RuntimeError covers
 # encrypted entries, NotImplementedError and RecursionError; ValueError covers Unicode errors).
-_READ_ERRORS = (
-    zipfile.BadZipFile,
-    tarfile.TarError,
-    zstandard.ZstdError,
-    zlib.error,
-    struct.error,
-    EOFError,
-    OSError,
-    RuntimeError,
-    ValueError,
-    LookupError,
-    OverflowError,
-)
+_LIBRARY_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zstandard.ZstdError, zlib.error)
+_READ_ERRORS = (*_LIBRARY_ERRORS, struct.error, EOFError, OSError, RuntimeError, ValueError)
+_READ_ERRORS += (LookupError, OverflowError)
 
 
 @dataclass(frozen=True)
@@ -141,9 +131,7 @@ def extract_package(data: bytes, destination: Path, limits: ArchiveLimits) -> Pa
 def _unpack(data: bytes, limits: ArchiveLimits, root: Path | None) -> PackageSummary:
     """The one pass behind check_package (root None) and extract_package."""
     if len(data) > limits.max_packed_bytes:
-        raise ArchiveRefused(
-            f"The package is larger than {limits.max_packed_bytes} bytes.", too_large=True
-        )
+        raise _too_large(f"The package is larger than {limits.max_packed_bytes} bytes.")
     fmt = sniff_format(data)
     if fmt is None:
         raise ArchiveRefused("The package is neither a zip nor a zstd-compressed tar archive.")
@@ -157,7 +145,7 @@ def _unpack(data: bytes, limits: ArchiveLimits, root: Path | None) -> PackageSum
             target = root.joinpath(*parts)
             # Defence in depth: the name checks should already make an escape impossible.
             if not target.resolve().is_relative_to(root):
-                raise ArchiveRefused(f"The package's entry {_show('/'.join(parts))} escapes it.")
+                raise _bad_entry("/".join(parts), "escapes the package")
             if chunks is None:
                 target.mkdir(parents=True, exist_ok=True)
                 continue
@@ -210,6 +198,14 @@ def _show(name: str) -> str:
     return repr(name if len(name) <= 200 else name[:200] + "…")
 
 
+def _bad_entry(name: str, why: str) -> ArchiveRefused:
+    return ArchiveRefused(f"The package's entry {_show(name)} {why}.")
+
+
+def _too_large(message: str) -> ArchiveRefused:
+    return ArchiveRefused(message, too_large=True)
+
+
 class _Ledger:
     """What the archive has produced so far: the paths it claimed (to refuse duplicates and
     file/directory clashes), the entries counted and the bytes really decompressed."""
@@ -224,26 +220,19 @@ class _Ledger:
     def count(self) -> None:
         self.counted += 1
         if self.counted > self.limits.max_entries:
-            raise ArchiveRefused(
-                f"The package has more than {self.limits.max_entries} entries.", too_large=True
-            )
+            raise _too_large(f"The package has more than {self.limits.max_entries} entries.")
 
     def add_bytes(self, size: int) -> None:
         self.unpacked += size
         if self.unpacked > self.limits.max_unpacked_bytes:
-            raise ArchiveRefused(
-                f"The package unpacks to more than {self.limits.max_unpacked_bytes} bytes.",
-                too_large=True,
-            )
+            limit = self.limits.max_unpacked_bytes
+            raise _too_large(f"The package unpacks to more than {limit} bytes.")
 
     def claim(self, name: str, *, is_dir: bool) -> tuple[str, ...]:
         parts = _split_name(name)
         if len(parts) > self.limits.max_depth:
-            raise ArchiveRefused(
-                f"The package's entry {_show(name)} is nested deeper than "
-                f"{self.limits.max_depth} levels.",
-                too_large=True,
-            )
+            depth = self.limits.max_depth
+            raise _too_large(f"The package's entry {_show(name)} is deeper than {depth} levels.")
         self.count()
         if not parts:
             if not is_dir:
@@ -271,29 +260,25 @@ class _Ledger:
 
 def _split_name(name: str) -> tuple[str, ...]:
     """The entry's path components, or ArchiveRefused when the name is hostile or unusable."""
-
-    def refuse(why: str) -> ArchiveRefused:
-        return ArchiveRefused(f"The package's entry {_show(name)} {why}.")
-
     if "\0" in name:
-        raise refuse("contains a NUL character")
+        raise _bad_entry(name, "contains a NUL character")
     if "\\" in name:
-        raise refuse("contains a backslash (only '/' may separate folders)")
+        raise _bad_entry(name, "contains a backslash (only '/' may separate folders)")
     if name.startswith("/"):
-        raise refuse("is an absolute path")
+        raise _bad_entry(name, "is an absolute path")
     try:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
-        raise refuse("is not valid UTF-8") from None
+        raise _bad_entry(name, "is not valid UTF-8") from None
     if size > MAX_NAME_BYTES:
-        raise refuse(f"is longer than {MAX_NAME_BYTES} bytes")
+        raise _bad_entry(name, f"is longer than {MAX_NAME_BYTES} bytes")
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if ".." in parts:
-        raise refuse("contains '..'")
+        raise _bad_entry(name, "contains '..'")
     if parts and _DRIVE.match(parts[0]):
-        raise refuse("starts with a Windows drive")
+        raise _bad_entry(name, "starts with a Windows drive")
     if any(len(part.encode("utf-8")) > MAX_COMPONENT_BYTES for part in parts):
-        raise refuse(f"has a component longer than {MAX_COMPONENT_BYTES} bytes")
+        raise _bad_entry(name, f"has a component longer than {MAX_COMPONENT_BYTES} bytes")
     return parts
 
 
@@ -303,28 +288,22 @@ def _zip_members(
     # zipfile builds an object per central-directory record before we see the first: bound
     # their number first. Every record starts with this signature, so this over-counts at worst.
     if data.count(b"PK\x01\x02") > limits.max_entries:
-        raise ArchiveRefused(
-            f"The package has more than {limits.max_entries} entries.", too_large=True
-        )
+        raise _too_large(f"The package has more than {limits.max_entries} entries.")
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         for info in archive.infolist():
             name = info.orig_filename  # zipfile cuts `filename` at a NUL; this keeps it
             kind = stat.S_IFMT(info.external_attr >> 16)
-            if kind == stat.S_IFLNK:
-                raise ArchiveRefused(f"The package's entry {_show(name)} is a symbolic link.")
             if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-                raise ArchiveRefused(f"The package's entry {_show(name)} is not a regular file.")
+                is_link = kind == stat.S_IFLNK
+                raise _bad_entry(name, "is a symbolic link" if is_link else "is not a regular file")
             if name.endswith("/") or kind == stat.S_IFDIR:
                 yield name, None
                 continue
             if info.flag_bits & 0x1:
-                raise ArchiveRefused(f"The package's entry {_show(name)} is encrypted.")
+                raise _bad_entry(name, "is encrypted")
             # zipfile inflates bzip2 and lzma without an output bound: only stored and deflate.
             if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                raise ArchiveRefused(
-                    f"The package's entry {_show(name)} uses an unsupported compression method "
-                    f"({info.compress_type}); use deflate."
-                )
+                raise _bad_entry(name, f"uses compression method {info.compress_type}, not deflate")
             yield name, _zip_chunks(archive, info)
 
 
@@ -346,8 +325,7 @@ def _tar_members(data: bytes, ledger: _Ledger) -> Iterator[tuple[str, Iterator[b
             elif member.type in _TAR_FILE_TYPES:
                 yield member.name, _tar_chunks(archive, member)
             else:
-                kind = _TAR_KINDS.get(member.type, "not a regular file")
-                raise ArchiveRefused(f"The package's entry {_show(member.name)} is {kind}.")
+                raise _bad_entry(member.name, _TAR_KINDS.get(member.type, "is not a regular file"))
         while stream.read(CHUNK):  # a frame cut short shows only at the end of the data
             pass
 
@@ -380,15 +358,13 @@ def _guarded_tarinfo(ledger: _Ledger) -> type[tarfile.TarInfo]:
         def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
             nonlocal headers
             if self.type == tarfile.GNUTYPE_SPARSE:
-                raise ArchiveRefused(f"The package's entry {_show(self.name)} is a sparse file.")
+                raise _bad_entry(self.name, "is a sparse file")
             if self.type not in _PAX_TYPES + _LONG_NAME_TYPES:
                 return super()._proc_member(tar)
             headers += 1
             if headers > ledger.limits.max_entries:
-                raise ArchiveRefused(
-                    f"The package has more than {ledger.limits.max_entries} extended headers.",
-                    too_large=True,
-                )
+                limit = ledger.limits.max_entries
+                raise _too_large(f"The package has more than {limit} tar extended headers.")
             if self.size > MAX_META_HEADER:
                 raise ArchiveRefused("The package has an oversized tar extended header.")
             if self.type in _LONG_NAME_TYPES:
@@ -479,7 +455,7 @@ class _ZstdStream(io.RawIOBase):
                 self._frame = None
             self._budget -= len(self._out)
             if self._budget < 0:
-                raise ArchiveRefused("The package's tar stream is too large.", too_large=True)
+                raise _too_large("The package's tar stream is too large.")
         size = min(len(buffer), len(self._out))
         buffer[:size] = self._out[:size]
         self._out = self._out[size:]

@@ -58,6 +58,8 @@ CHROMIUM_ARGS = (
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--webrtc-ip-handling-policy=disable_non_proxied_udp",
     "--js-flags=--max-old-space-size=1024",
+    "--disable-frame-rate-limit",
+    "--disable-gpu-vsync",
 )
 #: A proxy that refuses every connection: what escapes request interception goes nowhere
 #: (playwright adds ``<-loopback>`` so loopback goes through it too).

@@ -242,7 +242,22 @@ class _Session:
         self.context.on("page", self._on_page)
         self.page = await self.context.new_page()
         self.page.on("dialog", self._on_dialog)
+        # Screenshots go straight through the DevTools protocol (one call, not playwright's
+        # five). A clipped capture restores *this* session's device metrics afterwards, so the
+        # session carries the same ones as the context's, or it would undo them.
         self.cdp = await self.context.new_cdp_session(self.page)
+        width, height = self.options.viewport
+        await self.cdp.send(
+            "Emulation.setDeviceMetricsOverride",
+            {
+                "width": width,
+                "height": height,
+                "deviceScaleFactor": self.options.device_scale_factor,
+                "mobile": False,
+                "screenWidth": width,
+                "screenHeight": height,
+            },
+        )
         try:
             if self.job.kind == STATIC:
                 await self._static()
@@ -440,18 +455,19 @@ class _Session:
             )
         width, height = self.options.viewport
         inside = clip["x"] + clip["width"] <= width and clip["y"] + clip["height"] <= height
-        png = await self._call(
-            self._page().screenshot(
-                clip=clip,
-                full_page=not inside,
-                type="png",
-                animations="allow",
-                caret="initial",
-                scale="device",
+        shot = await self._call(
+            self._cdp().send(
+                "Page.captureScreenshot",
+                {
+                    "format": "png",
+                    "clip": {**clip, "scale": 1},
+                    "captureBeyondViewport": not inside,
+                },
             ),
             None,
             what,
         )
+        png = base64.b64decode(shot["data"])
         width, height = png_size(png)
         self.shots.append(Shot(component, variant, png, width, height))
 

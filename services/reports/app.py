@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,9 +27,11 @@ from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
 from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
+from shared.logging import get_logger
 
 SCHEMA = "reports"
 HERE = Path(__file__).parent
+log = get_logger("darkroom.reports")
 
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
@@ -55,6 +59,31 @@ def reporting(config: ReportsConfig) -> runtime.CleanupContext:
     return context
 
 
+def render_deadlines(config: ReportsConfig) -> runtime.CleanupContext:
+    """Fail snap requests past the render deadline, checked a few times per deadline."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        interval = min(60.0, config.render_deadline_seconds / 4)
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await app[RENDER_REQUESTS].expire_stale(config.render_deadline_seconds)
+                except Exception:  # the next pass tries again (a database outage, say)
+                    log.exception("reports.render_deadline_failed")
+
+        task = asyncio.create_task(sweep(), name="render-deadlines")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return context
+
+
 def create_app(config: ReportsConfig) -> web.Application:
     """The reports app: pool on schema ``reports``, broker, outbox relay, blob store (diff
     images), internal client (asks ingest about images), the use cases, consumers, routes."""
@@ -73,6 +102,7 @@ def create_app(config: ReportsConfig) -> web.Application:
             runtime.blob_store(config),
             runtime.internal_client(config),
             reporting(config),
+            render_deadlines(config),
             consuming,
         ]
     )

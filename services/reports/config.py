@@ -44,6 +44,12 @@ class ReportsConfig(StorageConfig):
         "Largest body of a snap request to render: one payload, or a bulk of up to 50 (DOM"
         " snapshots carry whole pages of HTML).",
     )
+    render_deadline_seconds: float = setting(
+        "DARKROOM_RENDER_DEADLINE_SECONDS",
+        3600.0,
+        "A snap request no renderer finished within this many seconds fails (with the reports"
+        " waiting for it), so nothing waits forever on a request that crashed every renderer.",
+    )
     smtp_url: str | None = setting(
         "SMTP_URL",
         None,

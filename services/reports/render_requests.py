@@ -20,6 +20,7 @@ from shared.events import record_event
 from shared.http import Principal
 from shared.rendering import (
     EXTENDS_REPORT,
+    PAGES,
     RENDER_REQUESTED,
     parse_payload,
     unrenderable,
@@ -82,6 +83,22 @@ class RenderRequests:
             "payload": row["payload"],
         }
 
+    async def expire_stale(self, deadline_seconds: float) -> int:
+        """Fail the requests no renderer finished within ``deadline_seconds`` (so no request,
+        and no report waiting for it, stays pending forever); how many."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            stale = await repo.stale_render_requests(conn, deadline_seconds)
+            for row in stale:
+                await self.submissions.rendered(
+                    conn,
+                    str(row["account_id"]),
+                    row["id"],
+                    None,
+                    f"Not rendered within {deadline_seconds:g} s; the renderers may be down or"
+                    " the request crashed them; send it again",
+                )
+        return len(stale)
+
     async def _create(
         self, conn: asyncpg.Connection, principal: Principal, item: RenderItem
     ) -> int:
@@ -100,6 +117,8 @@ class RenderRequests:
             hashlib.md5(item.payload.encode()).hexdigest(),  # noqa: S324 - a dedupe key
             payload,
             error=reason,
+            # A page list is fetched live: the same list later may show other pages.
+            reuse=job.kind != PAGES,
         )
         if created and reason is None:
             await record_event(

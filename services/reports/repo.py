@@ -312,10 +312,11 @@ async def create_render_request(
     payload_md5: str,
     payload: Any,
     error: str | None = None,
+    reuse: bool = True,
 ) -> tuple[int, bool]:
-    """A pending snap request to render, or the earlier one of the same type, target and
-    payload that did not fail; ``(id, created)``. With ``error`` it is failed at once (a
-    target no engine here renders)."""
+    """A pending snap request to render, or (with ``reuse``) the earlier one of the same type,
+    target and payload that did not fail; ``(id, created)``. With ``error`` it is failed at
+    once (a target no engine here renders)."""
     account = uuid.UUID(account_id)
     # One at a time per (account, type, target, payload), so two identical requests racing
     # end on one row.
@@ -332,7 +333,7 @@ async def create_render_request(
         target_name,
         payload_md5,
     )
-    if earlier is not None and error is None:
+    if earlier is not None and error is None and reuse:
         return earlier, False
     created = await conn.fetchval(
         "INSERT INTO snap_requests (account_id, snaps, state, request_type, target_name,"
@@ -382,6 +383,20 @@ async def finish_render_request(
         request_id,
         snaps,
         error,
+    )
+
+
+async def stale_render_requests(
+    conn: asyncpg.Connection, older_than_seconds: float, limit: int = 100
+) -> list[asyncpg.Record]:
+    """Requests pending longer than ``older_than_seconds`` (no renderer finished them: a poison
+    request dead-lettered, renderers gone), locked for the caller's transaction."""
+    return await conn.fetch(
+        "SELECT id, account_id FROM snap_requests WHERE state = 'pending'"
+        " AND created_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2"
+        " FOR UPDATE SKIP LOCKED",
+        older_than_seconds,
+        limit,
     )
 
 
