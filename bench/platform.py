@@ -18,10 +18,11 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shared.config import SERVICES
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-SERVICES = ("auth", "ingest", "processing", "reports")
 
 
 def free_port() -> int:

@@ -16,13 +16,14 @@ import uuid
 import aiohttp
 import asyncpg
 
+from shared.config import SERVICES
 from tests.conftest import AMQP_URL, PG_ADMIN, ROOT, delete_topology, free_port
 
-SERVICES = ("gateway", "auth", "ingest", "processing", "reports")
+PROCESSES = ("gateway", *SERVICES)
 
 
 def run_env(tmp_path, database: str, exchange: str) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in SERVICES}
+    ports = {name: free_port() for name in PROCESSES}
     env = {
         **os.environ,
         "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{database}",
@@ -33,7 +34,7 @@ def run_env(tmp_path, database: str, exchange: str) -> tuple[dict[str, str], dic
         "DARKROOM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
         "DARKROOM_LOG_LEVEL": "warning",
     }
-    for name in SERVICES[1:]:
+    for name in SERVICES:
         env[f"DARKROOM_{name.upper()}_PORT"] = str(ports[name])
     return env, ports
 
@@ -64,7 +65,7 @@ async def test_make_run_from_nothing_to_authenticated_calls_and_clean_stop(tmp_p
     try:
         started = time.monotonic()
         async with aiohttp.ClientSession() as http:
-            for name in SERVICES:
+            for name in PROCESSES:
                 assert await wait_healthy(http, ports[name], started + 60), f"{name} not healthy"
             assert sorted(p.name for p in (tmp_path / "secrets").iterdir()) == [
                 "darkroom_internal_key",
@@ -105,7 +106,7 @@ async def test_make_run_from_nothing_to_authenticated_calls_and_clean_stop(tmp_p
                 assert r.status == 200
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
         process.wait(timeout=20)
-        for name in SERVICES:
+        for name in PROCESSES:
             with socket.socket() as sock:
                 assert sock.connect_ex(("127.0.0.1", ports[name])) != 0, f"{name} still listening"
     finally:

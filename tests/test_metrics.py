@@ -9,10 +9,9 @@ import time
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.config import SERVICES
 from tests.test_ingest_hashhost import random_png, upload
 from tests.test_progimage import b64, bearer, photo
-
-SERVICES = ("auth", "ingest", "processing", "reports")
 
 
 async def scrape(http, base_url: str) -> dict[str, list]:

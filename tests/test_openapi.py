@@ -15,8 +15,8 @@ from openapi_spec_validator import validate
 
 from gateway import openapi
 from gateway.routes import ROUTES
+from shared.config import SERVICES
 
-SERVICES = ("auth", "ingest", "processing", "reports")
 #: Gateway routes that are not part of the API reference (see gateway/openapi.py): the
 #: catch-all proxy, Swagger UI's static files, and the Prometheus scrape target.
 GATEWAY_UNDOCUMENTED = {"/{tail}", "/docs/static/{name}", "/metrics"}
