@@ -145,7 +145,8 @@ def clean_env(
       stdin must not be a TTY (use stdin=DEVNULL) or happo opens a browser login instead.
     * HAPPO6_ENDPOINT: read by the configs here.
     Extra keys (HAPPO6_PROJECT, HAPPO6_TARGETS, HAPPO6_CHUNKS, HAPPO6_PREBUILT, HAPPO6_INTEGRATION,
-    HAPPO6_DOWNLOAD_ALL_ASSETS, HAPPO_DEBUG, ...) are added as given.
+    HAPPO6_DOWNLOAD_ALL_ASSETS, HAPPO6_STATIC_DIR, HAPPO_DEBUG, ...) are added as given;
+    HAPPO6_STATIC_DIR makes the custom config package that folder instead of custom/static.
     """
     env = {
         "PATH": f"{modules / '.bin'}:/usr/bin:/bin",

@@ -6,9 +6,13 @@
 //   HAPPO6_PROJECT    optional project name
 //   HAPPO6_TARGETS    optional JSON object of targets, default one chrome target 800x600
 //   HAPPO6_CHUNKS     optional: `chunks` for every target (splits the package into N requests)
+//   HAPPO6_STATIC_DIR optional: the folder to package instead of ./static (e.g. one written by
+//                     tests/happo_packages.write_static_package; with an iframe.html of its
+//                     own, happo keeps it and entryPoint is not used)
 //
-// build() copies ./static into a fresh temporary folder each run, because happo writes
-// iframe.html (and, with --skip, the happo-skipped script) INTO the returned rootDir.
+// build() copies ./static (or $HAPPO6_STATIC_DIR) into a fresh temporary folder each run,
+// because happo writes iframe.html (and, with --skip, the happo-skipped script) INTO the
+// returned rootDir.
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,7 +36,8 @@ export default {
     type: 'custom',
     build: async () => {
       const rootDir = await fs.mkdtemp(path.join(os.tmpdir(), 'happo6-custom-'));
-      await fs.cp(path.join(here, 'static'), rootDir, { recursive: true });
+      const source = process.env.HAPPO6_STATIC_DIR || path.join(here, 'static');
+      await fs.cp(source, rootDir, { recursive: true });
       return { rootDir, entryPoint: 'entry.js', estimatedSnapsCount: 3 };
     },
   },
