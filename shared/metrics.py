@@ -141,9 +141,9 @@ class Metrics:
             for _ in range(examples):
                 histogram.observe(seconds / examples)
 
-    def browser_restarted(self) -> None:
-        """Count one relaunch of a renderer's Chromium."""
-        self.browser_restarts.labels(self.process).inc()
+    def browser_restarted(self, count: int = 1) -> None:
+        """Count relaunches of a renderer's Chromium (0 makes the series exist)."""
+        self.browser_restarts.labels(self.process).inc(count)
 
     def job_done(self, operation: str, seconds: float) -> None:
         """Observe one image job's duration (``derive``, ``analyse`` or ``diff``)."""

@@ -28,6 +28,7 @@ from services.rendering.chromium import find_chromium
 from services.reports.handlers import RENDER_REQUESTS
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package, zip_folder
 from tests.reports_support import jwt_auth
+from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -340,6 +341,13 @@ async def test_static_package_rendered_into_a_waiting_async_report(client, stack
             snap = by_key[(component, variant, target)]
             png = await _image(client, snap["url"], tenant)
             await asyncio.to_thread(_check_example, component, variant, want, snap, png)
+    # the renderer counted both requests and their examples (the ops' view of it)
+    samples = await scrape(client, stack.service_urls["rendering"])
+    assert value(samples, "darkroom_renders_total", outcome="completed") >= 2
+    assert value(samples, "darkroom_render_example_seconds_count") >= 2 * len(EXPECTED)
+    assert "darkroom_browser_restarts_total" in samples  # 0 here: nothing crashed
+    queue = f"{stack.env['DARKROOM_EXCHANGE']}.rendering.renders"
+    assert value(samples, "darkroom_event_queue_depth", queue=queue) == 0
     # the same request again reuses the rendered one
     async with client.post(
         f"{stack.url}/api/snap-requests/bulk", json={"items": items}, headers=headers

@@ -61,6 +61,8 @@ def browsers(config: RenderingConfig) -> runtime.CleanupContext:
             log.warning("rendering.no_chromium", help=CHROMIUM_HELP)
         else:
             counted = metrics.of(app)
+            if counted is not None:
+                counted.browser_restarted(0)  # the series is there (0) before any restart
             # Launched by the first render: a process that never renders (or a test stack)
             # never starts a browser.
             pool = ChromiumPool(
