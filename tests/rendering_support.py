@@ -1,8 +1,11 @@
 """Builders for rendering tests: static packages with a ``window.happo`` like the Happo
-clients' custom integration, DOM snapshot jobs, images and a look at the rendered pixels."""
+clients' custom integration (and a showcase package with one example per thing a render must
+get right), DOM snapshot jobs, images, a look at the rendered pixels, and a loopback listener
+that counts the connections a page manages to make."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -12,6 +15,8 @@ import numpy as np
 import pyvips
 
 from shared.rendering import RenderJob, parse_payload
+
+RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 255)
 
 #: A real font for web-font tests (fonts-dejavu-core).
 DEJAVU_MONO = Path("/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf")
@@ -153,3 +158,103 @@ def colour_at(png: bytes, x: int, y: int) -> tuple[int, int, int]:
 def close(colour: tuple[int, int, int], expected: tuple[int, int, int], slack: int = 3) -> bool:
     """Whether two colours are equal within ``slack`` per channel."""
     return all(abs(a - b) <= slack for a, b in zip(colour, expected, strict=True))
+
+
+KEYFRAMES = """
+@font-face { font-family: PackageMono; src: url(/fonts/mono.ttf); }
+@font-face { font-family: MissingFont; src: url(/fonts/missing.ttf); }
+@keyframes fade { from { background: rgb(255, 0, 0); } to { background: rgb(0, 0, 255); } }
+.fade-once { width: 50px; height: 50px; animation: fade 5s linear forwards; }
+.fade-forever { width: 50px; height: 50px; animation: fade 1s linear infinite; }
+.tile { width: 30px; height: 20px; background-image: url(/assets/blue.png); }
+"""
+
+
+def showcase(root: Path) -> Path:
+    """A static package with one example per thing a render must get right."""
+    examples = [
+        example("Box", "red", "<div style='width:200px;height:100px;background:red'></div>"),
+        example("Block", "no width", "<div style='height:30px;background:rgb(0,128,0)'></div>"),
+        example(
+            "Hide",
+            "half hidden",
+            "<div style='display:inline-flex'>"
+            "<div style='width:40px;height:40px;background:rgb(0,128,0)'></div>"
+            "<div data-happo-hide style='width:40px;height:40px;background:red'></div></div>",
+        ),
+        example("Animation", "finite", "<div class='fade-once'></div>"),
+        example("Animation", "infinite", "<div class='fade-forever'></div>"),
+        example("Image", "img", "<img src='/assets/green.png' style='display:block'>"),
+        example("Image", "css background", "<div class='tile'></div>"),
+        example(
+            "Font",
+            "web font",
+            "<span style='font:40px PackageMono;line-height:1'>iiii</span>",
+        ),
+        example(
+            "Font",
+            "fallback",
+            "<span style='font:40px MissingFont;line-height:1'>iiii</span>",
+        ),
+        example(
+            "Async",
+            "render",
+            script="await new Promise(r => setTimeout(r, 30));"
+            " root.innerHTML = \"<div style='width:120px;height:60px;background:purple'></div>\";",
+        ),
+        example(
+            "Async",
+            "wait for content",
+            script="setTimeout(() => { root.innerHTML = \"<div style='width:70px;height:20px;"
+            "background:black;color:black'>ready</div>\"; }, 150);",
+            waitForContent="ready",
+        ),
+    ]
+    static_package(
+        root,
+        examples,
+        css=KEYFRAMES,
+        files={
+            "assets/green.png": solid_png(40, 30, GREEN),
+            "assets/blue.png": solid_png(10, 10, BLUE),
+        },
+    )
+    with_font(root)
+    return root
+
+
+#: ``nextExample`` that, for the "Pointer" example, reports the button's pointer-events as the
+#: height of a probe element (1: none, 2: auto) once the renderer's CSS is in.
+HAPPO_JS_WITH_POINTER_PROBE = HAPPO_JS.replace(
+    "if (example.script) {",
+    "if (example.component === 'Pointer') { await new Promise(r => setTimeout(r, 0));"
+    " const none = getComputedStyle(root.firstChild).pointerEvents === 'none';"
+    " root.innerHTML = `<i style='display:block;width:5px;height:${none ? 1 : 2}px'></i>`; }"
+    " if (example.script) {",
+)
+
+
+class Listener:
+    """A loopback TCP server that counts the connections it is offered."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.server: asyncio.base_events.Server | None = None
+
+    async def __aenter__(self) -> Listener:
+        async def on_connect(reader, writer):
+            self.accepted += 1
+            writer.close()
+
+        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
+
+    async def __aexit__(self, *exc) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from services.rendering import chromium
+from services.rendering import render as render_module
 from services.rendering.chromium import BrowserLost, ChromiumPool, find_chromium
 from services.rendering.render import (
     OutboundAnswer,
@@ -24,15 +25,22 @@ from services.rendering.render import (
 )
 from shared.rendering import parse_payload
 from tests.rendering_support import (
+    BLUE,
+    GREEN,
+    HAPPO_JS_WITH_POINTER_PROBE,
+    KEYFRAMES,
+    RED,
+    WHITE,
+    Listener,
     close,
     colour_at,
     dom_job,
     example,
     pixels,
+    showcase,
     solid_png,
     static_job,
     static_package,
-    with_font,
 )
 
 CHROMIUM = find_chromium(None)
@@ -40,7 +48,6 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason=f"No Chromium on this machine: {chromium.CHROMIUM_HELP}"
 )
 
-RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 255)
 LIMITS = RenderLimits(example_seconds=20, wait_for_happo_seconds=10)
 
 
@@ -59,68 +66,6 @@ def by_name(shots):
 
 
 # --- a static package -----------------------------------------------------------------------
-
-KEYFRAMES = """
-@font-face { font-family: PackageMono; src: url(/fonts/mono.ttf); }
-@font-face { font-family: MissingFont; src: url(/fonts/missing.ttf); }
-@keyframes fade { from { background: rgb(255, 0, 0); } to { background: rgb(0, 0, 255); } }
-.fade-once { width: 50px; height: 50px; animation: fade 5s linear forwards; }
-.fade-forever { width: 50px; height: 50px; animation: fade 1s linear infinite; }
-.tile { width: 30px; height: 20px; background-image: url(/assets/blue.png); }
-"""
-
-
-def showcase(root: Path) -> Path:
-    """A static package with one example per thing a render must get right."""
-    examples = [
-        example("Box", "red", "<div style='width:200px;height:100px;background:red'></div>"),
-        example("Block", "no width", "<div style='height:30px;background:rgb(0,128,0)'></div>"),
-        example(
-            "Hide",
-            "half hidden",
-            "<div style='display:inline-flex'>"
-            "<div style='width:40px;height:40px;background:rgb(0,128,0)'></div>"
-            "<div data-happo-hide style='width:40px;height:40px;background:red'></div></div>",
-        ),
-        example("Animation", "finite", "<div class='fade-once'></div>"),
-        example("Animation", "infinite", "<div class='fade-forever'></div>"),
-        example("Image", "img", "<img src='/assets/green.png' style='display:block'>"),
-        example("Image", "css background", "<div class='tile'></div>"),
-        example(
-            "Font",
-            "web font",
-            "<span style='font:40px PackageMono;line-height:1'>iiii</span>",
-        ),
-        example(
-            "Font",
-            "fallback",
-            "<span style='font:40px MissingFont;line-height:1'>iiii</span>",
-        ),
-        example(
-            "Async",
-            "render",
-            script="await new Promise(r => setTimeout(r, 30));"
-            " root.innerHTML = \"<div style='width:120px;height:60px;background:purple'></div>\";",
-        ),
-        example(
-            "Async",
-            "wait for content",
-            script="setTimeout(() => { root.innerHTML = \"<div style='width:70px;height:20px;"
-            "background:black;color:black'>ready</div>\"; }, 150);",
-            waitForContent="ready",
-        ),
-    ]
-    static_package(
-        root,
-        examples,
-        css=KEYFRAMES,
-        files={
-            "assets/green.png": solid_png(40, 30, GREEN),
-            "assets/blue.png": solid_png(10, 10, BLUE),
-        },
-    )
-    with_font(root)
-    return root
 
 
 async def test_static_package_renders_every_example_as_it_should(pool, tmp_path):
@@ -183,7 +128,7 @@ async def test_device_scale_factor_and_tall_examples(pool, tmp_path):
 
 async def test_the_same_package_renders_the_same_pixels(pool, tmp_path):
     package = showcase(tmp_path / "pkg")
-    runs = [await render(pool, static_job(), package, LIMITS) for _ in range(5)]
+    runs = await asyncio.gather(*(render(pool, static_job(), package, LIMITS) for _ in range(5)))
     first = runs[0]
     for other in runs[1:]:
         assert [(s.component, s.variant) for s in other] == [
@@ -192,6 +137,32 @@ async def test_the_same_package_renders_the_same_pixels(pool, tmp_path):
         for a, b in zip(first, other, strict=True):
             assert (a.width, a.height) == (b.width, b.height), a.component
             assert np.array_equal(pixels(a.png), pixels(b.png)), (a.component, a.variant)
+
+
+async def test_first_frame_pointer_events_and_hide_behavior(pool, tmp_path):
+    package = static_package(
+        tmp_path / "pkg",
+        [
+            example("Animation", "finite", "<div class='fade-once'></div>"),
+            example(
+                "Hidden",
+                "box",
+                "<div data-happo-hide style='width:20px;height:20px;background:red'></div>",
+            ),
+            example("Pointer", "events", "<button style='width:20px;height:10px'></button>"),
+        ],
+        css=KEYFRAMES,
+        happo_js=HAPPO_JS_WITH_POINTER_PROBE,
+    )
+    older = static_job(freezeAnimations="first-frame", allowPointerEvents=False)
+    animation, hidden, pointer = await render(pool, older, package, LIMITS)
+    assert colour_at(animation.png, 25, 25) == RED  # paused at the first keyframe
+    assert colour_at(hidden.png, 10, 10) == WHITE
+    assert pointer.height == 1  # the probe saw pointer-events: none
+    ignore = static_job(hideBehavior="ignore")
+    _animation, hidden, pointer = await render(pool, ignore, package, LIMITS)
+    assert colour_at(hidden.png, 10, 10) == RED  # hideBehavior "ignore" keeps it visible
+    assert pointer.height == 2  # pointer events allowed
 
 
 async def test_init_gets_target_chunk_and_only(pool, tmp_path):
@@ -317,6 +288,46 @@ async def test_dom_snapshots_with_an_assets_package(pool, tmp_path):
     assert colour_at(modal.png, 30, 15) == (0, 255, 0)
 
 
+async def test_pseudo_states_are_forced_only_when_asked(pool, tmp_path):
+    css = [
+        {
+            "id": "b",
+            "conditional": True,
+            "css": ".b { display: block; width: 40px; height: 20px; border: 0;"
+            " background: red; } .b:hover { background: rgb(0, 255, 0); }"
+            " .f:focus { background: rgb(0, 0, 255); }",
+        }
+    ]
+    snapshots = [
+        {
+            "component": "Button",
+            "variant": "hover",
+            "html": "<button class='b' data-happo-hover></button>",
+            "stylesheets": ["b"],
+        },
+        {
+            "component": "Button",
+            "variant": "focus",
+            "html": "<button class='b f' data-happo-focus></button>",
+            "stylesheets": ["b"],
+        },
+        {
+            "component": "Button",
+            "variant": "plain",
+            "html": "<button class='b'></button>",
+            "stylesheets": ["b"],
+        },
+    ]
+    hover, focus, plain = await render(
+        pool, dom_job(snapshots, css, applyPseudoClasses=True), tmp_path, LIMITS
+    )
+    assert colour_at(hover.png, 20, 10) == (0, 255, 0)
+    assert colour_at(focus.png, 20, 10) == BLUE
+    assert colour_at(plain.png, 20, 10) == RED  # an earlier example's forced state is gone
+    hover, _focus, _plain = await render(pool, dom_job(snapshots, css), tmp_path, LIMITS)
+    assert colour_at(hover.png, 20, 10) == RED  # not asked: no pseudo-state
+
+
 # --- pages and the outbound guard -----------------------------------------------------------
 
 
@@ -365,33 +376,16 @@ async def test_pages_go_through_outbound_and_fail_clearly_without_it(pool):
 # --- hostile packages -----------------------------------------------------------------------
 
 
-class Listener:
-    """A loopback TCP server that counts the connections it is offered."""
+async def test_a_page_reaches_no_network(pool, tmp_path, monkeypatch):
+    popups: list[str] = []
+    on_page = render_module._Session._on_page
 
-    def __init__(self) -> None:
-        self.accepted = 0
-        self.server: asyncio.base_events.Server | None = None
+    def spy(self, page):
+        if self.page is not None and page is not self.page:
+            popups.append(page.url)
+        on_page(self, page)
 
-    async def __aenter__(self) -> Listener:
-        async def on_connect(reader, writer):
-            self.accepted += 1
-            writer.close()
-
-        self.server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
-        return self
-
-    @property
-    def port(self) -> int:
-        assert self.server is not None
-        return self.server.sockets[0].getsockname()[1]
-
-    async def __aexit__(self, *exc) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-
-async def test_a_page_reaches_no_network(pool, tmp_path):
+    monkeypatch.setattr(render_module._Session, "_on_page", spy)
     async with Listener() as listener:
         local = f"http://127.0.0.1:{listener.port}"
         script = f"""
@@ -443,6 +437,7 @@ async def test_a_page_reaches_no_network(pool, tmp_path):
     assert named["Network", "refused"].width == 50  # every fetch failed
     assert (named["Popup", "and alert"].width, named["Popup", "and alert"].height) == (33, 11)
     assert named["Traversal", "404"].width == 44  # nothing outside the package is served
+    assert len(popups) == 2  # both window.open calls made a page, closed at once
     assert time.monotonic() - started < 15
 
 

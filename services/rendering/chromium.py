@@ -69,7 +69,7 @@ REFUSING_PROXY = "http://127.0.0.1:9"
 LAUNCH_SECONDS = 30.0
 CLOSE_SECONDS = 5.0
 #: Seconds a liveness probe of the browser may take before it counts as hung.
-PROBE_SECONDS = 3.0
+PROBE_SECONDS = 10.0
 
 
 def find_chromium(configured: str | None) -> str | None:
@@ -186,7 +186,10 @@ class ChromiumPool:
                 if not await self._is_lost(launch):
                     raise
                 launch = await self._ensure()  # died between the check and the use
-                context = await launch.browser.new_context(**options)
+                try:
+                    context = await launch.browser.new_context(**options)
+                except PlaywrightError as exc:
+                    raise BrowserLost(f"A fresh browser refused a context: {exc}") from exc
             context.set_default_timeout(LAUNCH_SECONDS * 1000)
             try:
                 yield context
@@ -211,11 +214,8 @@ class ChromiumPool:
         if current is None:
             return
         current.killed = True
-        pid = current.pid or _browser_pid(current.marker)
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        else:
+        pid = _kill_browser(current)
+        if pid is None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(current.browser.close(), CLOSE_SECONDS)
         with contextlib.suppress(TimeoutError):
@@ -276,10 +276,7 @@ class ChromiumPool:
             try:
                 await asyncio.wait_for(launch.browser.close(), CLOSE_SECONDS)
             except (TimeoutError, PlaywrightError):
-                pid = launch.pid or _browser_pid(launch.marker)
-                if pid is not None:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
+                _kill_browser(launch)
 
     async def _close_context(self, launch: _Launch, context: BrowserContext) -> None:
         """Close a context; one that will not close (a page hung in a loop keeps its renderer
@@ -309,6 +306,26 @@ class ChromiumPool:
                 await self.kill()
             return True
         return not launch.alive
+
+
+def _kill_browser(launch: _Launch) -> int | None:
+    """SIGKILL the browser process of ``launch`` (its helpers die with it); its pid, or None
+    when it is not running (a pid is checked to still be that browser before the signal)."""
+    needle = f"--darkroom-browser={launch.marker}".encode()
+    pid = launch.pid
+    if pid is not None:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            args = []
+        if needle not in args:
+            pid = _browser_pid(launch.marker)
+    else:
+        pid = _browser_pid(launch.marker)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def _browser_pid(marker: str) -> int | None:

@@ -96,7 +96,8 @@ PREPARE_SNAPSHOT = """() => {
 }"""
 
 #: Settle the page and measure what to shoot: returns ``{nodes}`` alone when the document has
-#: more elements than allowed, else ``{nodes, clip: {x, y, width, height}}`` in CSS pixels.
+#: more elements than allowed, else ``{nodes, sx, sy, clip: {x, y, width, height}}`` (the
+#: window scroll and the clip in document CSS pixels).
 #: Waits for images (``<img>``, ``srcset``, CSS backgrounds of elements and their
 #: ``::before``/``::after``), web fonts and two animation frames; freezes CSS and Web
 #: Animations (at the end of their run for ``last``, at 0 for ``first``), SVG animations and
@@ -225,11 +226,11 @@ STABILISE = (
     } else {
         walk(body);
     }
-    if (left === Infinity) return {nodes, clip: {x: 0, y: 0, width: 1, height: 1}};
+    if (left === Infinity) return {nodes, sx, sy, clip: {x: 0, y: 0, width: 1, height: 1}};
     const x = Math.max(0, Math.floor(left)), y = Math.max(0, Math.floor(top));
     const width = Math.min(o.maxWidth, Math.max(1, Math.ceil(right) - x));
     const height = Math.min(o.maxHeight, Math.max(1, Math.ceil(bottom) - y));
-    return {nodes, clip: {x, y, width, height}};
+    return {nodes, sx, sy, clip: {x, y, width, height}};
 }"""
 )
 

@@ -5,47 +5,59 @@ The three payload kinds of ``happo-rendering.md``: a static package (``/iframe.h
 and pages (navigated through the outbound guard). Everything runs in one fresh browser context
 and one page per request.
 
-The page is boxed (house rule 9): the package is served at the root of an origin of its own
-(:data:`PACKAGE_ORIGIN`, a secure context) from the unpacked directory and nothing outside it;
-every other request goes to ``outbound`` (the SSRF-guarded fetcher) or, without one, is
-refused; popups close at once, dialogs are dismissed, downloads and service workers are off,
-``file:`` is never served. Time, size and count limits (:class:`RenderLimits`) bound each
-example and the whole request: a page that never answers has its renderer closed (the browser
-killed if it will not close) and fails the request naming the example.
+The page is boxed (house rule 9; its network is :mod:`services.rendering.sandbox`): the
+package is served at the root of an origin of its own (:data:`PACKAGE_ORIGIN`, a secure
+context) from the unpacked directory and nothing outside it; every other request goes to
+``outbound`` (the SSRF-guarded fetcher) or, without one, is refused; popups close at once,
+dialogs are dismissed, downloads and service workers are off, ``file:`` is never served. Time,
+size and count limits (:class:`RenderLimits`) bound each example and the whole request: a page
+that never answers has its renderer closed (the browser killed if it will not close) and fails
+the request naming the example.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import mimetypes
-import os
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from playwright.async_api import (
     BrowserContext,
     CDPSession,
     Dialog,
     Page,
-    Route,
-    WebSocketRoute,
 )
 from playwright.async_api import Error as PlaywrightError
 
 from services.rendering import page_scripts as js
 from services.rendering.chromium import BrowserLost, ChromiumPool
+from services.rendering.sandbox import (
+    PACKAGE_ORIGIN,
+    Outbound,
+    OutboundAnswer,
+    OutboundRefused,
+    PageNetwork,
+    close_web_socket,
+)
 from shared.logging import get_logger
 from shared.rendering import DOM, PAGES, STATIC, RenderJob, TargetOptions, unrenderable
 
 log = get_logger("darkroom.rendering")
 
-#: The origin a package is served at (``.invalid`` never resolves; https is a secure context).
-PACKAGE_ORIGIN = "https://package.darkroom.invalid"
+__all__ = [
+    "PACKAGE_ORIGIN",
+    "Outbound",
+    "OutboundAnswer",
+    "OutboundRefused",
+    "RenderFailed",
+    "RenderLimits",
+    "Shot",
+    "render",
+]
+
 #: Where a DOM snapshot's document is served: at the root, so the package's relative URLs
 #: resolve as they did in the client's browser.
 SNAPSHOT_PATH = "/__darkroom-snapshot.html"
@@ -57,36 +69,6 @@ IN_PAGE_WAIT_MS = 10_000
 BACKGROUND_SCAN = 20_000
 #: Longest wait for the network to go quiet, as a multiple of ``network_quiet_ms``.
 QUIET_CAP_FACTOR = 10
-
-#: Web types ``mimetypes`` does not know everywhere (or names differently).
-WEB_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".htm": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".cjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".wasm": "application/wasm",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".ico": "image/x-icon",
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".ttf": "font/ttf",
-    ".otf": "font/otf",
-    ".eot": "application/vnd.ms-fontobject",
-    ".txt": "text/plain; charset=utf-8",
-    ".xml": "application/xml",
-    ".mp4": "video/mp4",
-    ".webm": "video/webm",
-}
 
 
 @dataclass(frozen=True)
@@ -126,27 +108,6 @@ class RenderFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-class OutboundRefused(Exception):
-    """The outbound guard refuses a request a page made; ``reason`` says why."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class OutboundAnswer:
-    """The answer to a page's request outside its package."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-#: ``(method, url, headers) -> answer``; raises :class:`OutboundRefused` when the guard refuses.
-Outbound = Callable[[str, str, dict[str, str]], Awaitable[OutboundAnswer]]
 
 
 async def render(
@@ -217,27 +178,23 @@ class _Session:
         self.context = context
         self.job = job
         self.options = job.options
-        self.root = root
         self.limits = limits
-        self.outbound = outbound
-        self.extra_headers = {k.lower(): v for k, v in job.options.outgoing_request_headers}
+        self.net = PageNetwork(
+            root,
+            outbound,
+            extra_headers=dict(job.options.outgoing_request_headers),
+            outbound_seconds=limits.example_seconds,
+            quiet_ms=limits.network_quiet_ms,
+        )
         self.page: Page | None = None
-        self.documents: dict[str, str] = {}
-        self.refused: str | None = None
-        #: Requests started, requests in flight, when the last one that counts ended (those
-        #: that started before the document's ``load`` do not: ``load`` waited for them).
-        self.requests = 0
-        self.inflight = 0
-        self.last_request = 0.0
-        self.loaded_at = 0.0
         self.shots: list[Shot] = []
         self.tasks: set[asyncio.Task[Any]] = set()
         self.cdp: CDPSession | None = None
         self.forced = False
 
     async def run(self) -> list[Shot]:
-        await self.context.route("**/*", self._route)
-        await self.context.route_web_socket("**/*", _close_web_socket)
+        await self.context.route("**/*", self.net.handle)
+        await self.context.route_web_socket("**/*", close_web_socket)
         await self.context.add_init_script(js.LOCKDOWN)
         self.context.on("page", self._on_page)
         self.page = await self.context.new_page()
@@ -282,7 +239,7 @@ class _Session:
             await page.wait_for_function(js.HAPPO_READY, timeout=waited * 1000, polling=50)
         except PlaywrightError as exc:
             await self._raise_if_lost(exc)
-            reason = self._with_refusal("Timed out while waiting for window.happo")
+            reason = self.net.with_refusal("Timed out while waiting for window.happo")
             raise RenderFailed(reason) from None
         css = self._global_css()
         await self._call(page.evaluate(js.ENSURE_STYLE, css), waited, "adding the global CSS")
@@ -300,7 +257,7 @@ class _Session:
             what = f"the example after {previous}" if previous else "the first example"
             try:
                 async with asyncio.timeout(self.limits.example_seconds):
-                    before = self.requests
+                    before = self.net.requests
                     found = await self._call(
                         page.evaluate(js.NEXT_AND_STABILISE, settle), None, what
                     )
@@ -322,7 +279,7 @@ class _Session:
                         )
                     what = f"{component} / {variant}"
                     if not item["skipped"]:
-                        settled = found.get("settled") if self.requests == before else None
+                        settled = found.get("settled") if self.net.requests == before else None
                         await self._shoot(
                             component,
                             variant,
@@ -347,17 +304,17 @@ class _Session:
         for index, snapshot in enumerate(snapshots):
             what = f"{snapshot.component} / {snapshot.variant}"
             path = f"{SNAPSHOT_PATH}?n={index}"
-            self.documents = {
+            self.net.documents = {
                 path: js.snapshot_document(snapshot, self.job.global_css, self.options)
             }
             try:
                 async with asyncio.timeout(self.limits.example_seconds):
                     await self._open(PACKAGE_ORIGIN + path, what)
-                    before = self.requests
+                    before = self.net.requests
                     found = await self._call(
                         page.evaluate(js.PREPARE_AND_STABILISE, settle), None, what
                     )
-                    settled = found.get("settled") if self.requests == before else None
+                    settled = found.get("settled") if self.net.requests == before else None
                     await self._shoot(
                         snapshot.component,
                         snapshot.variant,
@@ -437,8 +394,8 @@ class _Session:
         elif self.forced:
             await self._call(self._cdp().send("CSS.disable"), None, what)
             self.forced = False
-        if settled is None or not self._quiet():
-            await self._network_quiet()
+        if settled is None or not self.net.quiet():
+            await self.net.wait_quiet(self.limits.network_quiet_ms / 1000 * QUIET_CAP_FACTOR)
             settled = await self._call(self._page().evaluate(js.STABILISE, settle), None, what)
         if "clip" not in settled:
             raise RenderFailed(
@@ -453,8 +410,15 @@ class _Session:
                 f"{what} is {clip['width']}x{clip['height']} px, more than the limit of"
                 f" {self.limits.max_screenshot_pixels} pixels per screenshot"
             )
+        # Within the visible viewport, capture as is; else capture beyond it.
+        left, top = settled["sx"], settled["sy"]
         width, height = self.options.viewport
-        inside = clip["x"] + clip["width"] <= width and clip["y"] + clip["height"] <= height
+        inside = (
+            left <= clip["x"]
+            and top <= clip["y"]
+            and clip["x"] + clip["width"] <= left + width
+            and clip["y"] + clip["height"] <= top + height
+        )
         shot = await self._call(
             self._cdp().send(
                 "Page.captureScreenshot",
@@ -483,21 +447,6 @@ class _Session:
                     f"Timed out waiting for content {text!r} in {what}"
                     f" ({WAIT_FOR_CONTENT_SECONDS:g} s)"
                 ) from None
-
-    def _quiet(self) -> bool:
-        idle = time.monotonic() - self.last_request
-        return self.inflight == 0 and idle >= self.limits.network_quiet_ms / 1000
-
-    async def _network_quiet(self) -> None:
-        """Until no request is in flight and none ended for ``network_quiet_ms`` (capped)."""
-        quiet = self.limits.network_quiet_ms / 1000
-        give_up = time.monotonic() + quiet * QUIET_CAP_FACTOR
-        while not self._quiet():
-            now = time.monotonic()
-            if now >= give_up:
-                return
-            idle = now - self.last_request
-            await asyncio.sleep(max(0.01, min(quiet - idle, give_up - now)))
 
     async def _force_pseudo_states(self, what: str) -> None:
         """``data-happo-hover`` / ``-focus`` / ``-active`` / ``-focus-visible``: the element
@@ -549,23 +498,27 @@ class _Session:
             )
         except PlaywrightError as exc:
             await self._raise_if_lost(exc)
-            reason = self._with_refusal(f"Could not open {what}: {_first_line(exc)}")
+            reason = self.net.with_refusal(f"Could not open {what}: {_first_line(exc)}")
             raise RenderFailed(reason) from None
         if response is not None and response.status >= 400:
             raise RenderFailed(f"Could not open {what}: it answered {response.status}")
-        self.loaded_at = time.monotonic()
+        self.net.loaded()
 
     async def _call(self, awaitable: Awaitable[Any], seconds: float | None, what: str) -> Any:
-        """Await a call into the page; a page error fails the request naming ``what``, a lost
-        browser is :class:`BrowserLost`."""
+        """Await a call into the page (within ``seconds`` if given); a page error or that
+        timeout fails the request naming ``what``, a lost browser is :class:`BrowserLost`."""
+        deadline = asyncio.timeout(seconds)
         try:
-            if seconds is None:
-                return await awaitable
-            async with asyncio.timeout(seconds):
+            async with deadline:
                 return await awaitable
         except PlaywrightError as exc:
             await self._raise_if_lost(exc)
-            raise RenderFailed(self._with_refusal(f"{what} failed: {_first_line(exc)}")) from None
+            reason = self.net.with_refusal(f"{what} failed: {_first_line(exc)}")
+            raise RenderFailed(reason) from None
+        except TimeoutError:
+            if seconds is None or not deadline.expired():
+                raise
+            raise RenderFailed(f"{what} took longer than {seconds:g} s") from None
 
     async def _raise_if_lost(self, exc: Exception) -> None:
         if await self.pool.lost(self.context):
@@ -579,11 +532,6 @@ class _Session:
             f"{what[0].upper()}{what[1:]} took longer than the limit of"
             f" {self.limits.example_seconds:g} s per example"
         )
-
-    def _with_refusal(self, reason: str) -> str:
-        if self.refused is None:
-            return reason
-        return f"{reason} (a request outside the package was refused: {self.refused})"
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         async def quietly() -> None:
@@ -603,105 +551,6 @@ class _Session:
     def _on_dialog(self, dialog: Dialog) -> None:
         # beforeunload must let the next snapshot's navigation go; the rest are dismissed.
         self._spawn(dialog.accept() if dialog.type == "beforeunload" else dialog.dismiss())
-
-    # --- the network --------------------------------------------------------------------------
-
-    async def _route(self, route: Route) -> None:
-        self.requests += 1
-        self.inflight += 1
-        started = time.monotonic()
-        try:
-            url = route.request.url
-            if url.startswith(PACKAGE_ORIGIN + "/"):
-                await self._serve_package(route, url)
-            elif self.outbound is not None and url.startswith(("http://", "https://")):
-                await self._go_outbound(route, url)
-            else:
-                self._refuse(url)
-                await route.abort("blockedbyclient")
-        except PlaywrightError:
-            pass  # the page went away meanwhile
-        finally:
-            self.inflight -= 1
-            if started >= self.loaded_at:
-                self.last_request = time.monotonic()
-
-    async def _serve_package(self, route: Route, url: str) -> None:
-        parts = urlsplit(url)
-        key = parts.path + (f"?{parts.query}" if parts.query else "")
-        document = self.documents.get(key)
-        if document is not None:
-            await route.fulfill(
-                status=200, body=document.encode(), headers={"content-type": WEB_TYPES[".html"]}
-            )
-            return
-        file = self._package_file(unquote(parts.path))
-        if file is None:
-            await route.fulfill(
-                status=404, body=b"Not found", headers={"content-type": WEB_TYPES[".txt"]}
-            )
-            return
-        size = file.stat().st_size
-        data = file.read_bytes() if size < 1 << 20 else await asyncio.to_thread(file.read_bytes)
-        await route.fulfill(
-            status=200,
-            body=data,
-            headers={"content-type": media_type(file.name), "access-control-allow-origin": "*"},
-        )
-
-    def _package_file(self, path: str) -> Path | None:
-        """The file of the package at URL path ``path``; None outside the package or absent."""
-        root = self.root
-        if root is None or "\x00" in path:
-            return None
-        relative = path.lstrip("/")
-        if relative == "" or relative.endswith("/"):
-            relative += "index.html"
-        try:
-            file = (root / relative).resolve()
-        except (OSError, RuntimeError, ValueError):
-            return None
-        if file != root and not file.is_relative_to(root):
-            return None
-        if file.is_dir():
-            file = file / "index.html"
-        return file if file.is_file() else None
-
-    async def _go_outbound(self, route: Route, url: str) -> None:
-        assert self.outbound is not None
-        request = route.request
-        headers = {**request.headers, **self.extra_headers}
-        try:
-            async with asyncio.timeout(self.limits.example_seconds):
-                answer = await self.outbound(request.method, url, headers)
-        except OutboundRefused as exc:
-            self._refuse(url, exc.reason)
-            await route.abort("blockedbyclient")
-            return
-        except (TimeoutError, OSError, RenderFailed) as exc:
-            self._refuse(url, str(exc) or type(exc).__name__)
-            await route.abort("failed")
-            return
-        await route.fulfill(status=answer.status, headers=answer.headers, body=answer.body)
-
-    def _refuse(self, url: str, why: str | None = None) -> None:
-        if self.refused is None:
-            shown = url if len(url) <= 200 else url[:200] + "…"
-            self.refused = f"{shown} ({why})" if why else shown
-        log.info("render.request_refused", url=url[:500], reason=why)
-
-
-async def _close_web_socket(socket: WebSocketRoute) -> None:
-    await socket.close()  # never connected to any server
-
-
-def media_type(name: str) -> str:
-    """The Content-Type a package file is served with."""
-    suffix = os.path.splitext(name)[1].lower()
-    if suffix in WEB_TYPES:
-        return WEB_TYPES[suffix]
-    guessed, _encoding = mimetypes.guess_type(name, strict=False)
-    return guessed or "application/octet-stream"
 
 
 def png_size(png: bytes) -> tuple[int, int]:
