@@ -32,11 +32,8 @@ The module is skipped when npm's registry cannot be reached or there is no Chrom
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import signal
 import tempfile
 import time
 import uuid
@@ -127,28 +124,8 @@ async def app_server(modules):
 
 
 async def run(argv: list[str], cwd: Path, env: dict[str, str]) -> Ran:
-    """Run ``argv`` (stdin /dev/null: happo must never open its browser login) without blocking
-    the event loop the platform serves on; its process group dies after RUN_TIMEOUT."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = await process.communicate()
-        ran = Ran(argv, -1, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-        pytest.fail(f"timed out after {RUN_TIMEOUT} s:{ran}")
-    code = process.returncode if process.returncode is not None else -1
-    return Ran(argv, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
+    """A happo 6 subprocess, given :data:`RUN_TIMEOUT` (a Storybook build is slow)."""
+    return await clients.run(argv, cwd, env, RUN_TIMEOUT)
 
 
 def env_for(modules: Path, stack, account: dict, tmp: Path, **extra: str) -> dict[str, str]:

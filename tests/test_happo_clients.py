@@ -197,26 +197,30 @@ class Ran:
         )
 
 
-async def run(argv: list[str], cwd: Path, env: dict[str, str]) -> Ran:
-    """Run ``argv`` without blocking the event loop the platform serves on; the whole process
-    group is killed when it outlives :data:`RUN_TIMEOUT`."""
+async def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT) -> Ran:
+    """Run ``argv`` without blocking the event loop the platform serves on, stdin closed (a
+    client must never wait for a person: happo 6 would open its browser login on a terminal);
+    the whole process group is killed when it outlives ``timeout`` seconds."""
+    cwd.mkdir(parents=True, exist_ok=True)
     process = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         env=env,
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), RUN_TIMEOUT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         stdout, stderr = await process.communicate()
         ran = Ran(argv, -1, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-        pytest.fail(f"timed out after {RUN_TIMEOUT} s:{ran}")
-    return Ran(argv, process.returncode, stdout.decode(errors="replace"), stderr.decode())
+        pytest.fail(f"timed out after {timeout} s:{ran}")
+    code = process.returncode if process.returncode is not None else -1
+    return Ran(argv, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
 
 
 def client_env(modules: Path, home: Path, **extra: str) -> dict[str, str]:

@@ -281,18 +281,26 @@ async def test_bad_payloads_get_errors_in_their_place(client, stack, tenant):
         assert r.status == 422
 
 
-async def test_firefox_target_fails_with_a_message_naming_it(client, stack, tenant):
+async def _one_request(client, stack, account, request_type: str, target: str, path: str) -> int:
+    """A bulk of one snap request rendering ``path``; its id."""
     item = {
-        "type": "browser-firefox",
-        "targetName": "firefox-desktop",
-        "payloadString": _payload("packages/" + "0" * 32),
+        "type": request_type,
+        "targetName": target,
+        "payloadString": _payload(path),
         "payloadHash": "x",
     }
     async with client.post(
-        f"{stack.url}/api/snap-requests/bulk", json={"items": [item]}, headers=jwt_auth(tenant)
+        f"{stack.url}/api/snap-requests/bulk", json={"items": [item]}, headers=jwt_auth(account)
     ) as r:
         (result,) = (await r.json())["results"]
-    done = await _wait_done(client, stack, tenant, result["requestId"], seconds=5)
+    return result["requestId"]
+
+
+async def test_firefox_target_fails_with_a_message_naming_it(client, stack, tenant):
+    request_id = await _one_request(
+        client, stack, tenant, "browser-firefox", "firefox-desktop", "packages/" + "0" * 32
+    )
+    done = await _wait_done(client, stack, tenant, request_id, seconds=5)
     assert done["status_code"] == 422
     assert "firefox" in done["error"]["message"]
 
@@ -376,17 +384,10 @@ def _check_example(component: str, variant: str, want: dict, snap: dict, png: by
 
 @needs_chromium
 async def test_missing_package_fails_the_request_with_its_reason(client, stack, tenant):
-    item = {
-        "type": "browser-chrome",
-        "targetName": "chrome",
-        "payloadString": _payload("packages/" + "f" * 32),
-        "payloadHash": "x",
-    }
-    async with client.post(
-        f"{stack.url}/api/snap-requests/bulk", json={"items": [item]}, headers=jwt_auth(tenant)
-    ) as r:
-        (result,) = (await r.json())["results"]
-    done = await _wait_done(client, stack, tenant, result["requestId"], seconds=60)
+    request_id = await _one_request(
+        client, stack, tenant, "browser-chrome", "chrome", "packages/" + "f" * 32
+    )
+    done = await _wait_done(client, stack, tenant, request_id, seconds=60)
     assert done["status_code"] == 422
     assert "No package" in done["error"]["message"]
 
