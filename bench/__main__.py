@@ -4,6 +4,7 @@ table per scenario and load, and write ``var/bench/<table>.json``.
 
     python -m bench                 # every scenario
     python -m bench diff thumbnail  # some of them
+    make bench BENCH_ARGS=rendering # the same through make
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ SCENARIOS = {
     "gateway": "bench.floor",
     "upload": "bench.upload",
     "overload": "bench.overload",
+    "rendering": "bench.rendering",
 }
 
 

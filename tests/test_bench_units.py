@@ -42,3 +42,15 @@ def test_recovery_is_the_first_moment_after_which_every_request_is_within_the_go
     after = [(0.0, 1.0), (0.3, 0.1), (0.6, 0.9), (0.9, 0.1), (1.2, 0.12)]
     assert _recovered_at(after, quiet=0.1) == 0.9
     assert _recovered_at([(0.0, 1.0)], quiet=0.1) is None
+
+
+def test_render_rows_count_examples_and_pair_rounds():
+    from bench.rendering import chunks, median_ratio, per_example
+
+    row = per_example("ours", [2.0, 4.0], examples=40)
+    assert len(row.latencies) == 80 and row.rps == 80 / 6.0  # examples per second
+    assert round(row.p50_ms, 6) == 75.0  # halfway between 50 and 100 ms per example
+    # median rounds: ours 3 s, the bare loop's 1.5 s: half its examples per second
+    assert median_ratio([2.0, 3.0, 9.0], [1.0, 1.5, 1.5]) == 0.5
+    assert chunks(1) == [None]
+    assert chunks(2) == [{"index": 0, "total": 2}, {"index": 1, "total": 2}]
