@@ -126,6 +126,24 @@ async def test_device_scale_factor_and_tall_examples(pool, tmp_path):
     assert (small.width, small.height) == (60, 20)  # device pixels
 
 
+async def test_the_clip_leaves_out_overflow_an_ancestor_hides(pool, tmp_path):
+    scrolled = (
+        "<div style='width:120px;height:40px;overflow:auto;background:blue'>"
+        "<div style='height:300px;background:red'></div></div>"
+    )
+    hidden_x = (
+        "<div style='width:60px;overflow-x:hidden;background:blue'>"
+        "<div style='width:500px;height:20px;background:red'></div></div>"
+    )
+    package = static_package(
+        tmp_path / "pkg",
+        [example("List", "scrolled", scrolled), example("Row", "hidden-x", hidden_x)],
+    )
+    scrolled_shot, hidden_shot = await render(pool, static_job("400x300"), package, LIMITS)
+    assert (scrolled_shot.width, scrolled_shot.height) == (120, 40)  # not the 300 px inside
+    assert (hidden_shot.width, hidden_shot.height) == (60, 20)  # not the 500 px inside
+
+
 async def test_the_same_package_renders_the_same_pixels(pool, tmp_path):
     package = showcase(tmp_path / "pkg")
     runs = await asyncio.gather(*(render(pool, static_job(), package, LIMITS) for _ in range(5)))

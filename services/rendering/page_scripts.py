@@ -207,12 +207,34 @@ STABILISE = (
     };
     const skip = new Set(['SCRIPT', 'STYLE', 'LINK', 'TEMPLATE', 'NOSCRIPT', 'META', 'TITLE',
                           'BASE', 'HAPPO-SHADOW-CONTENT']);
-    const walk = parent => {
+    // A box seen through ancestors that clip their overflow (hidden, auto, scroll, clip) counts
+    // only where it shows: the hidden part of a scrolled list would be blank rows in the shot.
+    const within = (r, b) => {
+        const l = Math.max(r.left, b.left), t = Math.max(r.top, b.top);
+        const rr = Math.min(r.right, b.right), bb = Math.min(r.bottom, b.bottom);
+        return {left: l, top: t, right: rr, bottom: bb, width: rr - l, height: bb - t};
+    };
+    const walk = (parent, bounds) => {
         for (const el of parent.children) {
             if (skip.has(el.tagName.toUpperCase())) continue;
-            if (!el.hasAttribute('data-happo-ignore')) add(el.getBoundingClientRect());
-            walk(el);
-            if (el.shadowRoot) walk(el.shadowRoot);
+            const rect = el.getBoundingClientRect();
+            if (!el.hasAttribute('data-happo-ignore')) add(within(rect, bounds));
+            let inner = bounds;
+            if (el.firstElementChild || el.shadowRoot) {
+                const style = getComputedStyle(el);
+                const clipsX = style.overflowX !== 'visible';
+                const clipsY = style.overflowY !== 'visible';
+                if ((clipsX || clipsY) && style.display !== 'contents') {
+                    inner = {
+                        left: clipsX ? Math.max(bounds.left, rect.left) : bounds.left,
+                        right: clipsX ? Math.min(bounds.right, rect.right) : bounds.right,
+                        top: clipsY ? Math.max(bounds.top, rect.top) : bounds.top,
+                        bottom: clipsY ? Math.min(bounds.bottom, rect.bottom) : bounds.bottom,
+                    };
+                }
+            }
+            walk(el, inner);
+            if (el.shadowRoot) walk(el.shadowRoot, inner);
         }
     };
     const clipped = document.querySelector('[data-happo-clip]');
@@ -224,7 +246,7 @@ STABILISE = (
     } else if (clipped) {
         add(clipped.getBoundingClientRect());
     } else {
-        walk(body);
+        walk(body, {left: -Infinity, top: -Infinity, right: Infinity, bottom: Infinity});
     }
     if (left === Infinity) return {nodes, sx, sy, clip: {x: 0, y: 0, width: 1, height: 1}};
     const x = Math.max(0, Math.floor(left)), y = Math.max(0, Math.floor(top));
