@@ -268,6 +268,17 @@ class StorageConfig(CommonConfig):
     s3_secret_key: str | None = setting(
         "AWS_SECRET_ACCESS_KEY", None, "S3 secret key (unset: botocore's default credential chain)."
     )
+    orphan_grace_seconds: float = setting(
+        "DARKROOM_ORPHAN_GRACE_SECONDS",
+        3600.0,
+        "How long stored bytes with no record are left alone before a sweeper deletes them"
+        " (ingest's blobs, rendering's packages): what a crash between write and commit leaves.",
+    )
+    sweep_interval_seconds: float = setting(
+        "DARKROOM_SWEEP_INTERVAL_SECONDS",
+        600.0,
+        "Seconds between two passes of an orphan sweeper.",
+    )
 
 
 def parse_networks(raw: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:

@@ -25,7 +25,9 @@ import pytest
 import zstandard
 
 from services.rendering.chromium import find_chromium
+from services.rendering.packages import PackageSweeper
 from services.reports.handlers import RENDER_REQUESTS
+from shared.runtime import POOL, STORE
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package, zip_folder
 from tests.reports_support import jwt_auth
 from tests.test_metrics import scrape, value
@@ -420,3 +422,25 @@ async def test_a_request_no_renderer_finished_fails_at_its_deadline(client, stac
     assert status["completedAt"] and status["snapshotCount"] == 0
     (report,) = await _rows(stack, "SELECT render_errors FROM reports.reports WHERE sha = $1", sha)
     assert json.loads(report["render_errors"])[0]["requestId"] == request_id
+
+
+async def test_package_bytes_a_crash_left_unrecorded_are_swept(client, stack, tenant, package):
+    """Bytes written before a crash kept their record from committing go after the grace;
+    recorded packages stay."""
+    await _upload(client, stack, tenant, package)
+    store = stack.apps["rendering"][STORE]
+    orphan = hashlib.sha256(b"a crash between put and commit").hexdigest()
+    await store.put(f"packages/{orphan}", b"PK\x05\x06" + b"\0" * 18)
+    sweeper = PackageSweeper(stack.apps["rendering"][POOL], store, grace_seconds=3600)
+    assert await sweeper.sweep_once() == 0  # first seen now: inside the grace
+    assert await store.exists(f"packages/{orphan}")
+    sweeper.grace_seconds = 0
+    assert await sweeper.sweep_once() == 1
+    assert not await store.exists(f"packages/{orphan}")
+    recorded = await _rows(
+        stack,
+        "SELECT sha256 FROM rendering.packages WHERE account_id = $1",
+        uuid.UUID(tenant["account_id"]),
+    )
+    for row in recorded:
+        assert await store.exists(f"packages/{row['sha256']}")

@@ -41,13 +41,3 @@ class IngestConfig(RemoteFetchConfig):
     signing_key: str = secret(
         "DARKROOM_SIGNING_KEY", "Signs upload URLs and the anti-forgery token of its pages' forms."
     )
-    orphan_grace_seconds: float = setting(
-        "DARKROOM_ORPHAN_GRACE_SECONDS",
-        3600.0,
-        "How long stored bytes with no blob record are left alone before the sweeper deletes them.",
-    )
-    sweep_interval_seconds: float = setting(
-        "DARKROOM_SWEEP_INTERVAL_SECONDS",
-        600.0,
-        "Seconds between two passes of the orphan-blob sweeper.",
-    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from services.rendering.chromium import CHROMIUM_HELP, ChromiumPool, find_chromi
 from services.rendering.config import RenderingConfig
 from services.rendering.consumers import RENDERS
 from services.rendering.handlers import CONFIG, PACKAGES
-from services.rendering.packages import Packages, UnpackedPackages
+from services.rendering.packages import Packages, PackageSweeper, UnpackedPackages
 from services.rendering.render import RenderLimits
 from services.rendering.renders import Renders, Services
 from services.rendering.routes import setup_routes
@@ -27,6 +29,8 @@ HERE = Path(__file__).parent
 log = get_logger("darkroom.rendering")
 #: The Chromium this process renders with (None: the machine has none).
 BROWSERS: web.AppKey[ChromiumPool | None] = web.AppKey("rendering.browsers")
+#: Deletes package bytes a crash left without a record.
+SWEEPER = web.AppKey("rendering.sweeper", PackageSweeper)
 
 
 def archive_limits(config: RenderingConfig) -> ArchiveLimits:
@@ -81,7 +85,7 @@ def browsers(config: RenderingConfig) -> runtime.CleanupContext:
 
 
 def rendering(config: RenderingConfig) -> runtime.CleanupContext:
-    """The use cases: packages (stored and unpacked) and renders."""
+    """The use cases: packages (stored, unpacked, their orphans swept) and renders."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         limits = archive_limits(config)
@@ -92,7 +96,10 @@ def rendering(config: RenderingConfig) -> runtime.CleanupContext:
             if config.render_external_fetches
             else None
         )
+        sweeper = PackageSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[PACKAGES] = packages
+        app[SWEEPER] = sweeper
+        sweeping = asyncio.create_task(sweeper.run(config.sweep_interval_seconds))
         app[RENDERS] = Renders(
             Services(
                 app[runtime.INTERNAL],
@@ -110,6 +117,9 @@ def rendering(config: RenderingConfig) -> runtime.CleanupContext:
         try:
             yield
         finally:
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
             unpacked.close()
             if fetcher is not None:
                 await fetcher.close()

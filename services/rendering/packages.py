@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import shutil
 import tempfile
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -26,7 +27,10 @@ import asyncpg
 from services.rendering import archive, domain, repo
 from services.rendering.domain import Package, UploadGrant
 from shared import errors
+from shared.logging import get_logger
 from shared.storage import BlobNotFound, BlobStore
+
+log = get_logger("darkroom.rendering.packages")
 
 
 class Packages:
@@ -54,6 +58,10 @@ class Packages:
         if not await self.store.exists(key):
             await self.store.put(key, data)
         async with self.pool.acquire() as conn, conn.transaction():
+            await repo.lock_package_bytes(conn, sha256)
+            # The sweeper may have taken the bytes, unrecorded then, between our put and here.
+            if not await self.store.exists(key):
+                await self.store.put(key, data)
             return await repo.add_package(
                 conn,
                 uuid.UUID(account_id),
@@ -97,6 +105,51 @@ class Packages:
                 raise errors.PayloadTooLarge(exc.message) from None
             raise errors.InvalidRequest(exc.message) from None
         return summary, hashlib.sha256(data).hexdigest()
+
+
+class PackageSweeper:
+    """Deletes package bytes no record has pointed at for ``grace_seconds``: what a crash
+    between a package's write and its commit leaves. The store does not tell a blob's age, so
+    the sweeper remembers when it first saw each orphan; the decision is re-checked under the
+    bytes' lock, which the upload takes too before it records them."""
+
+    def __init__(self, pool: asyncpg.Pool, store: BlobStore, grace_seconds: float) -> None:
+        self.pool = pool
+        self.store = store
+        self.grace_seconds = grace_seconds
+        self._first_seen: dict[str, float] = {}
+
+    async def sweep_once(self) -> int:
+        """One pass over ``packages/``; how many orphans were deleted."""
+        now = time.monotonic()
+        stored = [
+            key.removeprefix(domain.PACKAGE_PREFIX)
+            async for key in self.store.keys(domain.PACKAGE_PREFIX)
+        ]
+        async with self.pool.acquire() as conn:
+            recorded = await repo.recorded_packages(conn, stored)
+        seen = {sha: self._first_seen.get(sha, now) for sha in stored if sha not in recorded}
+        self._first_seen = seen
+        deleted = 0
+        for sha, first in seen.items():
+            if now - first < self.grace_seconds:
+                continue
+            async with self.pool.acquire() as conn, conn.transaction():
+                await repo.lock_package_bytes(conn, sha)
+                if not await repo.recorded_packages(conn, [sha]):
+                    deleted += await self.store.delete(domain.package_key(sha))
+        if deleted:
+            log.info("packages.orphans_deleted", count=deleted)
+        return deleted
+
+    async def run(self, interval: float) -> None:
+        """Sweep every ``interval`` seconds until cancelled; a failed pass is logged, not fatal."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep_once()
+            except Exception:
+                log.exception("packages.sweep_failed")
 
 
 @dataclass

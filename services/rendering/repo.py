@@ -67,3 +67,17 @@ async def spend_upload_url(conn: asyncpg.Connection, jti: uuid.UUID, expires_at:
 async def upload_url_spent(conn: asyncpg.Connection, jti: uuid.UUID) -> bool:
     """True when the package upload URL ``jti`` was used already."""
     return bool(await conn.fetchval("SELECT true FROM used_package_urls WHERE jti = $1", jti))
+
+
+async def lock_package_bytes(conn: asyncpg.Connection, sha256: str) -> None:
+    """Serialise, until the transaction ends, everything that writes or sweeps the bytes of
+    ``sha256`` (a package being recorded, the orphan sweeper)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"package-bytes:{sha256}")
+
+
+async def recorded_packages(conn: asyncpg.Connection, sha256s: list[str]) -> set[str]:
+    """Which of ``sha256s`` some account's package record points at."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT sha256 FROM packages WHERE sha256 = ANY($1::text[])", sha256s
+    )
+    return {row["sha256"] for row in rows}
