@@ -247,6 +247,24 @@ class CommonConfig(ServersConfig):
 
 
 @dataclasses.dataclass(frozen=True)
+class SigningConfig:
+    """The signing settings, declared once for every process that signs or checks a grant or
+    a form token (auth, ingest, reports, rendering); mixed into their configs."""
+
+    signing_key: str = secret(
+        "DARKROOM_SIGNING_KEY",
+        "Signs upload URLs (ingest's images, rendering's packages), status-image and unsubscribe"
+        " links (reports), and the anti-forgery token of every signed-in page's forms (auth,"
+        " ingest, reports: their pages post to auth's sign-out).",
+    )
+    upload_url_seconds: int = setting(
+        "DARKROOM_UPLOAD_URL_SECONDS",
+        3600,
+        "Lifetime of a signed upload URL (Happo images and packages, Haut.ai), in seconds.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class StorageConfig(CommonConfig):
     """Settings of a process that reads or writes blobs: the common ones plus the blob store."""
 

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import CommonConfig, secret, setting
+from shared.config import CommonConfig, SigningConfig, secret, setting
 
 
 @dataclass(frozen=True)
-class AuthConfig(CommonConfig):
+class AuthConfig(CommonConfig, SigningConfig):
     """Auth's settings: the common ones plus keys and lifetimes of credentials."""
 
     secrets_key: str = secret(
         "DARKROOM_SECRETS_KEY",
         "Key (base64, 32 bytes) that encrypts API secrets at rest with AES-GCM.",
-    )
-    signing_key: str = secret(
-        "DARKROOM_SIGNING_KEY",
-        "MACs the anti-forgery token of every signed-in page's forms (shared with ingest and"
-        " reports, whose pages post to auth's sign-out).",
     )
     session_days: int = setting(
         "DARKROOM_SESSION_DAYS", 14, "Lifetime of a web sign-in session, in days."

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import RemoteFetchConfig, secret, setting
+from shared.config import RemoteFetchConfig, SigningConfig, setting
 
 
 @dataclass(frozen=True)
-class IngestConfig(RemoteFetchConfig):
+class IngestConfig(RemoteFetchConfig, SigningConfig):
     """Ingest's settings: the common, storage and remote-fetch ones plus upload limits and URL
     signing."""
 
@@ -19,11 +19,6 @@ class IngestConfig(RemoteFetchConfig):
     )
     max_frames: int = setting(
         "DARKROOM_MAX_FRAMES", 500, "Most frames (pages) an uploaded animated image may have."
-    )
-    upload_url_seconds: int = setting(
-        "DARKROOM_UPLOAD_URL_SECONDS",
-        3600,
-        "Lifetime of a signed upload URL (Happo, Haut.ai), in seconds.",
     )
     processing_timeout_seconds: float = setting(
         "DARKROOM_PROCESSING_TIMEOUT_SECONDS",
@@ -37,7 +32,4 @@ class IngestConfig(RemoteFetchConfig):
         "DARKROOM_REMOTE_FETCH_CONCURRENCY",
         4,
         "Remote images one request downloads at once (a bulk request's others wait).",
-    )
-    signing_key: str = secret(
-        "DARKROOM_SIGNING_KEY", "Signs upload URLs and the anti-forgery token of its pages' forms."
     )

@@ -5,18 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.config import RemoteFetchConfig, secret, setting
+from shared.config import RemoteFetchConfig, SigningConfig, setting
 
 
 @dataclass(frozen=True)
-class RenderingConfig(RemoteFetchConfig):
+class RenderingConfig(RemoteFetchConfig, SigningConfig):
     """Rendering's settings: storage (packages), remote fetches (pages, allowed external
     requests), the browser, the limits on packages and on renders."""
 
-    signing_key: str = secret(
-        "DARKROOM_SIGNING_KEY",
-        "Signs the package upload URLs (shared with ingest's upload URLs and the page forms).",
-    )
     chromium: str | None = setting(
         "DARKROOM_CHROMIUM",
         None,
@@ -28,11 +24,6 @@ class RenderingConfig(RemoteFetchConfig):
         min(os.cpu_count() or 1, 4),
         "Snap requests one renderer process renders at once (browser contexts, and deliveries it"
         " takes from the render queue); default the CPU count, at most 4.",
-    )
-    upload_url_seconds: int = setting(
-        "DARKROOM_UPLOAD_URL_SECONDS",
-        3600,
-        "Lifetime of a signed upload URL (Happo images and packages, Haut.ai), in seconds.",
     )
     max_package_bytes: int = setting(
         "DARKROOM_MAX_PACKAGE_BYTES",

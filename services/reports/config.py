@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import StorageConfig, secret, setting
+from shared.config import SigningConfig, StorageConfig, setting
 
 
 @dataclass(frozen=True)
-class ReportsConfig(StorageConfig):
+class ReportsConfig(StorageConfig, SigningConfig):
     """Reports's settings: storage (it serves diff images), diffing, waiting and e-mail."""
 
-    signing_key: str = secret(
-        "DARKROOM_SIGNING_KEY",
-        "Signs the public status-image and unsubscribe links (shared with ingest's upload URLs).",
-    )
     diff_threshold: float = setting(
         "DARKROOM_DIFF_THRESHOLD",
         0.1,
