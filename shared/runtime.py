@@ -11,7 +11,7 @@ import asyncio
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -272,6 +272,17 @@ def serve(
         grace=getattr(settings, "shutdown_grace", 20.0),
         cancel_on_disconnect=cancel_on_disconnect,
     )
+
+
+async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: str) -> None:
+    """Run ``job`` every ``interval`` seconds until cancelled (a background sweep); a failed
+    run is logged as ``<what>.failed`` and the next one tries again."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await job()
+        except Exception:
+            log.exception(f"{what}.failed")
 
 
 def worker_name() -> str:

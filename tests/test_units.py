@@ -3,7 +3,9 @@ parsing, Happo JWT checks, secret sealing and configuration loading."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 
 import pytest
@@ -14,6 +16,7 @@ from services.auth import domain as auth
 from shared import errors
 from shared.config import ConfigError, load
 from shared.http import Principal
+from shared.runtime import repeat
 
 
 def test_routing_picks_the_most_specific_route():
@@ -175,3 +178,20 @@ def test_abandoned_requests_are_remembered_for_a_while_and_boundedly():
     for name in ("d", "e"):
         seen.add(name, now=12.0)
     assert "b" not in seen and len(seen) == 3  # the oldest goes first past the bound
+
+
+async def test_repeat_runs_again_after_a_failed_run_until_cancelled():
+    runs: list[int] = []
+
+    async def job() -> None:
+        runs.append(len(runs))
+        if len(runs) == 2:
+            raise RuntimeError("a database outage, say")
+
+    task = asyncio.create_task(repeat(0.01, job, "test.job"))
+    while len(runs) < 4:
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and runs[:4] == [0, 1, 2, 3]

@@ -33,7 +33,9 @@ def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
     async def context(app: web.Application) -> AsyncIterator[None]:
         sweeper = OrphanSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[SWEEPER] = sweeper
-        task = asyncio.create_task(sweeper.run(config.sweep_interval_seconds))
+        task = asyncio.create_task(
+            runtime.repeat(config.sweep_interval_seconds, sweeper.sweep_once, "blobs.sweep")
+        )
         try:
             yield
         finally:

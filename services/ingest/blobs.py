@@ -13,7 +13,6 @@ Invariants, whatever process dies when:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -165,14 +164,3 @@ class OrphanSweeper:
                 deleted += 1
                 seen.pop(sha256, None)
         return deleted
-
-    async def run(self, interval: float) -> None:
-        """Sweep every ``interval`` seconds until cancelled; a failed pass is logged, not fatal."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("blobs.sweep_failed")

@@ -99,7 +99,9 @@ def rendering(config: RenderingConfig) -> runtime.CleanupContext:
         sweeper = PackageSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[PACKAGES] = packages
         app[SWEEPER] = sweeper
-        sweeping = asyncio.create_task(sweeper.run(config.sweep_interval_seconds))
+        sweeping = asyncio.create_task(
+            runtime.repeat(config.sweep_interval_seconds, sweeper.sweep_once, "packages.sweep")
+        )
         app[RENDERS] = Renders(
             Services(
                 app[runtime.INTERNAL],

@@ -142,15 +142,6 @@ class PackageSweeper:
             log.info("packages.orphans_deleted", count=deleted)
         return deleted
 
-    async def run(self, interval: float) -> None:
-        """Sweep every ``interval`` seconds until cancelled; a failed pass is logged, not fatal."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep_once()
-            except Exception:
-                log.exception("packages.sweep_failed")
-
 
 @dataclass
 class _Unpacked:

@@ -65,15 +65,12 @@ def render_deadlines(config: ReportsConfig) -> runtime.CleanupContext:
     async def context(app: web.Application) -> AsyncIterator[None]:
         interval = min(60.0, config.render_deadline_seconds / 4)
 
-        async def sweep() -> None:
-            while True:
-                await asyncio.sleep(interval)
-                try:
-                    await app[RENDER_REQUESTS].expire_stale(config.render_deadline_seconds)
-                except Exception:  # the next pass tries again (a database outage, say)
-                    log.exception("reports.render_deadline_failed")
+        async def expire() -> None:
+            await app[RENDER_REQUESTS].expire_stale(config.render_deadline_seconds)
 
-        task = asyncio.create_task(sweep(), name="render-deadlines")
+        task = asyncio.create_task(
+            runtime.repeat(interval, expire, "reports.render_deadline"), name="render-deadlines"
+        )
         try:
             yield
         finally:
