@@ -483,8 +483,13 @@ async def happo_of(w: World, who: Tenant) -> dict[str, Any]:
         after = before
         extra: dict[str, str] = {}
         if who is w.a:
+            # A patch far from the random colour (a patch close to it would be no diff at all).
+            far = (0, 0, 0) if sum(colour) > 384 else (255, 255, 255)
             after = await upload(
-                w.http, w.stack, who.account, screenshot(colour=colour, patch=(20, 10, 10, 10))
+                w.http,
+                w.stack,
+                who.account,
+                screenshot(colour=colour, patch=(20, 10, 10, 10), patch_colour=far),
             )
             extra = {"message": MARK, "link": f"https://tenancy.example/{MARK}"}
         sha1, sha2 = new_sha(), new_sha()
