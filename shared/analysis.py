@@ -40,7 +40,7 @@ How processing answers (additions, the meaning above unchanged):
 
 from __future__ import annotations
 
-from shared.derivatives import derivatives_prefix
+from shared import store_keys
 
 ANALYSIS_REQUESTED = "analysis.requested"
 ANALYSIS_COMPLETED = "analysis.completed"
@@ -80,4 +80,4 @@ AUX_MEDIA_TYPE = "image/png"
 def aux_image_key(original_sha256: str, aux_image_type: str) -> str:
     """Where the aux image ``aux_image_type`` of ``original_sha256`` is stored: under the
     original's derivatives prefix, so it goes when the original goes."""
-    return f"{derivatives_prefix(original_sha256)}aux-{ALGORITHM}-{aux_image_type}.png"
+    return store_keys.derivative_key(original_sha256, f"aux-{ALGORITHM}-{aux_image_type}", "png")

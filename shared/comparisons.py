@@ -47,13 +47,11 @@ from __future__ import annotations
 
 import hashlib
 
+from shared import store_keys
+
 COMPARISON_REQUESTED = "comparison.requested"
 COMPARISON_DIFFED = "comparison.diffed"
 COMPARISON_COMPLETED = "comparison.completed"
-
-#: Where diff images live in the blob store; never under an original's prefix, because a diff
-#: belongs to two originals and to the reports that compared them.
-DIFF_PREFIX = "diffs/"
 
 
 def options_digest(threshold: float, include_anti_aliasing: bool) -> str:
@@ -67,7 +65,4 @@ def diff_key(
 ) -> str:
     """The blob-store key of the diff PNG of ``before`` → ``after`` under the given options."""
     digest = options_digest(threshold, include_anti_aliasing)
-    return (
-        f"{DIFF_PREFIX}{before_sha256[:2]}/{before_sha256[2:4]}/"
-        f"{before_sha256}-{after_sha256}-{digest}.png"
-    )
+    return store_keys.diff_key(before_sha256, after_sha256, digest)

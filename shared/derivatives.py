@@ -29,6 +29,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
+from shared import store_keys
 from shared.errors import InvalidRequest
 
 DERIVATIVE_REQUESTED = "derivative.requested"
@@ -52,7 +53,6 @@ OPTION_NAMES = frozenset({"quality", "thumb_w", "thumb_h", "rotation", "filter",
 #: Largest thumbnail side and corner radius a client may ask for, in pixels.
 MAX_SIDE = 10_000
 
-DERIVATIVE_PREFIX = "derived/"
 _NUMBER = re.compile(r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)\s*$")
 
 
@@ -149,16 +149,10 @@ def output_format(media_type: str) -> str:
 
 
 def derivative_key(original_sha256: str, transform: Transform) -> str:
-    """Where the derivative of ``original_sha256`` through ``transform`` is stored."""
+    """Where the derivative of ``original_sha256`` through ``transform`` is stored (the format
+    is :func:`shared.store_keys.derivative_key`'s)."""
     digest = hashlib.sha256(transform.canonical().encode()).hexdigest()[:32]
-    return f"{derivatives_prefix(original_sha256)}{digest}.{transform.extension}"
-
-
-def derivatives_prefix(original_sha256: str) -> str:
-    """The key prefix under which every derivative of ``original_sha256`` lives (so they can
-    go when the original goes)."""
-    h = original_sha256
-    return f"{DERIVATIVE_PREFIX}{h[:2]}/{h[2:4]}/{h}/"
+    return store_keys.derivative_key(original_sha256, digest, transform.extension)
 
 
 def _number(item: Mapping[str, object], name: str) -> float | None:

@@ -22,8 +22,8 @@ import pyvips
 from services.ingest import domain
 from services.ingest.blobs import OrphanSweeper
 from shared.analysis import ALGORITHM, AUX_IMAGE_TYPES
-from shared.derivatives import derivatives_prefix
 from shared.runtime import POOL, STORE
+from shared.store_keys import derivatives_prefix
 from tests import test_auth_gateway
 from tests.test_ingest_hashhost import LIMIT
 from tests.test_processing_quality import jpeg, scene

@@ -38,9 +38,9 @@ from aiohttp import web
 
 from services.auth.domain import sign_jwt
 from services.ingest.handlers import PROGIMAGE
-from shared.derivatives import derivatives_prefix
 from shared.remote import RemoteFetcher, RemotePolicy
 from shared.runtime import POOL, STORE
+from shared.store_keys import derivatives_prefix
 from tests.conftest import free_port
 from tests.test_ingest_remote import Server, ipv6_loopback, make_app
 

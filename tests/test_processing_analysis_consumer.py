@@ -25,9 +25,9 @@ from shared.analysis import (
     aux_image_key,
 )
 from shared.config import load
-from shared.derivatives import derivatives_prefix
 from shared.events import BroadcastListener, Envelope, new_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
+from shared.store_keys import derivatives_prefix
 from tests.test_processing_consumer import eventually, store_original
 from tests.test_processing_quality import scene
 

@@ -27,13 +27,13 @@ from services.processing.domain import UnanswerableRequest
 from shared.comparisons import (
     COMPARISON_DIFFED,
     COMPARISON_REQUESTED,
-    DIFF_PREFIX,
     diff_key,
 )
 from shared.config import load
 from shared.errors import InvalidRequest
 from shared.events import BroadcastListener, Envelope, new_event, record_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
+from shared.store_keys import DIFF_PREFIX
 from tests.conftest import AMQP_URL
 from tests.test_processing_consumer import eventually
 

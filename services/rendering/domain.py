@@ -7,13 +7,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared import errors
+from shared import errors, store_keys
 from shared.signing import sign_token, verify_token
 
 #: The name a client gives a package: the md5 hex of the archive's bytes.
 PACKAGE_HASH = re.compile(r"^[0-9a-f]{32}$")
-#: Store keys of package archives: ``packages/<sha256 of the archive>``.
-PACKAGE_PREFIX = "packages/"
 #: The ``path`` Darkroom answers for a stored package, echoed back by clients as
 #: ``staticPackage`` / ``assetsPackage``: ``packages/<md5>``.
 _PATH = re.compile(r"^packages/([0-9a-f]{32})$")
@@ -41,7 +39,7 @@ class Package:
     @property
     def key(self) -> str:
         """Where the archive's bytes are in the blob store."""
-        return package_key(self.sha256)
+        return store_keys.package_key(self.sha256)
 
 
 @dataclass(frozen=True)
@@ -71,11 +69,6 @@ def md5_of_path(path: str) -> str | None:
     """The md5 a package path names, or None when it is not one of ours."""
     match = _PATH.match(path)
     return match.group(1) if match else None
-
-
-def package_key(sha256: str) -> str:
-    """The store key of an archive's bytes."""
-    return f"{PACKAGE_PREFIX}{sha256}"
 
 
 def sign_upload_grant(key: str, account_id: str, md5: str, expires_at: int) -> str:

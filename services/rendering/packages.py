@@ -24,9 +24,9 @@ from pathlib import Path
 
 import asyncpg
 
-from services.rendering import archive, domain, repo
+from services.rendering import archive, repo
 from services.rendering.domain import Package, UploadGrant
-from shared import errors
+from shared import errors, store_keys
 from shared.logging import get_logger
 from shared.storage import BlobNotFound, BlobStore
 
@@ -54,7 +54,7 @@ class Packages:
             known = await repo.package(conn, uuid.UUID(account_id), md5)
         if known is not None:
             return known
-        key = domain.package_key(sha256)
+        key = store_keys.package_key(sha256)
         if not await self.store.exists(key):
             await self.store.put(key, data)
         async with self.pool.acquire() as conn, conn.transaction():
@@ -122,10 +122,12 @@ class PackageSweeper:
     async def sweep_once(self) -> int:
         """One pass over ``packages/``; how many orphans were deleted."""
         now = time.monotonic()
-        stored = [
-            key.removeprefix(domain.PACKAGE_PREFIX)
-            async for key in self.store.keys(domain.PACKAGE_PREFIX)
+        # A key that does not parse is not a package this sweeper wrote: never deleted here.
+        named = [
+            store_keys.sha256_of_package_key(key)
+            async for key in self.store.keys(store_keys.PACKAGE_PREFIX)
         ]
+        stored = [sha for sha in named if sha is not None]
         async with self.pool.acquire() as conn:
             recorded = await repo.recorded_packages(conn, stored)
         seen = {sha: self._first_seen.get(sha, now) for sha in stored if sha not in recorded}
@@ -137,7 +139,7 @@ class PackageSweeper:
             async with self.pool.acquire() as conn, conn.transaction():
                 await repo.lock_package_bytes(conn, sha)
                 if not await repo.recorded_packages(conn, [sha]):
-                    deleted += await self.store.delete(domain.package_key(sha))
+                    deleted += await self.store.delete(store_keys.package_key(sha))
         if deleted:
             log.info("packages.orphans_deleted", count=deleted)
         return deleted

@@ -1,6 +1,6 @@
 -- Happo packages (a static package, or the assets of DOM snapshots): one row per account and
 -- md5 of the archive (the name the clients use), the bytes stored once by content at
--- `packages/<sha256>` (services.rendering.domain.package_key).
+-- `packages/<sha256>` (shared.store_keys.package_key).
 CREATE TABLE packages (
     account_id uuid NOT NULL,
     md5 text NOT NULL CHECK (md5 ~ '^[0-9a-f]{32}$'),
