@@ -1,4 +1,5 @@
-"""Events over RabbitMQ: the envelope, the transactional outbox and its relay, and consumers.
+"""Events over RabbitMQ: the envelope, writing to the transactional outbox, the broker and
+consumers (the outbox's relay is :mod:`shared.outbox`).
 
 Topology on the broker, all durable:
 
@@ -43,7 +44,8 @@ from shared.metrics import Metrics
 log = get_logger("darkroom.events")
 
 _EVENT_TYPE = re.compile(r"^[a-z][a-z_]*\.[a-z][a-z_]*$")
-_NOTIFY_CHANNEL = "darkroom_outbox"
+#: The Postgres NOTIFY channel (suffixed with the schema) that wakes a service's outbox relays.
+OUTBOX_CHANNEL = "darkroom_outbox"
 _UNROUTED_LIMIT = 100_000
 
 
@@ -106,7 +108,7 @@ async def record_event(conn: asyncpg.Connection, event_type: str, data: dict[str
     await conn.execute(
         "WITH written AS (INSERT INTO outbox (id, type, envelope) VALUES ($1, $2, $3)"
         " RETURNING 1)"
-        f" SELECT pg_notify('{_NOTIFY_CHANNEL}_' || current_schema(), '') FROM written",
+        f" SELECT pg_notify('{OUTBOX_CHANNEL}_' || current_schema(), '') FROM written",
         uuid.UUID(envelope.id),
         envelope.type,
         envelope.to_dict(),
@@ -552,122 +554,3 @@ class BroadcastListener:
         if self._channel is not None:
             with contextlib.suppress(Exception):
                 await self._channel.close()
-
-
-class OutboxRelay:
-    """Publishes committed outbox rows in order, with confirms, and marks them published.
-
-    Several processes of one service may relay at once: ``FOR UPDATE SKIP LOCKED`` gives each
-    row to one of them. A crash after the confirm and before the mark publishes the row again,
-    which consumers absorb by event id.
-    """
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        broker: Broker,
-        *,
-        dsn: str,
-        poll_interval: float = 1.0,
-        batch_size: int = 100,
-        metrics: Metrics | None = None,
-        faults: Faults = NO_FAULTS,
-    ) -> None:
-        self.metrics = metrics
-        self.faults = faults
-        self.pool = pool
-        self.broker = broker
-        self.dsn = dsn
-        self.poll_interval = poll_interval
-        self.batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._task: asyncio.Task | None = None
-        self._listener: asyncpg.Connection | None = None
-
-    async def publish_pending(self) -> int:
-        """Publish one batch of pending rows; returns how many were published."""
-        published: list[int] = []
-        failure: BaseException | None = None
-        async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT seq, envelope FROM outbox WHERE published_at IS NULL"
-                " ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-                self.batch_size,
-            )
-            for row in rows:
-                try:
-                    await self.broker.publish(row["envelope"])
-                except Exception as exc:
-                    failure = exc
-                    break
-                published.append(row["seq"])
-                if self.metrics is not None:
-                    self.metrics.published(str(row["envelope"].get("type")))
-            if published:
-                self.faults.reach("relay.after_confirm")
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE seq = ANY($1::bigint[])",
-                    published,
-                )
-        if failure is not None:
-            raise failure
-        return len(published)
-
-    async def start(self) -> None:
-        """Start relaying in the background."""
-        with contextlib.suppress(*_LISTEN_ERRORS):
-            async with self.pool.acquire() as conn:
-                schema = await conn.fetchval("SELECT current_schema()")
-            self._listener = await asyncpg.connect(
-                self.dsn, server_settings={"application_name": "darkroom-outbox-listener"}
-            )
-            await self._listener.add_listener(f"{_NOTIFY_CHANNEL}_{schema}", self._notified)
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    def _notified(self, *_args: object) -> None:
-        self._wake.set()
-
-    async def _run(self) -> None:
-        failures = 0
-        while not self._stopping:
-            try:
-                count = await self.publish_pending()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                delay = min(0.2 * 2**failures, 10.0)
-                log.warning("outbox.publish_failed", error=repr(exc), retry_in=delay)
-                await asyncio.sleep(delay)
-                continue
-            if count == self.batch_size:
-                continue
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-
-    async def stop(self, flush_timeout: float = 5.0) -> None:
-        """Stop relaying after one last batch (bounded by ``flush_timeout``), so events the
-        consumers committed while draining leave with this process; rows still pending stay
-        for the next start or another process of the service."""
-        if self._task is not None:
-            # Let a batch being published finish (so its rows are marked, not sent twice).
-            self._stopping = True
-            self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), flush_timeout)
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if flush_timeout > 0:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(flush_timeout):
-                    await self.publish_pending()
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-
-
-_LISTEN_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -22,12 +22,13 @@ from aiohttp import web
 from shared import db
 from shared.config import CommonConfig, ConfigError, StorageConfig, load
 from shared.errors import Unavailable
-from shared.events import Broker, EventConsumer, OutboxRelay, Subscription
+from shared.events import Broker, EventConsumer, Subscription
 from shared.faults import Faults
 from shared.http import InternalClient
 from shared.logging import configure as configure_logging
 from shared.logging import get_logger
 from shared.metrics import METRICS, queue_depth_refresher
+from shared.outbox import OutboxRelay
 from shared.storage import BlobStore, open_blob_store
 
 log = get_logger("darkroom.runtime")

@@ -30,11 +30,11 @@ from shared.events import (
     Broker,
     Envelope,
     EventConsumer,
-    OutboxRelay,
     Subscription,
     new_event,
     record_event,
 )
+from shared.outbox import OutboxRelay
 from tests.conftest import AMQP_URL
 from tests.tcp_proxy import TcpProxy
 
