@@ -17,7 +17,7 @@ from gateway import openapi
 from gateway.routes import ROUTES
 from shared.config import SERVICES
 
-#: Gateway routes that are not part of the API reference (see gateway/openapi.py): the
+#: Gateway routes that are not part of the API reference (see gateway/openapi/): the
 #: catch-all proxy, Swagger UI's static files, and the Prometheus scrape target.
 GATEWAY_UNDOCUMENTED = {"/{tail}", "/docs/static/{name}", "/metrics"}
 _REGEX_PARAM = re.compile(r"{([^}:]+):[^}]+}")

@@ -3,7 +3,7 @@ resource, tenant B asking with tenant A's ids gets 404 in the dialect's error sh
 resources are unchanged afterwards.
 
 Why generated: a hand-kept list of "routes to check" is exactly the list a new route is left out
-of. The routes are read from ``gateway/openapi.py``'s OPERATIONS (``tests/test_openapi.py`` keeps
+of. The routes are read from ``gateway/openapi/``'s OPERATIONS (``tests/test_openapi.py`` keeps
 it equal to what the services register) plus the gateway's own router, and the summary test
 compares them with the running routers once more. Each placeholder names a *kind* of resource
 (``KINDS``); each kind has a factory that makes one as tenant A through the public API and reads
