@@ -1,7 +1,7 @@
 """The OAuth 2.0 authorization server's protocol rules (Progimage dialect), as plain values.
 
 Code flow (RFC 6749 §4.1) with PKCE S256 (RFC 7636), refresh-token rotation and revocation
-(RFC 7009). The handlers do the I/O; everything that decides lives here.
+(RFC 7009). The use cases in ``grants.py`` do the I/O; everything that decides lives here.
 
 Why no server library: authlib's server grants call their storage hooks synchronously (no
 async integration, authlib#340), so an adapter over them would need a sync database driver in
@@ -24,7 +24,8 @@ Deliberate choices, each for the seed's clients or for safety:
   refused. A verifier sent for a code that had no challenge is refused too (no downgrade).
 * A code is spent by its first presentation by its own client, successful or not; a second
   presentation revokes every token issued from it (RFC 6749 §4.1.2). Refresh tokens rotate
-  and a replayed one revokes its grant the same way (OAuth 2.0 Security BCP §4.14).
+  and a replayed one revokes its grant the same way (OAuth 2.0 Security BCP §4.14); that rule
+  is ``refreshing.py``'s, shared with the API login's refresh tokens.
 """
 
 from __future__ import annotations

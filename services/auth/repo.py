@@ -45,24 +45,24 @@ class CredentialOwner:
 async def create_account(
     conn: asyncpg.Connection, *, name: str, email: str, password_hash: str
 ) -> User:
-    """Insert an account and its first user; raises ``UniqueViolationError`` on a taken e-mail."""
+    """Insert an account and its first user (in the caller's transaction); raises
+    ``UniqueViolationError`` on a taken e-mail."""
     account_id, user_id = uuid.uuid4(), uuid.uuid4()
-    async with conn.transaction():
-        await conn.execute("INSERT INTO accounts (id, name) VALUES ($1, $2)", account_id, name)
-        await conn.execute(
-            "INSERT INTO users (id, account_id, name, email, password_hash)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            user_id,
-            account_id,
-            name,
-            email,
-            password_hash,
-        )
-        await record_event(
-            conn,
-            events.ACCOUNT_CREATED,
-            {"account_id": str(account_id), "user_id": str(user_id), "name": name},
-        )
+    await conn.execute("INSERT INTO accounts (id, name) VALUES ($1, $2)", account_id, name)
+    await conn.execute(
+        "INSERT INTO users (id, account_id, name, email, password_hash)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        user_id,
+        account_id,
+        name,
+        email,
+        password_hash,
+    )
+    await record_event(
+        conn,
+        events.ACCOUNT_CREATED,
+        {"account_id": str(account_id), "user_id": str(user_id), "name": name},
+    )
     return User(user_id, account_id, name, email)
 
 
@@ -200,34 +200,34 @@ async def revoke_credential(
     conn: asyncpg.Connection, account_id: uuid.UUID, credential_id: uuid.UUID
 ) -> str | None:
     """Revoke the account's key pair, token or session ``credential_id`` and publish
-    ``credential.revoked``; returns its kind, or None when the account has no such live one."""
-    async with conn.transaction():
-        kind = None
-        for table, kind_name in (("api_keys", "api_key"), ("api_tokens", "token")):
-            revoked = await conn.fetchval(
-                f"UPDATE {table} SET revoked_at = now()"
-                " WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING id",
-                credential_id,
-                account_id,
-            )
-            if revoked:
-                kind = kind_name
-                break
-        if kind is None:
-            revoked = await conn.fetchval(
-                "UPDATE sessions s SET revoked_at = now() FROM users u"
-                " WHERE s.id = $1 AND u.id = s.user_id AND u.account_id = $2"
-                " AND s.revoked_at IS NULL RETURNING s.id",
-                credential_id,
-                account_id,
-            )
-            kind = "session" if revoked else None
-        if kind is not None:
-            await record_event(
-                conn,
-                events.CREDENTIAL_REVOKED,
-                {"credential_id": str(credential_id), "kind": kind, "account_id": str(account_id)},
-            )
+    ``credential.revoked`` (in the caller's transaction); returns its kind, or None when the
+    account has no such live one."""
+    kind = None
+    for table, kind_name in (("api_keys", "api_key"), ("api_tokens", "token")):
+        revoked = await conn.fetchval(
+            f"UPDATE {table} SET revoked_at = now()"
+            " WHERE id = $1 AND account_id = $2 AND revoked_at IS NULL RETURNING id",
+            credential_id,
+            account_id,
+        )
+        if revoked:
+            kind = kind_name
+            break
+    if kind is None:
+        revoked = await conn.fetchval(
+            "UPDATE sessions s SET revoked_at = now() FROM users u"
+            " WHERE s.id = $1 AND u.id = s.user_id AND u.account_id = $2"
+            " AND s.revoked_at IS NULL RETURNING s.id",
+            credential_id,
+            account_id,
+        )
+        kind = "session" if revoked else None
+    if kind is not None:
+        await record_event(
+            conn,
+            events.CREDENTIAL_REVOKED,
+            {"credential_id": str(credential_id), "kind": kind, "account_id": str(account_id)},
+        )
     return kind
 
 
@@ -329,22 +329,22 @@ async def oauth_clients_of(conn: asyncpg.Connection, account_id: uuid.UUID) -> l
 async def delete_oauth_client(
     conn: asyncpg.Connection, account_id: uuid.UUID, client_pk: uuid.UUID
 ) -> list[uuid.UUID] | None:
-    """Delete the account's application and revoke every token it holds; returns the revoked
-    token ids, or None when the account has no such live application."""
-    async with conn.transaction():
-        deleted = await conn.fetchval(
-            "UPDATE oauth_clients SET deleted_at = now()"
-            " WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING id",
-            client_pk,
-            account_id,
-        )
-        if deleted is None:
-            return None
-        await conn.execute(
-            "UPDATE oauth_codes SET used_at = now() WHERE client_id = $1 AND used_at IS NULL",
-            client_pk,
-        )
-        return await _revoke_oauth_tokens(conn, "client_id", client_pk)
+    """Delete the account's application and revoke every token it holds (in the caller's
+    transaction); returns the revoked token ids, or None when the account has no such live
+    application."""
+    deleted = await conn.fetchval(
+        "UPDATE oauth_clients SET deleted_at = now()"
+        " WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL RETURNING id",
+        client_pk,
+        account_id,
+    )
+    if deleted is None:
+        return None
+    await conn.execute(
+        "UPDATE oauth_codes SET used_at = now() WHERE client_id = $1 AND used_at IS NULL",
+        client_pk,
+    )
+    return await _revoke_oauth_tokens(conn, "client_id", client_pk)
 
 
 async def create_oauth_code(
@@ -453,8 +453,7 @@ async def rotate_oauth_pair(conn: asyncpg.Connection, token_id: uuid.UUID) -> li
 async def revoke_oauth_grant(conn: asyncpg.Connection, code_id: uuid.UUID) -> list[uuid.UUID]:
     """Revoke every live pair issued from the code ``code_id`` or refreshed from those; returns
     their ids (with rotation there is at most one)."""
-    async with conn.transaction():
-        return await _revoke_oauth_tokens(conn, "code_id", code_id)
+    return await _revoke_oauth_tokens(conn, "code_id", code_id)
 
 
 async def _revoke_oauth_tokens(
