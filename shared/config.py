@@ -265,6 +265,20 @@ class SigningConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImagingConfig:
+    """The pixel limit, declared once for every process that decodes images (ingest at upload,
+    processing before it decodes an original); mixed into their configs."""
+
+    max_pixels: int = setting(
+        "DARKROOM_MAX_PIXELS",
+        100_000_000,
+        "Largest image, as width x height x frames (every frame of an animation), read from its"
+        " header before any pixel is decoded (decompression-bomb guard): ingest refuses a larger"
+        " upload, processing a larger original.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class StorageConfig(CommonConfig):
     """Settings of a process that reads or writes blobs: the common ones plus the blob store."""
 

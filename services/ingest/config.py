@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import RemoteFetchConfig, SigningConfig, setting
+from aiohttp import web
+
+from shared.config import ImagingConfig, RemoteFetchConfig, SigningConfig, setting
 
 
 @dataclass(frozen=True)
-class IngestConfig(RemoteFetchConfig, SigningConfig):
+class IngestConfig(RemoteFetchConfig, SigningConfig, ImagingConfig):
     """Ingest's settings: the common, storage and remote-fetch ones plus upload limits and URL
     signing."""
 
-    max_pixels: int = setting(
-        "DARKROOM_MAX_PIXELS",
-        100_000_000,
-        "Largest width x height x frames of an uploaded image (decompression-bomb guard).",
-    )
     max_frames: int = setting(
         "DARKROOM_MAX_FRAMES", 500, "Most frames (pages) an uploaded animated image may have."
     )
@@ -33,3 +30,7 @@ class IngestConfig(RemoteFetchConfig, SigningConfig):
         4,
         "Remote images one request downloads at once (a bulk request's others wait).",
     )
+
+
+#: The app's settings, for every dialect's handlers.
+CONFIG = web.AppKey("ingest.config", IngestConfig)

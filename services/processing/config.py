@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from shared.config import StorageConfig, setting
+from shared.config import ImagingConfig, StorageConfig, setting
 
 
 @dataclass(frozen=True)
-class ProcessingConfig(StorageConfig):
-    """Processing's settings: the common and storage ones plus its worker pool and limits."""
+class ProcessingConfig(StorageConfig, ImagingConfig):
+    """Processing's settings: the common, storage and imaging ones plus its worker pool."""
 
     workers: int = setting(
         "DARKROOM_PROCESSING_WORKERS",
@@ -19,12 +19,6 @@ class ProcessingConfig(StorageConfig):
         " queues: derivatives, analyses and comparisons); default the machine's CPU count. In a"
         " container, set it to the CPU limit. Each delivery in flight holds a database"
         " connection, so keep three times it below DARKROOM_DB_POOL_MAX.",
-    )
-    max_pixels: int = setting(
-        "DARKROOM_MAX_PIXELS",
-        100_000_000,
-        "Largest width x height of an original processing decodes (decompression-bomb guard;"
-        " the same setting limits uploads in ingest).",
     )
     vips_concurrency: int = setting(
         "DARKROOM_VIPS_CONCURRENCY",

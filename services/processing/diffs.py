@@ -50,8 +50,9 @@ Identical bytes
 
 Hostile input
     Only the loaders :func:`shared.imaging.refuse_untrusted_loaders` leaves open (PNG, JPEG,
-    GIF, WebP) run; each header is held against :attr:`Limits.max_pixels` before any pixel is
-    decoded (and so is the union canvas); truncated or corrupt data fails the decode
+    GIF, WebP) run; each header is held against :attr:`Limits.max_pixels` (width x height x
+    frames, :func:`shared.imaging.check_pixels`) before any pixel is decoded (and the union
+    canvas, one frame, is too); truncated or corrupt data fails the decode
     (``fail_on=error``). All of it raises :class:`UndiffableImage`, which names the side.
 """
 
@@ -66,7 +67,14 @@ import pyvips
 
 from services.processing.transforms import Limits, UndecodableImage
 from shared.errors import InvalidRequest
-from shared.imaging import refuse_untrusted_loaders
+from shared.imaging import (
+    Header,
+    TooManyPixels,
+    UnreadableImage,
+    check_pixels,
+    read_header,
+    refuse_untrusted_loaders,
+)
 
 refuse_untrusted_loaders()
 
@@ -80,12 +88,6 @@ DIFF_PNG_COMPRESSION = 6
 #: How much of ``before`` shows through the white in the diff image (pixelmatch's ``alpha``).
 DIFF_FADE = 0.1
 
-_LOADERS = {
-    "jpegload_buffer": "JPEG",
-    "pngload_buffer": "PNG",
-    "webpload_buffer": "WebP",
-    "gifload_buffer": "GIF",
-}
 _WHITE = [255.0, 255.0, 255.0]
 #: RGB to YIQ (NTSC), pixelmatch's coefficients; rows Y, I, Q.
 _YIQ = [
@@ -157,11 +159,11 @@ def diff_images(before: bytes, after: bytes, options: DiffOptions, limits: Limit
     """Compare the images ``before`` and ``after`` pixel by pixel (see the module's
     documentation for every rule). Raises :class:`UndiffableImage` for an input that is not a
     PNG, JPEG, GIF or WebP image, is truncated or corrupt, or is over ``limits``."""
-    head_before = _header(before, "before", limits)
+    head_before = _examine(before, "before", limits)
     if before == after:
         width, height = head_before.width, head_before.height
         return PixelDiff(0, width * height, width, height, None, b"", False)
-    head_after = _header(after, "after", limits)
+    head_after = _examine(after, "after", limits)
     width = max(head_before.width, head_after.width)
     height = max(head_before.height, head_after.height)
     if width * height > limits.max_pixels:
@@ -211,41 +213,33 @@ def diff_images(before: bytes, after: bytes, options: DiffOptions, limits: Limit
 
 
 @dataclass(frozen=True)
-class _Header:
+class _Input:
+    """One side of a diff: its bytes and what its header says (nothing decoded yet)."""
+
     side: str
-    image: pyvips.Image  # lazy: nothing decoded yet
-    format_name: str
+    data: bytes
+    header: Header
 
     @property
     def width(self) -> int:
-        return self.image.width
+        return self.header.width
 
     @property
     def height(self) -> int:
-        return self.image.height
+        return self.header.height
 
 
-def _header(data: bytes, side: str, limits: Limits) -> _Header:
-    """Open ``data`` (its header only) and hold it against ``limits``."""
+def _examine(data: bytes, side: str, limits: Limits) -> _Input:
+    """Read the header of ``data`` and hold it against ``limits``."""
     try:
-        image = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error")
-    except pyvips.Error as exc:
-        raise UndiffableImage(
-            f"The {side} file is not a JPEG, PNG, WebP or GIF image", side=side
-        ) from exc
-    format_name = _LOADERS.get(image.get("vips-loader"))
-    if format_name is None:
-        raise UndiffableImage(f"The {side} file is not a JPEG, PNG, WebP or GIF image", side=side)
-    if image.width * image.height > limits.max_pixels:
-        raise UndiffableImage(
-            f"The {side} image is {image.width}x{image.height} pixels; at most"
-            f" {limits.max_pixels} pixels can be compared",
-            side=side,
-        )
-    return _Header(side, image, format_name)
+        header = read_header(data, subject=f"The {side} file")
+        check_pixels(header, limits.max_pixels, subject=f"The {side} image", verb="compared")
+    except (UnreadableImage, TooManyPixels) as exc:
+        raise UndiffableImage(exc.message, side=side) from exc
+    return _Input(side, data, header)
 
 
-def _decode_both(first: _Header, second: _Header) -> tuple[pyvips.Image, pyvips.Image]:
+def _decode_both(first: _Input, second: _Input) -> tuple[pyvips.Image, pyvips.Image]:
     """Decode both images into memory at once (a PNG decodes on one core; there are two)."""
     outcome: list[pyvips.Image | Exception] = []
 
@@ -266,10 +260,10 @@ def _decode_both(first: _Header, second: _Header) -> tuple[pyvips.Image, pyvips.
     return decoded_first, outcome[0]
 
 
-def _decode(header: _Header) -> pyvips.Image:
+def _decode(source: _Input) -> pyvips.Image:
     """The image decoded into memory, 8-bit sRGB, three bands, alpha flattened on white."""
     try:
-        image = header.image
+        image = pyvips.Image.new_from_buffer(source.data, "", access="sequential", fail_on="error")
         if image.interpretation != "srgb" or image.bands < 3 or image.format != "uchar":
             image = image.colourspace("srgb")
         if image.format != "uchar":
@@ -283,8 +277,8 @@ def _decode(header: _Header) -> pyvips.Image:
         return image.copy_memory()
     except pyvips.Error as exc:
         raise UndiffableImage(
-            f"The {header.side} {header.format_name} image is truncated or corrupt",
-            side=header.side,
+            f"The {source.side} {source.header.format_name} image is truncated or corrupt",
+            side=source.side,
         ) from exc
 
 

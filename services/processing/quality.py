@@ -7,7 +7,8 @@ service's worker threads. The codes it reports and their meaning are the contrac
 analysis says about the same bytes, so it is a new algorithm name, not an edit.
 
 **What is read.** The header first (no pixel decoded): its format, its size once upright
-(EXIF orientation), held against ``limits.max_pixels``. Then the image is decoded *shrunk*
+(EXIF orientation), its pixels (width x height x frames) held against ``limits.max_pixels``
+(:func:`shared.imaging.check_pixels`). Then the image is decoded *shrunk*
 (``thumbnail_buffer``: JPEG DCT scaling, WebP shrink-on-load) so that its long side is at most
 :data:`ANALYSIS_SIDE` (1024) pixels, turned upright, converted to 8-bit sRGB and flattened on
 white. Every figure is measured on that *analysis image*, so a 4000x3000 photo costs about as
@@ -87,8 +88,9 @@ from typing import Any
 
 import pyvips
 
-from services.processing.transforms import Header, Limits, UndecodableImage, read_header, to_srgb
+from services.processing.transforms import Limits, to_srgb
 from shared.analysis import AUX_MEDIA_TYPE, MAX_FILE_BYTES, MIN_SIDE
+from shared.imaging import TooManyPixels, UnreadableImage, check_pixels, read_header
 
 #: The long side, in pixels, of the image every figure is measured on (never enlarged).
 ANALYSIS_SIDE = 1024
@@ -228,7 +230,7 @@ def analyse(data: bytes, limits: Limits) -> Analysis:
         )
     try:
         header = read_header(data)
-    except UndecodableImage:
+    except UnreadableImage:
         other = _other_format(data)
         result["format"] = other
         if other is None:
@@ -237,26 +239,28 @@ def analyse(data: bytes, limits: Limits) -> Analysis:
             problems.add("unsupported_format")
             details["unsupported_format"] = _unsupported(other)
         return _conclude(problems, set(), details, result, None)
-    result.update(format=_FORMATS[header.format_name], width=header.width, height=header.height)
+    width, height = header.upright_width, header.upright_height
+    result.update(format=_FORMATS[header.format_name], width=width, height=height)
     if result["format"] == "gif":
         problems.add("unsupported_format")
         details["unsupported_format"] = _unsupported("gif")
-    if min(header.width, header.height) < MIN_SIDE:
+    if min(width, height) < MIN_SIDE:
         problems.add("low_resolution")
         details["low_resolution"] = (
-            f"The photo is only {header.width}x{header.height} pixels: upload one at least"
-            f" {MIN_SIDE}x{MIN_SIDE}."
+            f"The photo is only {width}x{height} pixels: upload one at least {MIN_SIDE}x{MIN_SIDE}."
         )
-    if header.pixels > limits.max_pixels:
+    try:
+        check_pixels(header, limits.max_pixels)
+    except TooManyPixels:
         problems.add("file_too_large")
         details["file_too_large"] = (
-            f"The image is {header.width}x{header.height} pixels, more than the"
+            f"The image is {header.size_text()}, more than the"
             f" {limits.max_pixels / 1e6:g} megapixels that can be analysed: upload a smaller"
             " photo."
         )
         return _conclude(problems, set(), details, result, None)
     try:
-        image = _load(data, header)
+        image = _load(data)
         grey = image.recomb(_LUMA)
         counts = _histogram(grey)
         levels = _levels(counts)
@@ -278,7 +282,7 @@ def analyse(data: bytes, limits: Limits) -> Analysis:
     return _conclude(problems, _issues(measures), details, result, measures, aux)
 
 
-def _load(data: bytes, header: Header) -> pyvips.Image:
+def _load(data: bytes) -> pyvips.Image:
     """The analysis image: shrunk while decoded to a long side of at most ``ANALYSIS_SIDE``,
     upright, 8-bit sRGB, flattened on white, in memory (it is read several times)."""
     # thumbnail_buffer's own fail_on does not reach the loader (libvips 8.18): a truncated

@@ -22,7 +22,14 @@ import pyvips
 
 from shared.derivatives import Transform
 from shared.errors import InvalidRequest
-from shared.imaging import refuse_untrusted_loaders
+from shared.imaging import (
+    Header,
+    TooManyPixels,
+    UnreadableImage,
+    check_pixels,
+    read_header,
+    refuse_untrusted_loaders,
+)
 
 refuse_untrusted_loaders()
 
@@ -34,13 +41,6 @@ PNG_COMPRESSION = 6
 #: coefficient of the image (measured: 652 MB at 100 MP against 109 MB without) to win ~5 % of
 #: the bytes; past 16 MP the memory is worth more than the bytes.
 OPTIMIZED_JPEG_MAX_PIXELS = 16_000_000
-#: The loaders an original may go through, and the name a person knows the format by.
-_LOADERS = {
-    "jpegload_buffer": "JPEG",
-    "pngload_buffer": "PNG",
-    "webpload_buffer": "WebP",
-    "gifload_buffer": "GIF",
-}
 #: libvips' largest coordinate: the "no limit" side of a box open on one side.
 _OPEN_SIDE = 10_000_000
 _WHITE = [255.0, 255.0, 255.0]
@@ -55,9 +55,9 @@ class UndecodableImage(InvalidRequest):
 
 @dataclass(frozen=True)
 class Limits:
-    """What an original may be to be processed: at most ``max_pixels`` (width x height of the
-    frame processed), checked from the header before any pixel is decoded; the image a turn
-    makes of it is held to the same limit."""
+    """What an original may be to be processed: at most ``max_pixels`` (width x height x
+    frames, :func:`shared.imaging.check_pixels`), checked from the header before any pixel is
+    decoded; the image a turn makes of it is held to the same limit."""
 
     max_pixels: int
 
@@ -104,47 +104,13 @@ def derive(data: bytes, transform: Transform, limits: Limits) -> Derived:
     return Derived(encoded, image.width, image.height, transform.media_type)
 
 
-@dataclass(frozen=True)
-class Header:
-    """What an original's header says: its size once upright, its EXIF orientation (1-8) and
-    its format's name."""
-
-    width: int
-    height: int
-    orientation: int
-    format_name: str
-
-    @property
-    def pixels(self) -> int:
-        """Width x height: what :class:`Limits` holds it against."""
-        return self.width * self.height
-
-
-def read_header(data: bytes) -> Header:
-    """Read the header of ``data`` (no pixel decoded); raises :class:`UndecodableImage` when
-    it is not a JPEG, PNG, WebP or GIF image."""
-    try:
-        header = pyvips.Image.new_from_buffer(data, "", access="sequential", fail_on="error")
-    except pyvips.Error as exc:
-        raise UndecodableImage("The file is not a JPEG, PNG, WebP or GIF image") from exc
-    format_name = _LOADERS.get(header.get("vips-loader"))
-    if format_name is None:
-        raise UndecodableImage("The file is not a JPEG, PNG, WebP or GIF image")
-    width, height = header.width, header.height
-    orientation = header.get("orientation") if header.get_typeof("orientation") else 1
-    if orientation >= 5:  # EXIF 5-8 turn the image a quarter
-        width, height = height, width
-    return Header(width, height, orientation, format_name)
-
-
 def _examine(data: bytes, limits: Limits) -> Header:
     """Read the header of ``data`` and hold it against ``limits``."""
-    header = read_header(data)
-    if header.pixels > limits.max_pixels:
-        raise UndecodableImage(
-            f"The image is {header.width}x{header.height} pixels; at most {limits.max_pixels}"
-            " pixels can be processed"
-        )
+    try:
+        header = read_header(data)
+        check_pixels(header, limits.max_pixels, verb="processed")
+    except (UnreadableImage, TooManyPixels) as exc:
+        raise UndecodableImage(exc.message) from exc
     return header
 
 
@@ -161,7 +127,7 @@ def _check_result(image: pyvips.Image, limits: Limits) -> None:
 def _load(data: bytes, transform: Transform, header: Header) -> pyvips.Image:
     """The original upright (EXIF orientation applied), in 8-bit sRGB, already shrunk as far
     as the box will allow after the rotation."""
-    box = _preshrink_box(transform, header.width, header.height)
+    box = _preshrink_box(transform, header.upright_width, header.upright_height)
     shrink = 1 if box is None else jpeg_shrink(header, box)
     if shrink > 1:
         # libvips' thumbnail keeps twice the box through its JPEG shrink-on-load; decoding at
@@ -203,7 +169,7 @@ def jpeg_shrink(header: Header, box: tuple[int, int]) -> int:
     format."""
     if header.format_name != "JPEG":
         return 1
-    scale = min(box[0] / header.width, box[1] / header.height)
+    scale = min(box[0] / header.upright_width, box[1] / header.upright_height)
     for shrink in (8, 4, 2):
         if shrink * scale <= 1.0:
             return shrink
