@@ -91,7 +91,7 @@ class Bench:
     """The running platform, the files and what the contenders share."""
 
     def __init__(self, platform: darkroom.Platform, files: list[bytes], duplicate: bytes):
-        from services.ingest.domain import Limits
+        from services.ingest.content_checks import Limits
 
         self.platform = platform
         self.files = files
@@ -117,7 +117,7 @@ class Bench:
                 self.errors.setdefault(name, Counter())["wrong hash"] += 1
 
     def _examine(self, data: bytes) -> None:
-        from services.ingest.domain import examine
+        from services.ingest.content_checks import examine
 
         content = examine(data, self.limits)
         store_like_ingest(self.folder, content.sha256, data)

@@ -72,6 +72,13 @@ def sha256_of_derivative_key(key: str) -> str | None:
     return match[3]
 
 
+def entity_tag(key: str) -> str:
+    """The entity tag (ETag) of the immutable object under a derived or diff ``key``: the digest
+    its name carries (the transform's, or the pair's and options'), without the extension. Its
+    URL names the original or the comparison, not these bytes, so the key says what they are."""
+    return key.rsplit("/", 1)[-1].split(".", 1)[0]
+
+
 def diff_key(before_sha256: str, after_sha256: str, options_digest: str) -> str:
     """The store key of the diff PNG of ``before`` → ``after`` under the options whose digest
     is ``options_digest``."""

@@ -21,13 +21,15 @@ import pyvips  # noqa: F401
 
 with atheris.instrument_imports(include=["services", "shared"]):
     from services.auth import domain as auth
-    from services.ingest import domain as ingest
-    from shared import errors
+    from services.ingest import content_checks
+    from services.ingest.happo import domain as happo
+    from services.ingest.progimage import domain as progimage
+    from shared import delivery, errors
     from shared.imaging import refuse_untrusted_loaders
 
 SECRET = "s" * 32
 KEY = "k" * 20
-LIMITS = ingest.Limits(max_bytes=1 << 20, max_pixels=4_000_000, max_frames=20)
+LIMITS = content_checks.Limits(max_bytes=1 << 20, max_pixels=4_000_000, max_frames=20)
 
 
 def _text(data: bytes) -> str:
@@ -45,19 +47,19 @@ def jwt(data: bytes) -> None:
 
 
 def upload(data: bytes) -> None:
-    ingest.sniff(data[:64])
-    ingest.examine(data, LIMITS)
+    content_checks.sniff(data[:64])
+    content_checks.examine(data, LIMITS)
 
 
 def base64_image(data: bytes) -> None:
-    ingest.decode_base64_image(_text(data), 1 << 20)
+    progimage.decode_base64_image(_text(data), 1 << 20)
 
 
 def byte_range(data: bytes) -> None:
     provider = atheris.FuzzedDataProvider(data)
     size = provider.ConsumeIntInRange(0, 1 << 40)
     header = provider.ConsumeUnicodeNoSurrogates(200)
-    answer = ingest.parse_range(header, size)
+    answer = delivery.parse_range(header, size)
     if answer is not None:
         start, end = answer
         assert 0 <= start < end <= size, (header, size, answer)  # [start, end)
@@ -69,11 +71,11 @@ def process_request(data: bytes) -> None:
     except (ValueError, RecursionError):
         return
     if isinstance(body, dict):
-        ingest.parse_process_request(body, 10)
+        progimage.parse_process_request(body, 10)
 
 
 def upload_token(data: bytes) -> None:
-    ingest.verify_upload_token(SECRET, _text(data), 0.0)
+    happo.verify_upload_token(SECRET, _text(data), 0.0)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

@@ -19,11 +19,13 @@ import aiohttp
 import pytest
 import pyvips
 
-from services.ingest import domain
 from services.ingest.blobs import OrphanSweeper
+from services.ingest.happo.domain import sign_upload_token
+from services.ingest.hautai import domain
 from shared.analysis import ALGORITHM, AUX_IMAGE_TYPES
 from shared.runtime import POOL, STORE
-from shared.store_keys import derivatives_prefix
+from shared.signing import sign_token
+from shared.store_keys import blob_key, derivatives_prefix
 from tests import test_auth_gateway
 from tests.test_ingest_hashhost import LIMIT
 from tests.test_processing_quality import jpeg, scene
@@ -377,7 +379,7 @@ async def test_the_whole_flow(http, platform, tmp_path):
     async with http.get(got["signed_url"]) as response:
         assert response.status == 404
     keys = await stored(stack)
-    assert domain.blob_key(sha256) not in keys
+    assert blob_key(sha256) not in keys
     assert not [k for k in keys if k.startswith(derivatives_prefix(sha256))]
     assert (await call(http, "GET", listing, company.token))["count"] == 2
     aux_rows = await stack.apps["ingest"][POOL].fetchval(
@@ -435,12 +437,12 @@ async def test_signed_upload_url_refusals_keep_nothing(http, stack, account):
     upload_url = image["upload_url"]
     headers = upload_url["headers"]
     good = photo()
-    expired = domain.sign_token(
+    expired = sign_token(
         stack.env["DARKROOM_SIGNING_KEY"],
-        {"use": domain.HAUT_UPLOAD, "image": image["id"], "account": company.id},
+        {"use": domain.HAUTAI_UPLOAD, "image": image["id"], "account": company.id},
         int(time.time()) - 1,
     )
-    happo = domain.sign_upload_token(
+    happo = sign_upload_token(
         stack.env["DARKROOM_SIGNING_KEY"], company.id, image["id"], int(time.time()) + 60
     )
     before = await snapshot(stack)
@@ -626,7 +628,7 @@ async def test_deleting_a_dataset_takes_its_subjects_images_and_bytes(http, stac
     await put(http, uploaded["upload_url"], data)
     pending = await signed_upload(http, company, subject)
     sha256 = hashlib.sha256(data).hexdigest()
-    assert domain.blob_key(sha256) in await stored(stack)
+    assert blob_key(sha256) in await stored(stack)
     await call(
         http, "DELETE", company.url(f"/datasets/{dataset['id']}/"), company.token, expect=204
     )
@@ -637,7 +639,7 @@ async def test_deleting_a_dataset_takes_its_subjects_images_and_bytes(http, stac
         f"/images/{pending['id']}/",
     ):
         await refused(http, "GET", company.url(path), company.token, 404, "not_found")
-    assert domain.blob_key(sha256) not in await stored(stack)
+    assert blob_key(sha256) not in await stored(stack)
     await put(http, pending["upload_url"], photo(), expect=404)
 
 

@@ -37,7 +37,7 @@ import pyvips
 from aiohttp import web
 
 from services.auth.domain import sign_jwt
-from services.ingest.handlers import PROGIMAGE
+from services.ingest.progimage.handlers import PROGIMAGE
 from shared.remote import RemoteFetcher, RemotePolicy
 from shared.runtime import POOL, STORE
 from shared.store_keys import derivatives_prefix

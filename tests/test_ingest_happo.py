@@ -14,8 +14,9 @@ import pytest
 import pyvips
 
 from services.auth.domain import sign_jwt
-from services.ingest.domain import blob_key, sign_upload_token
+from services.ingest.happo.domain import sign_upload_token
 from shared.runtime import POOL
+from shared.store_keys import blob_key
 from tests.test_ingest_hashhost import LIMIT, png_bomb, random_png, snapshot
 
 

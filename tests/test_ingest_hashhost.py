@@ -15,8 +15,8 @@ import pytest
 import pyvips
 
 from services.ingest.blobs import OrphanSweeper
-from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
+from shared.store_keys import blob_key
 
 LIMIT = 3 * 1024 * 1024  # DARKROOM_MAX_UPLOAD_BYTES of the test stack
 

@@ -9,9 +9,9 @@ import hashlib
 import aiohttp
 
 from services.ingest.blobs import OrphanSweeper
-from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
 from shared.storage import S3BlobStore
+from shared.store_keys import blob_key
 from tests.test_ingest_hashhost import random_png, snapshot
 
 

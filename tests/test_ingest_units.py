@@ -9,85 +9,87 @@ import time
 import pytest
 import pyvips
 
-from services.ingest import domain
-from shared import errors
+from services.ingest import content_checks
+from services.ingest.happo import domain as happo
+from services.ingest.hashhost import domain as hashhost
+from shared import delivery, errors, image_urls, store_keys
 
-LIMITS = domain.Limits(max_bytes=1_000_000, max_pixels=10_000, max_frames=3)
+LIMITS = content_checks.Limits(max_bytes=1_000_000, max_pixels=10_000, max_frames=3)
 
 
 def test_sniff_reads_the_bytes_not_the_name():
     png = pyvips.Image.black(4, 4).write_to_buffer(".png")
-    assert domain.sniff(png) is domain.PNG
-    assert domain.sniff(b"\xff\xd8\xff\xe0rest") is domain.JPEG
-    assert domain.sniff(b"GIF89a...") is domain.GIF
-    assert domain.sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") is domain.WEBP
-    assert domain.sniff(b"%PDF-1.7") is domain.PDF
-    assert domain.sniff(b"\xef\xbb\xbf  <!DocType HTML><p>") is domain.HTML
-    assert domain.sniff(b'<?xml version="1.0"?><svg onload="x">') is domain.HTML
-    assert domain.sniff("plain text, é".encode()) is domain.TEXT
-    assert domain.sniff(b"\x00\x01\x02") is domain.BINARY
+    assert content_checks.sniff(png) is content_checks.PNG
+    assert content_checks.sniff(b"\xff\xd8\xff\xe0rest") is content_checks.JPEG
+    assert content_checks.sniff(b"GIF89a...") is content_checks.GIF
+    assert content_checks.sniff(b"RIFF\x00\x00\x00\x00WEBPVP8 ") is content_checks.WEBP
+    assert content_checks.sniff(b"%PDF-1.7") is content_checks.PDF
+    assert content_checks.sniff(b"\xef\xbb\xbf  <!DocType HTML><p>") is content_checks.HTML
+    assert content_checks.sniff(b'<?xml version="1.0"?><svg onload="x">') is content_checks.HTML
+    assert content_checks.sniff("plain text, é".encode()) is content_checks.TEXT
+    assert content_checks.sniff(b"\x00\x01\x02") is content_checks.BINARY
 
 
 def test_examine_refuses_bombs_from_the_header_and_fakes_on_decode():
-    ok = domain.examine(pyvips.Image.black(100, 100).write_to_buffer(".png"), LIMITS)
+    ok = content_checks.examine(pyvips.Image.black(100, 100).write_to_buffer(".png"), LIMITS)
     assert (ok.format, ok.width, ok.height, ok.frames) == ("png", 100, 100, 1)
     with pytest.raises(errors.InvalidRequest, match="pixels"):
-        domain.examine(pyvips.Image.black(101, 100).write_to_buffer(".png"), LIMITS)
+        content_checks.examine(pyvips.Image.black(101, 100).write_to_buffer(".png"), LIMITS)
     frames = pyvips.Image.new_from_memory(os.urandom(4 * 16 * 3), 4, 16, 3, "uchar").copy()
     frames.set_type(pyvips.GValue.gint_type, "page-height", 4)  # four distinct 4x4 frames
     gif = frames.write_to_buffer(".gif")
-    assert domain.examine(gif, domain.Limits(10**6, 10**6, 4)).frames == 4
+    assert content_checks.examine(gif, content_checks.Limits(10**6, 10**6, 4)).frames == 4
     with pytest.raises(errors.InvalidRequest, match="frames"):
-        domain.examine(gif, LIMITS)
+        content_checks.examine(gif, LIMITS)
     with pytest.raises(errors.InvalidRequest):
-        domain.examine(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, LIMITS)
+        content_checks.examine(b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, LIMITS)
     with pytest.raises(errors.UnsupportedMediaType):
-        domain.examine(b"hello", LIMITS, accept=frozenset({domain.PNG}))
+        content_checks.examine(b"hello", LIMITS, accept=frozenset({content_checks.PNG}))
     with pytest.raises(errors.BadRequest):
-        domain.examine(b"", LIMITS)
-    assert domain.examine(b"hello", LIMITS).media_type == "text/plain"
+        content_checks.examine(b"", LIMITS)
+    assert content_checks.examine(b"hello", LIMITS).media_type == "text/plain"
 
 
 def test_blob_keys_round_trip():
     sha = hashlib.sha256(b"x").hexdigest()
-    key = domain.blob_key(sha)
+    key = store_keys.blob_key(sha)
     assert key == f"sha256/{sha[:2]}/{sha[2:4]}/{sha}"
-    assert domain.sha256_of_key(key) == sha
-    assert domain.sha256_of_key(f"sha256/00/00/{sha}") is None
+    assert store_keys.sha256_of_blob_key(key) == sha
+    assert store_keys.sha256_of_blob_key(f"sha256/00/00/{sha}") is None
     with pytest.raises(ValueError):
-        domain.blob_key("../etc/passwd")
+        store_keys.blob_key("../etc/passwd")
 
 
 def test_file_paths_name_one_hash():
     sha = "a" * 64
     for tail in (sha, f"{sha}.png", f"{sha}.tar.gz", f"{sha}/any name.jpg", sha.upper()):
-        assert domain.file_hash_of_path(tail) == sha
+        assert image_urls.file_hash_of_path(tail) == sha
     for tail in ("a" * 63, f"{sha}x", "../" + sha):
-        assert domain.file_hash_of_path(tail) is None
+        assert image_urls.file_hash_of_path(tail) is None
 
 
 def test_upload_tokens_verify_expire_and_resist_tampering():
-    token = domain.sign_upload_token("key", "acc", "h", int(time.time()) + 60)
-    grant = domain.verify_upload_token("key", token, time.time())
+    token = happo.sign_upload_token("key", "acc", "h", int(time.time()) + 60)
+    grant = happo.verify_upload_token("key", token, time.time())
     assert (grant.account_id, grant.hash) == ("acc", "h")
     with pytest.raises(errors.Forbidden, match="not valid"):
-        domain.verify_upload_token("other key", token, time.time())
+        happo.verify_upload_token("other key", token, time.time())
     with pytest.raises(errors.Forbidden, match="not valid"):
-        domain.verify_upload_token("key", "x" + token, time.time())
+        happo.verify_upload_token("key", "x" + token, time.time())
     with pytest.raises(errors.Forbidden, match="expired"):
-        domain.verify_upload_token("key", token, time.time() + 61)
-    assert domain.sign_upload_token("key", "acc", "h", 1) != domain.sign_upload_token(
+        happo.verify_upload_token("key", token, time.time() + 61)
+    assert happo.sign_upload_token("key", "acc", "h", 1) != happo.sign_upload_token(
         "key", "acc", "h", 1
     )  # each URL has its own jti
 
 
 def test_client_hashes_are_checked_when_recognisable():
     data = b"png bytes"
-    domain.check_client_hash(hashlib.md5(data).hexdigest(), data)  # noqa: S324
-    domain.check_client_hash(hashlib.sha256(data).hexdigest().upper(), data)
-    domain.check_client_hash("my-screenshot-1", data)
+    happo.check_client_hash(hashlib.md5(data).hexdigest(), data)  # noqa: S324
+    happo.check_client_hash(hashlib.sha256(data).hexdigest().upper(), data)
+    happo.check_client_hash("my-screenshot-1", data)
     with pytest.raises(errors.InvalidRequest):
-        domain.check_client_hash("0" * 32, data)
+        happo.check_client_hash("0" * 32, data)
 
 
 @pytest.mark.parametrize(
@@ -108,19 +110,19 @@ def test_client_hashes_are_checked_when_recognisable():
     ],
 )
 def test_ranges(header, expected):
-    assert domain.parse_range(header, 100) == expected
+    assert delivery.parse_range(header, 100) == expected
 
 
 @pytest.mark.parametrize("header", ["bytes=100-", "bytes=-0", "bytes=150-200"])
 def test_unsatisfiable_ranges(header):
-    with pytest.raises(domain.RangeNotSatisfiable):
-        domain.parse_range(header, 100)
+    with pytest.raises(delivery.RangeNotSatisfiable):
+        delivery.parse_range(header, 100)
 
 
 def test_filenames_are_cleaned():
-    assert domain.clean_filename("C:\\Users\\x\\photo.png") == "photo.png"
-    assert domain.clean_filename("../../etc/passwd") == "passwd"
-    assert domain.clean_filename("a\x00b\nc.txt") == "abc.txt"
-    assert domain.clean_filename("") == "file"
-    assert domain.extension_for("archive.TAR", "bin") == "tar"
-    assert domain.extension_for("noext", "png") == "png"
+    assert hashhost.clean_filename("C:\\Users\\x\\photo.png") == "photo.png"
+    assert hashhost.clean_filename("../../etc/passwd") == "passwd"
+    assert hashhost.clean_filename("a\x00b\nc.txt") == "abc.txt"
+    assert hashhost.clean_filename("") == "file"
+    assert hashhost.extension_for("archive.TAR", "bin") == "tar"
+    assert hashhost.extension_for("noext", "png") == "png"

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 import pyvips
 
-from services.ingest.domain import blob_key
 from services.processing import consumers, domain
 from services.processing.config import ProcessingConfig
 from services.processing.consumers import COMPARISONS_CONSUMER
@@ -33,7 +32,7 @@ from shared.config import load
 from shared.errors import InvalidRequest
 from shared.events import BroadcastListener, Envelope, new_event, record_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
-from shared.store_keys import DIFF_PREFIX
+from shared.store_keys import DIFF_PREFIX, blob_key
 from tests.conftest import AMQP_URL
 from tests.test_processing_consumer import eventually
 

@@ -17,7 +17,7 @@ import pytest
 import pyvips
 from aiohttp import web
 
-from services.ingest.handlers import PROGIMAGE
+from services.ingest.progimage.handlers import PROGIMAGE
 from shared.remote import RemoteFetcher, RemotePolicy
 from shared.runtime import POOL, STORE
 from tests.conftest import free_port

@@ -10,13 +10,13 @@ from pathlib import Path
 from aiohttp import web
 
 from services.ingest import consumers
-from services.ingest.blobs import OrphanSweeper
-from services.ingest.config import IngestConfig
-from services.ingest.derivations import PendingDerivatives
-from services.ingest.handlers import CONFIG, PAGES, PROGIMAGE, SUBJECTS, SWEEPER
-from services.ingest.progimage import ProgimageUploads
+from services.ingest.blobs import SWEEPER, OrphanSweeper
+from services.ingest.config import CONFIG, IngestConfig
+from services.ingest.hashhost.handlers import PAGES
+from services.ingest.progimage.derivations import PendingDerivatives
+from services.ingest.progimage.handlers import PROGIMAGE
+from services.ingest.progimage.uploads import ProgimageUploads
 from services.ingest.routes import setup_routes
-from services.ingest.subjects import Subjects
 from shared import metrics, runtime
 from shared.faults import Faults
 from shared.http import health_routes, service_middlewares
@@ -65,20 +65,10 @@ def progimage(config: IngestConfig) -> runtime.CleanupContext:
     return context
 
 
-def subjects(config: IngestConfig) -> runtime.CleanupContext:
-    """The Haut.ai-style subjects API's use cases over the pool and the blob store."""
-
-    async def context(app: web.Application) -> AsyncIterator[None]:
-        app[SUBJECTS] = Subjects(app[runtime.POOL], app[runtime.STORE], config, app[runtime.FAULTS])
-        yield
-
-    return context
-
-
 def create_app(config: IngestConfig) -> web.Application:
     """The ingest app: pool on schema ``ingest``, broker, outbox relay, consumers, blob store,
-    orphan sweeper, Progimage uploads, the subjects API, internal client (pages ask auth who
-    is signed in), routes."""
+    orphan sweeper, Progimage uploads, internal client (pages ask auth who is signed in), every
+    dialect's routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
@@ -91,7 +81,6 @@ def create_app(config: IngestConfig) -> web.Application:
             runtime.blob_store(config),
             orphan_sweeper(config),
             progimage(config),
-            subjects(config),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

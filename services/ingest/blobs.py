@@ -3,9 +3,9 @@ and the sweeper that removes bytes a crash left behind.
 
 Invariants, whatever process dies when:
 
-* a record (file, Happo image) never points at missing bytes: the bytes are written first
-  (idempotent, content-addressed), and the transaction that adds the blob row and the record
-  checks, under the blob's advisory lock, that they are still there;
+* a record (file, Happo, Progimage or Haut.ai image) never points at missing bytes: the bytes
+  are written first (idempotent, content-addressed), and the transaction that adds the blob
+  row and the record checks, under the blob's advisory lock, that they are still there;
 * bytes without a blob row do not stay: a deletion removes the bytes after its commit, under
   the same lock, only if the row is still absent; bytes orphaned by a crash between write and
   commit (or commit and delete) are removed by :class:`OrphanSweeper` after a grace period.
@@ -18,13 +18,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
-from services.ingest import domain, events, repo
-from shared.derivatives import DERIVATIVE_PREFIX, derivatives_prefix
+from services.ingest import events, repo
+from services.ingest.content_checks import Content
+from services.ingest.hautai import repo as hautai_repo
 from shared.events import record_event
 from shared.faults import NO_FAULTS, Faults
 from shared.logging import get_logger
 from shared.storage import BlobStore
+from shared.store_keys import (
+    BLOB_PREFIX,
+    DERIVATIVE_PREFIX,
+    blob_key,
+    derivatives_prefix,
+    sha256_of_blob_key,
+    sha256_of_derivative_key,
+)
 
 log = get_logger("darkroom.ingest.blobs")
 
@@ -37,7 +47,7 @@ Unregister = Callable[[asyncpg.Connection], Awaitable[bool]]
 async def store_content(
     pool: asyncpg.Pool,
     store: BlobStore,
-    content: domain.Content,
+    content: Content,
     data: bytes,
     register: Register,
     event_data: dict[str, Any],
@@ -47,7 +57,7 @@ async def store_content(
 
     The stored event (``image.stored`` or ``file.stored``) commits with the new record.
     """
-    key = domain.blob_key(content.sha256)
+    key = blob_key(content.sha256)
     if not await store.exists(key):
         await store.put(key, data)
     faults.reach("blob.after_put")
@@ -95,7 +105,7 @@ async def release_bytes(pool: asyncpg.Pool, store: BlobStore, sha256: str) -> bo
         await repo.lock_blob(conn, sha256)
         if await repo.blob_row_exists(conn, sha256):
             return False
-        deleted = await store.delete(domain.blob_key(sha256))
+        deleted = await store.delete(blob_key(sha256))
         for key in [key async for key in store.keys(derivatives_prefix(sha256))]:
             await store.delete(key)
         return deleted
@@ -128,8 +138,8 @@ class OrphanSweeper:
         # no blob row (an original, or a derivative that finished after its request gave up)
         # goes once the grace has passed.
         for prefix, original_of in (
-            (domain.BLOB_PREFIX, domain.sha256_of_key),
-            (DERIVATIVE_PREFIX, domain.sha256_of_derivative_key),
+            (BLOB_PREFIX, sha256_of_blob_key),
+            (DERIVATIVE_PREFIX, sha256_of_derivative_key),
         ):
             async for key in self.store.keys(prefix):
                 sha256 = original_of(key)
@@ -143,7 +153,7 @@ class OrphanSweeper:
         self._first_seen = seen
         async with self.pool.acquire() as conn:
             await repo.forget_expired_upload_urls(conn)
-            abandoned = await repo.forget_abandoned_uploads(conn, self.grace_seconds)
+            abandoned = await hautai_repo.forget_abandoned_uploads(conn, self.grace_seconds)
         if abandoned:
             log.info("uploads.abandoned_deleted", count=abandoned)
         if deleted:
@@ -164,3 +174,7 @@ class OrphanSweeper:
                 deleted += 1
                 seen.pop(sha256, None)
         return deleted
+
+
+#: The app's sweeper (tests run a pass at will).
+SWEEPER = web.AppKey("ingest.sweeper", OrphanSweeper)

@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 
 from services.ingest.blobs import OrphanSweeper
-from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
+from shared.store_keys import blob_key
 from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
 from tests.conftest import AMQP_URL, PG_ADMIN, start_platform
 from tests.tcp_proxy import TcpProxy

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from services.ingest.domain import blob_key
 from shared.runtime import POOL, STORE
+from shared.store_keys import blob_key
 from tests.conftest import start_platform
 from tests.test_ingest_happo import post_image, upload_url
 from tests.test_ingest_hashhost import random_png

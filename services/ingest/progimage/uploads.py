@@ -18,9 +18,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.ingest import blobs, domain, events, repo
+from services.ingest import blobs, events
+from services.ingest import repo as shared_repo
 from services.ingest.config import IngestConfig
-from services.ingest.derivations import (
+from services.ingest.content_checks import WEB_IMAGES, Content, Limits, examine_off_loop
+from services.ingest.domain import stored_event_data
+from services.ingest.progimage import domain, repo
+from services.ingest.progimage.derivations import (
     DerivativeRequest,
     Outcome,
     PendingDerivatives,
@@ -31,11 +35,9 @@ from shared.events import record_event
 from shared.logging import get_logger
 from shared.remote import RemoteFetcher
 from shared.storage import BlobStore
+from shared.store_keys import blob_key
 
 log = get_logger("darkroom.ingest.progimage")
-
-#: What an item may be made from: the four web image formats.
-_IMAGE_KINDS = frozenset({domain.PNG, domain.JPEG, domain.GIF, domain.WEBP})
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Original:
 
     sha256: str
     media_type: str
-    content: domain.Content | None = None
+    content: Content | None = None
     data: bytes | None = None
 
 
@@ -82,7 +84,7 @@ class ProgimageUploads:
         self.pending = pending
         self.fetcher = fetcher
         self.config = config
-        self._limits = domain.Limits.of(config)
+        self._limits = Limits.of(config)
 
     async def process(
         self, account_id: uuid.UUID, user_id: uuid.UUID, request: domain.ProcessRequest
@@ -97,7 +99,7 @@ class ProgimageUploads:
             if isinstance(outcome, BaseException):
                 raise outcome
         plans = [
-            Plan(item, original, domain.progimage_variants(item.transform, original.media_type))
+            Plan(item, original, domain.variants_of(item.transform, original.media_type))
             for item, original in zip(request.items, originals, strict=True)
         ]
         written = await self._write_originals(plans)
@@ -124,7 +126,7 @@ class ProgimageUploads:
             raise errors.NotFound("No such image")
         transform = domain.parse_derived_query(pairs, original.media_type)
         wanted = DerivativeRequest(
-            original.sha256, domain.blob_key(original.sha256), original.media_type, transform
+            original.sha256, blob_key(original.sha256), original.media_type, transform
         )
         outcome = (await self._obtain([wanted]))[wanted.key]
         if not outcome.ok:
@@ -151,9 +153,7 @@ class ProgimageUploads:
             else:
                 async with fetching:
                     data = (await self.fetcher.fetch(item.value)).data
-            content = await asyncio.to_thread(
-                domain.examine, data, self._limits, accept=_IMAGE_KINDS
-            )
+            content = await examine_off_loop(data, self._limits, WEB_IMAGES)
         except errors.DarkroomError as exc:
             if exc.status >= 500:
                 raise
@@ -168,7 +168,7 @@ class ProgimageUploads:
             original = plan.original
             if original.data is None or original.sha256 in written:
                 continue
-            key = domain.blob_key(original.sha256)
+            key = blob_key(original.sha256)
             if not await self.store.exists(key):
                 await self.store.put(key, original.data)
                 written[original.sha256] = None
@@ -179,7 +179,7 @@ class ProgimageUploads:
         requests = [
             DerivativeRequest(
                 plan.original.sha256,
-                domain.blob_key(plan.original.sha256),
+                blob_key(plan.original.sha256),
                 plan.original.media_type,
                 transform,
             )
@@ -216,14 +216,14 @@ class ProgimageUploads:
         async with self.pool.acquire() as conn, conn.transaction():
             for order, plan in enumerate(plans):
                 original = plan.original
-                await repo.lock_blob(conn, original.sha256)
+                await shared_repo.lock_blob(conn, original.sha256)
                 if original.content is not None:
-                    await repo.add_blob(conn, original.content)
-                    key = domain.blob_key(original.sha256)
+                    await shared_repo.add_blob(conn, original.content)
+                    key = blob_key(original.sha256)
                     # Another request may have released these bytes since we wrote them.
                     if not await self.store.exists(key):
                         await self.store.put(key, original.data or b"")
-                elif not await repo.blob_row_exists(conn, original.sha256):
+                elif not await shared_repo.blob_row_exists(conn, original.sha256):
                     raise domain.ItemRefused("process: the image was deleted meanwhile")
                 variants = {}
                 for name, transform in plan.variants.items():
@@ -262,12 +262,12 @@ class ProgimageUploads:
 def _stored_event(plan: Plan, account_id: uuid.UUID, image: repo.ProgimageImage) -> dict:
     original = plan.original
     if original.content is not None:
-        data = domain.stored_event_data(original.content, str(account_id), "progimage")
+        data = stored_event_data(original.content, str(account_id), domain.SOURCE)
     else:
         data = {
             "hash": original.sha256,
             "account_id": str(account_id),
             "media_type": original.media_type,
-            "source": "progimage",
+            "source": domain.SOURCE,
         }
     return {**data, "image_id": str(image.id)}

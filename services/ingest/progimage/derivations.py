@@ -1,4 +1,5 @@
-"""Asking processing for derivatives and waiting for the answers, over the event stream.
+"""Progimage's derivatives: asking processing for them and waiting for the answers, over the
+event stream.
 
 A request is a ``derivative.requested`` event written to ingest's outbox (so it survives a
 crash of the relay or the broker); any processing replica takes it from the shared queue. The
