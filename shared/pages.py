@@ -3,44 +3,50 @@ and the anti-forgery token every form of a signed-in page carries."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import jinja2
 from aiohttp import web
 
 from shared import errors
-from shared.http import Principal
+from shared.http import InternalClient, Principal
+from shared.logging import get_logger
+from shared.signing import FORM, Signer
+
+log = get_logger(__name__)
 
 _SHARED_TEMPLATES = Path(__file__).with_name("templates")
 #: The form field the token travels in.
 ANTI_FORGERY_FIELD = "csrf"
 
 
-def form_token(signing_key: str, principal: Principal) -> str:
+def form_token(signer: Signer, principal: Principal) -> str:
     """The anti-forgery token of the forms shown to a signed-in person ("" for anyone else).
 
     The services never see the session cookie (the gateway keeps cookies to itself and forwards
     the principal it resolved, signed), so the token is tied to what the gateway vouches for:
-    the session's credential id and its user, MACed with the server-only signing key every
-    service shares, so a page of one service may post to another (the layout's sign-out). It
-    needs no storage, differs per sign-in, dies with the session, and another site can neither
-    read nor compute it. The gateway's Origin check is the first line; this is the second.
+    the session's credential id and its user, signed by the ``form`` signer (the server-only
+    key every service shares, so a page of one service may post to another: the layout's
+    sign-out). It needs no storage, differs per sign-in, dies with the session, and another
+    site can neither read nor compute it. The gateway's Origin check is the first line; this
+    is the second.
     """
     if principal.kind != "session" or not principal.credential_id or not principal.user_id:
         return ""
-    message = f"darkroom-form\0{principal.credential_id}\0{principal.user_id}"
-    return hmac.new(signing_key.encode(), message.encode(), hashlib.sha256).hexdigest()
+    return signer.sign(f"{principal.credential_id}\0{principal.user_id}")
 
 
 class Pages:
     """Renders a service's templates (its ``templates/`` folder, then the shared layout)."""
 
     def __init__(self, service_templates: Path, signing_key: str) -> None:
-        self.signing_key = signing_key
+        #: The one signer of this service's form tokens (forms never expire on their own: the
+        #: token dies with the session it names).
+        self.form_signer = Signer(FORM, signing_key)
         self.env = jinja2.Environment(
             loader=jinja2.ChoiceLoader(
                 [
@@ -62,7 +68,7 @@ class Pages:
     ) -> web.Response:
         """An HTML response of ``template`` with ``context``, and ``csrf``: the viewer's form
         token (see :func:`form_token`; "" when no ``principal`` is given)."""
-        csrf = form_token(self.signing_key, principal) if principal is not None else ""
+        csrf = form_token(self.form_signer, principal) if principal is not None else ""
         html = self.env.get_template(template).render(**context, csrf=csrf)
         return web.Response(
             text=html,
@@ -85,7 +91,7 @@ class Pages:
         """
         if principal.kind != "session":
             return
-        expected = form_token(self.signing_key, principal)
+        expected = form_token(self.form_signer, principal)
         sent = form.get(ANTI_FORGERY_FIELD)
         if (
             not expected
@@ -95,6 +101,40 @@ class Pages:
             raise errors.Forbidden(
                 "This form is out of date or did not come from our page: reload it and try again"
             )
+
+
+#: How long a page waits for auth to name its viewer before showing the page without the name.
+PAGE_USER_TIMEOUT = 3
+
+
+async def page_user(
+    internal: InternalClient, auth_url: str, principal: Principal
+) -> dict[str, str] | None:
+    """The person a page is shown to, as auth knows them (``{id, name, email}``), for the
+    layout's header; ``None`` for nobody, or for a credential auth no longer knows.
+
+    The one failure rule of every page: when auth cannot answer (down, slow, failing), the page
+    is still shown, with a blank name: the gateway already vouched for the principal, so what
+    the page lists is right; only the header's name is missing. A warning is logged.
+    """
+    if not principal.authenticated:
+        return None
+    try:
+        status, body = await internal.call(
+            "GET", auth_url, "/user", principal, timeout=PAGE_USER_TIMEOUT
+        )
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        status, body = 0, repr(exc)
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("email"), str):
+        return {
+            "id": str(body.get("id") or ""),
+            "name": str(body.get("name") or ""),
+            "email": body["email"],
+        }
+    if 400 <= status < 500:
+        return None
+    log.warning("pages.user_unknown", status=status)
+    return {"id": "", "name": "", "email": ""}
 
 
 def redirect(location: str) -> web.Response:

@@ -13,13 +13,13 @@ import uuid
 import aiohttp
 import pytest
 
-from services.ingest.domain import blob_key
-from services.ingest.handlers import SWEEPER
+from services.ingest.blobs import SWEEPER
 from services.reports.handlers import CONFIG, NOTICES
 from services.reports.mail import MailNotSent, SmtpMailer
 from services.reports.notices import Notices
 from shared.events import new_event
 from shared.runtime import POOL, STORE
+from shared.store_keys import blob_key
 from tests.conftest import free_port
 from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
 from tests.test_ingest_hashhost import bearer

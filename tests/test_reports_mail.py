@@ -26,17 +26,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from services.reports.domain import parse_addresses
 from services.reports.mail import (
     FileMailer,
     Mailer,
     MailNotSent,
     MailRefused,
     SmtpMailer,
-    compose_diff_notice,
-    make_message_id,
     open_mailer,
-    parse_addresses,
 )
+from services.reports.mail_messages import compose_diff_notice, make_message_id
 from shared.config import ConfigError
 from shared.errors import InvalidRequest
 from tests.conftest import free_port

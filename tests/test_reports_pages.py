@@ -16,6 +16,7 @@ import pytest
 
 from services.reports import domain
 from services.reports.pages import windows
+from shared.signing import UNSUBSCRIBE, Signer
 from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
 from tests.test_reports_api import call, post_report, sha
 
@@ -585,7 +586,8 @@ async def test_unsubscribe_from_the_email_link(client, stack, account, images, i
         assert r.status == 200 and leaver in await r.text()
     # links that are not ours do nothing
     token = path_of(url).rsplit("/", 1)[1]
-    forged = domain.unsubscribe_token("not-the-key", account["account_id"], [component], keeper)
+    other_key = Signer(UNSUBSCRIBE, "not-the-key", None, domain.UNSUBSCRIBE_DIGITS)
+    forged = domain.unsubscribe_token(other_key, account["account_id"], [component], keeper)
     for bad in ("garbage", token[:-1] + ("0" if token[-1] != "0" else "1"), forged, "a.b"):
         await page(client, stack, f"/unsubscribe/{bad}", status=404)
         async with client.post(

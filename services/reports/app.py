@@ -10,21 +10,29 @@ from pathlib import Path
 from aiohttp import web
 
 from services.reports import consumers
+from services.reports.badges import Badges
 from services.reports.comparing import Comparisons
 from services.reports.config import ReportsConfig
 from services.reports.handlers import (
+    BADGES,
     COMPARISONS,
     CONFIG,
+    IGNORED_DIFFS,
+    JOBS,
     NOTICES,
     RENDER_REQUESTS,
     SUBMISSIONS,
+    SUBSCRIPTIONS,
 )
+from services.reports.ignoring import IgnoredDiffs
+from services.reports.jobs import Jobs
 from services.reports.mail import open_mailer
 from services.reports.notices import Notices
 from services.reports.pages import PAGES, create_pages
 from services.reports.render_requests import RenderRequests
 from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
+from services.reports.subscriptions import Subscriptions
 from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
@@ -35,8 +43,9 @@ log = get_logger("darkroom.reports")
 
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
-    """The use cases over the pool: writing reports, snap requests to render, running
-    comparisons, sending notices."""
+    """The use cases over the pool: writing and reading reports, snap requests to render,
+    running comparisons, jobs, ignored diffs, subscriptions, badges, sending notices. The
+    signers of the badge and unsubscribe links are the configuration's (built once)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         pool = app[runtime.POOL]
@@ -45,10 +54,14 @@ def reporting(config: ReportsConfig) -> runtime.CleanupContext:
         )
         app[SUBMISSIONS] = submissions
         app[RENDER_REQUESTS] = RenderRequests(pool, submissions)
-        comparisons = Comparisons(pool, app[runtime.BROKER], config.public_url)
+        comparisons = Comparisons(pool, app[runtime.BROKER], config)
         mailer = open_mailer(config.smtp_url, Path(config.mail_dir), config.smtp_timeout)
         app[COMPARISONS] = comparisons
         app[NOTICES] = Notices(pool, mailer, config)
+        app[JOBS] = Jobs(pool)
+        app[IGNORED_DIFFS] = IgnoredDiffs(pool, config.public_url)
+        app[SUBSCRIPTIONS] = Subscriptions(pool, config.unsubscribe_signer)
+        app[BADGES] = Badges(pool, config.badge_signer, app[PAGES].env, config.public_url)
         await comparisons.start()
         try:
             yield

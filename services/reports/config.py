@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
+from services.reports.domain import BADGE_DIGITS, UNSUBSCRIBE_DIGITS
 from shared.config import SigningConfig, StorageConfig, setting
+from shared.signing import BADGE, UNSUBSCRIBE, Signer
 
 
 @dataclass(frozen=True)
@@ -61,3 +64,17 @@ class ReportsConfig(StorageConfig, SigningConfig):
     smtp_timeout: float = setting(
         "DARKROOM_SMTP_TIMEOUT", 10.0, "Seconds to deliver one e-mail (connect to the end of DATA)."
     )
+
+    # The signers of reports' links, built once per configuration (a frozen dataclass still
+    # caches: cached_property writes the instance's __dict__, not through __setattr__). Both
+    # are permanent: a badge URL lives in READMEs, an unsubscribe link in sent e-mails.
+
+    @cached_property
+    def badge_signer(self) -> Signer:
+        """Signs the comparison id in a status-badge URL."""
+        return Signer(BADGE, self.signing_key, None, BADGE_DIGITS)
+
+    @cached_property
+    def unsubscribe_signer(self) -> Signer:
+        """Signs the unsubscribe link of a notification e-mail."""
+        return Signer(UNSUBSCRIBE, self.signing_key, None, UNSUBSCRIBE_DIGITS)

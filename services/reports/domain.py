@@ -1,28 +1,42 @@
-"""The rules of Happo reports as plain values: what a valid sha, project and snapshot are, how
-two reports' snapshots are matched and judged, what a comparison and a job's status are, and
-the signed public links. No I/O here."""
+"""The rules of Happo reports as plain values: what a valid request is (shas, projects,
+snapshots, e-mail addresses, ...), what a comparison and a job's status are, what the signed
+public links carry, and the records the use cases pass around. No I/O here. How two reports'
+snapshots are matched and judged is :mod:`matching`'s.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from html import escape
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 from typing import Any
-from urllib.parse import urlsplit
 
 from shared.errors import BadRequest, InvalidRequest
+from shared.image_urls import happo_hash_of_url, happo_images_path
+from shared.signing import Signer
 
 DEFAULT_PROJECT = ""
 _SHA = re.compile(r"^[\w.:@+~=-]{1,200}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_IMAGE_PATH = re.compile(r"^/img/(?P<account>[0-9a-f-]{36})/(?P<hash>[A-Za-z0-9_-]{1,128})$")
+#: Control characters no e-mail value may carry (C0, DEL, C1, and the Unicode line breaks).
+MAIL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_NAME = 500
 MAX_TEXT = 2000
+#: Ignored diffs per page of ``GET /api/flake``, by default and at most.
+FLAKE_PAGE = 50
+MAX_FLAKE_PAGE = 500
+#: Most ids, projects or shas one request may list.
+MAX_LISTED = 100
+#: Most addresses one ``notify`` value may name.
+MAX_ADDRESSES = 100
+#: RFC 5321's limit on a forward path (256 octets) less its angle brackets.
+MAX_ADDRESS_LENGTH = 254
+#: Hex digits of the signature of a status-badge URL and of an unsubscribe link (the wire
+#: format of links already in READMEs and sent e-mails: they must keep working).
+BADGE_DIGITS = 24
+UNSUBSCRIBE_DIGITS = 32
 
 #: Fields the real clients send to compare besides the seed's (accepted, not all used).
 COMPARE_FIELDS = frozenset(
@@ -101,8 +115,8 @@ def parse_shas(value: object, name: str) -> list[str]:
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidRequest(f"`{name}` must be a list of report ids")
-    if len(value) > 100:
-        raise InvalidRequest(f"`{name}` takes at most 100 ids")
+    if len(value) > MAX_LISTED:
+        raise InvalidRequest(f"`{name}` takes at most {MAX_LISTED} ids")
     return [parse_sha(v, name) for v in value]
 
 
@@ -154,31 +168,13 @@ def _parse_snap(item: object, i: int, account_id: str, public_url: str, what: st
         if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= 100_000:
             raise InvalidRequest(f"{where}: `{name}` must be a positive whole number of pixels")
         sizes[name] = number
-    image_hash = image_hash_of(item.get("url"), account_id, public_url)
+    image_hash = happo_hash_of_url(item.get("url"), account_id, public_url)
     if image_hash is None:
         raise InvalidRequest(
             f"{where}: `url` must be the url of an image this account uploaded"
             " (GET /api/images/:hash/upload-url gives it)"
         )
     return SnapInput(image_hash=image_hash, **names, **sizes)
-
-
-def image_hash_of(url: object, account_id: str, public_url: str) -> str | None:
-    """The Image API hash in an image ``url`` of this account, or None."""
-    if not isinstance(url, str) or len(url) > 2048:
-        return None
-    base = public_url.rstrip("/")
-    if url.startswith(base + "/"):
-        url = url[len(base) :]
-    elif not url.startswith("/"):
-        return None
-    parts = urlsplit(url)
-    if parts.query or parts.fragment:
-        return None
-    match = _IMAGE_PATH.match(parts.path)
-    if match is None or match["account"] != account_id:
-        return None
-    return match["hash"]
 
 
 def parse_id(raw: str | None, limit: int = 10**18, minimum: int = 1) -> int | None:
@@ -190,7 +186,209 @@ def parse_id(raw: str | None, limit: int = 10**18, minimum: int = 1) -> int | No
     return value if minimum <= value <= limit else None
 
 
-# --- snapshots and matching -------------------------------------------------------------------
+def parse_skipped(value: object) -> list[list[str]]:
+    """``skip`` (happo v6: ``[{component, variant?, target?}]``) or ``skippedExamples`` (happo-e2e
+    v5: the same or strings) as a list of keys of 1 to 3 parts."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 100_000:
+        raise InvalidRequest("`skip` must be a list of {component, variant, target} objects")
+    keys = []
+    for item in value:
+        if isinstance(item, str):
+            keys.append([item])
+            continue
+        if not isinstance(item, dict) or not isinstance(item.get("component"), str):
+            raise InvalidRequest("each skipped example needs a `component`")
+        key = [item["component"]]
+        for name in ("variant", "target"):
+            if isinstance(item.get(name), str):
+                key.append(item[name])
+            else:
+                break
+        keys.append(key)
+    return keys
+
+
+def parse_projects(value: object) -> list[str]:
+    """An orchestration's ``projects``: 1 to 100 project names, each once."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > MAX_LISTED
+        or not all(isinstance(p, str) for p in value)
+    ):
+        raise InvalidRequest(f"`projects` must be a list of 1 to {MAX_LISTED} project names")
+    return list(dict.fromkeys(parse_project(p) for p in value))
+
+
+def parse_cancel_status(body: Mapping[str, Any]) -> str:
+    """The status a cancelled job settles with (absent: ``failure``)."""
+    status = body.get("status", FAILURE)
+    if status not in (FAILURE, SUCCESS):
+        raise InvalidRequest('`status` must be "failure" or "success"')
+    return str(status)
+
+
+def parse_request_ids(value: object) -> list[int]:
+    """An async report's ``requestIds``: snap request ids."""
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in value
+    ):
+        raise InvalidRequest("`requestIds` must be a list of snap request ids")
+    return value
+
+
+def parse_snapshot_id(value: object, name: str) -> int:
+    """A snapshot id, as a number or a string of digits."""
+    if isinstance(value, str):
+        value = parse_id(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidRequest(f"`{name}` must be a snapshot id")
+    return value
+
+
+def parse_whole(raw: str | None, default: int, high: int) -> int:
+    """An optional query number from 1 to ``high`` (a page, a page size)."""
+    if raw is None:
+        return default
+    value = parse_id(raw, high)
+    if value is None:
+        raise BadRequest(f"Expected a whole number from 1 to {high}, got {raw!r}")
+    return value
+
+
+def parse_component(value: str) -> str:
+    """A component named in a subscription's path."""
+    if not value or len(value) > MAX_NAME:
+        raise InvalidRequest("The component name is 1 to 500 characters")
+    return value
+
+
+def parse_subscribers(value: object) -> list[str]:
+    """A subscription change's ``emailAddresses``: a non-empty list of addresses."""
+    if not isinstance(value, list) or not value:
+        raise InvalidRequest("`emailAddresses` must be a non-empty list of addresses")
+    return parse_addresses(value, field="emailAddresses")
+
+
+@dataclass(frozen=True)
+class CompareRequest:
+    """A compare call as the client made it."""
+
+    project: str
+    sha1: str
+    sha2: str
+    is_async: bool
+    fallback_shas: list[str]
+    link: str | None
+    message: str | None
+    notify: list[str]
+
+
+def parse_compare(body: Mapping[str, Any], project: str, sha1: str, sha2: str) -> CompareRequest:
+    """The body of ``POST /api/reports/:sha1/compare/:sha2``; a report is never compared with
+    itself."""
+    request = CompareRequest(
+        project=project,
+        sha1=sha1,
+        sha2=sha2,
+        is_async=parse_flag(body.get("isAsync"), "isAsync"),
+        fallback_shas=parse_shas(body.get("fallbackShas"), "fallbackShas"),
+        link=parse_text(body.get("link"), "link"),
+        message=parse_text(body.get("message"), "message"),
+        notify=parse_addresses(body.get("notify")),
+    )
+    if sha1 == sha2:
+        raise InvalidRequest("A report cannot be compared with itself")
+    return request
+
+
+# --- e-mail addresses -------------------------------------------------------------------------
+
+# RFC 5322 dot-atom: what real mailboxes use; quoted local parts are valid but not plausible.
+_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _shown(value: str) -> str:
+    """``value`` quoted for an error message: escaped, and cut when long."""
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def _address(item: object, field: str) -> str:
+    """One plausible address, domain lower-cased (IDNA-encoded when not ASCII), or 422."""
+    if not isinstance(item, str):
+        raise InvalidRequest(f"{field}: every address must be a string")
+    bad = InvalidRequest(f"{field}: {_shown(item)} is not a valid e-mail address")
+    # Checked before trimming: a CR/LF anywhere is an injection attempt, not whitespace.
+    if MAIL_CONTROL.search(item):
+        raise bad
+    text = item.strip()
+    if not text or len(text) > MAX_ADDRESS_LENGTH or "," in text:
+        raise bad
+    try:
+        parsed = Address(addr_spec=text)
+    except (ValueError, IndexError, TypeError, HeaderParseError):
+        # email's parser raises a zoo of errors on garbage; all mean "not an address".
+        raise bad from None
+    # The parser tolerates comments and spaces ("a (x) @b.com"): only a round trip is plain.
+    if parsed.display_name or parsed.addr_spec != text:
+        raise bad
+    local, domain = parsed.username, parsed.domain.lower()
+    if len(local) > 64 or not _LOCAL_PART.fullmatch(local):
+        raise bad
+    try:
+        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
+    except UnicodeError:
+        raise bad from None
+    labels = domain.split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise bad
+    if labels[-1].isdigit():  # an IP address is not a mail domain here
+        raise bad
+    address = f"{local}@{domain}"
+    if len(address) > MAX_ADDRESS_LENGTH:
+        raise bad
+    return address
+
+
+def parse_addresses(
+    value: object, *, field: str = "notify", limit: int = MAX_ADDRESSES
+) -> list[str]:
+    """Validate the e-mail addresses of a Happo ``notify`` value.
+
+    ``value`` is a list of strings or one comma-separated string (``None`` or blank: none).
+    Each address is trimmed and must be a single plain ``local@domain`` (no display name, no
+    comment, no CR/LF, at most 254 characters, a dotted domain); the domain is lower-cased,
+    the local part kept as given. Duplicates are dropped, the first kept; more than ``limit``
+    distinct addresses is refused. Raises :class:`InvalidRequest` naming the bad value.
+    """
+    if value is None:
+        return []
+    if isinstance(value, str):
+        # In a comma-separated string an empty piece is a stray separator ("a@x.io, ").
+        items: list[object] = [piece for piece in value.split(",") if piece.strip()]
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    else:
+        raise InvalidRequest(
+            f"{field} must be a list of e-mail addresses or a comma-separated string"
+        )
+    addresses: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        address = _address(item, field)
+        if address in seen:
+            continue
+        if len(addresses) >= limit:
+            raise InvalidRequest(f"{field}: at most {limit} addresses")
+        seen.add(address)
+        addresses.append(address)
+    return addresses
+
+
+# --- snapshots --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -234,171 +432,7 @@ class Snapshot:
         return cls(**{name: record[name] for name in cls.__dataclass_fields__})
 
 
-def ignored_pair(first_sha256: str, second_sha256: str) -> tuple[str, str]:
-    """An ignored diff's key: the two images in a fixed order (either order is the same)."""
-    return (
-        (first_sha256, second_sha256)
-        if first_sha256 <= second_sha256
-        else (
-            second_sha256,
-            first_sha256,
-        )
-    )
-
-
-@dataclass
-class Entry:
-    """One line of a comparison."""
-
-    kind: str  # added, deleted, unchanged, diff, pending (waiting for the pixel diff)
-    component: str
-    before: Snapshot | None
-    after: Snapshot | None
-    ignored: bool = False
-    changed_pixels: int | None = None
-    total_pixels: int | None = None
-    bbox: list[int] | None = None
-    diff_key: str | None = None
-    error: str | None = None
-    #: Its place in the comparison once stored (names its diff image).
-    position: int | None = None
-
-
-@dataclass(frozen=True)
-class PixelResult:
-    """What processing found for a pair of images."""
-
-    changed_pixels: int
-    total_pixels: int
-    bbox: list[int] | None
-    diff_key: str | None
-    error: str | None = None
-
-    @property
-    def differs(self) -> bool:
-        """True when the pair counts as a diff."""
-        return self.error is not None or self.changed_pixels > 0
-
-
-def match_snapshots(
-    before: Iterable[Snapshot],
-    after: Iterable[Snapshot],
-    *,
-    ignored: set[tuple[str, str]],
-    skipped: set[tuple[str, ...]],
-    known: Mapping[tuple[str, str], PixelResult],
-) -> list[Entry]:
-    """Pair the snapshots of two reports by (component, variant, target) and judge each pair.
-
-    Same content is ``unchanged`` without looking at a pixel; an ignored pair is ``unchanged``
-    (marked ``ignored``); a pair whose pixel diff is already ``known`` is judged by it; the rest
-    are ``pending`` until processing diffs them. A before-snapshot the after report skipped on
-    purpose (``skipped`` holds (component,) or (component, variant) or the full key) is not
-    ``deleted``.
-    """
-    earlier = {snapshot.key: snapshot for snapshot in before}
-    entries: list[Entry] = []
-    for snapshot in after:
-        old = earlier.pop(snapshot.key, None)
-        if old is None:
-            entries.append(Entry("added", snapshot.component, None, snapshot))
-        elif old.sha256 == snapshot.sha256:
-            entries.append(Entry("unchanged", snapshot.component, old, snapshot))
-        elif ignored_pair(old.sha256, snapshot.sha256) in ignored:
-            entries.append(Entry("unchanged", snapshot.component, old, snapshot, ignored=True))
-        else:
-            entry = Entry("pending", snapshot.component, old, snapshot)
-            result = known.get((old.sha256, snapshot.sha256))
-            if result is not None:
-                judge(entry, result)
-            entries.append(entry)
-    for old in earlier.values():
-        key = old.key
-        if key[:1] in skipped or key[:2] in skipped or key in skipped:
-            continue
-        entries.append(Entry("deleted", old.component, old, None))
-    return entries
-
-
-def judge(entry: Entry, result: PixelResult) -> None:
-    """Settle a pending entry with its pixel diff."""
-    entry.kind = "diff" if result.differs else "unchanged"
-    entry.changed_pixels = result.changed_pixels
-    entry.total_pixels = result.total_pixels
-    entry.bbox = result.bbox
-    entry.diff_key = result.diff_key
-    entry.error = result.error
-
-
-def parse_skipped(value: object) -> list[list[str]]:
-    """``skip`` (happo v6: ``[{component, variant?, target?}]``) or ``skippedExamples`` (happo-e2e
-    v5: the same or strings) as a list of keys of 1 to 3 parts."""
-    if value is None:
-        return []
-    if not isinstance(value, list) or len(value) > 100_000:
-        raise InvalidRequest("`skip` must be a list of {component, variant, target} objects")
-    keys = []
-    for item in value:
-        if isinstance(item, str):
-            keys.append([item])
-            continue
-        if not isinstance(item, dict) or not isinstance(item.get("component"), str):
-            raise InvalidRequest("each skipped example needs a `component`")
-        key = [item["component"]]
-        for name in ("variant", "target"):
-            if isinstance(item.get(name), str):
-                key.append(item[name])
-            else:
-                break
-        keys.append(key)
-    return keys
-
-
 # --- outcomes ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Tally:
-    """How many entries of each kind a comparison has."""
-
-    diffs: int = 0
-    added: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    pending: int = 0
-
-    @classmethod
-    def of(cls, kinds: Mapping[str, int]) -> Tally:
-        """From counts by kind."""
-        return cls(
-            diffs=kinds.get("diff", 0),
-            added=kinds.get("added", 0),
-            deleted=kinds.get("deleted", 0),
-            unchanged=kinds.get("unchanged", 0),
-            pending=kinds.get("pending", 0),
-        )
-
-    @property
-    def equal(self) -> bool:
-        """True when nothing was added, deleted or changed."""
-        return self.diffs == 0 and self.added == 0 and self.deleted == 0 and self.pending == 0
-
-
-def summary(tally: Tally) -> str:
-    """The one-line summary the clients print."""
-    if tally.equal:
-        return f"No differences ({_count(tally.unchanged, 'unchanged snapshot')})"
-    parts = [
-        _count(tally.diffs, "diff"),
-        f"{tally.added} added",
-        f"{tally.deleted} deleted",
-        f"{tally.unchanged} unchanged",
-    ]
-    return ", ".join(parts)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def comparison_status(done: bool, equal: bool | None, review: str | None) -> str:
@@ -429,88 +463,29 @@ def combine(statuses: Iterable[str]) -> str:
     return FAILURE if FAILURE in values else SUCCESS
 
 
-def diff_components(entries: Iterable[Entry]) -> list[str]:
-    """Components with a diff, an added or a deleted snapshot (in first-seen order)."""
-    seen: dict[str, None] = {}
-    for entry in entries:
-        if entry.kind in {"diff", "added", "deleted"}:
-            seen.setdefault(entry.component, None)
-    return list(seen)
+# --- public links ---------------------------------------------------------------------------
 
 
-# --- signed public links ----------------------------------------------------------------------
+def image_base(public_url: str, account_id: str) -> str:
+    """The prefix of the account's absolute Happo image URLs (the hash follows)."""
+    return public_url.rstrip("/") + happo_images_path(account_id)
 
 
-def badge_signature(key: str, comparison_id: int) -> str:
-    """The part of a status-image URL that makes it unguessable (it is public, for READMEs and
-    pull-request pages)."""
-    mac = hmac.new(key.encode(), f"badge:{comparison_id}".encode(), hashlib.sha256)
-    return mac.hexdigest()[:24]
-
-
-def unsubscribe_token(key: str, account_id: str, components: list[str], email: str) -> str:
+def unsubscribe_token(signer: Signer, account_id: str, components: list[str], email: str) -> str:
     """A link token that lets one address leave the subscriptions of the components a mail
-    was about."""
-    payload = json.dumps([account_id, components, email], separators=(",", ":")).encode()
-    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-    mac = hmac.new(key.encode(), b"unsubscribe:" + body.encode(), hashlib.sha256).hexdigest()
-    return f"{body}.{mac[:32]}"
+    was about (permanent: a sent e-mail's link must keep working)."""
+    return signer.seal([account_id, components, email])
 
 
-def read_unsubscribe_token(key: str, token: str) -> tuple[str, list[str], str] | None:
+def read_unsubscribe_token(signer: Signer, token: str) -> tuple[str, list[str], str] | None:
     """``(account_id, components, email)`` of a valid token, else None."""
-    body, _, mac = token.partition(".")
-    expected = hmac.new(key.encode(), b"unsubscribe:" + body.encode(), hashlib.sha256)
-    if not mac or not hmac.compare_digest(mac.encode(), expected.hexdigest()[:32].encode()):
-        return None
     try:
-        account_id, components, email = json.loads(base64.urlsafe_b64decode(body + "==="))
+        account_id, components, email = signer.unseal(token)
     except (ValueError, TypeError):
         return None
     if not isinstance(components, list) or not all(isinstance(c, str) for c in components):
         return None
     return str(account_id), components, str(email)
-
-
-_BADGE_COLOURS = {
-    SUCCESS: "#2e7d32",
-    FAILURE: "#c62828",
-    AWAITING_REVIEW: "#ef6c00",
-    PENDING: "#757575",
-}
-
-
-def status_badge(status: str, message: str) -> str:
-    """An SVG badge (shields-style, no external assets) for a comparison's status."""
-    label = "darkroom"
-    label_w = 8 + 7 * len(label)
-    message_w = 10 + 7 * len(message)
-    width = label_w + message_w
-    colour = _BADGE_COLOURS.get(status, "#757575")
-    text = escape(message)
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="20" role="img"'
-        f' aria-label="{label}: {text}"><title>{label}: {text}</title>'
-        f'<rect width="{label_w}" height="20" fill="#555"/>'
-        f'<rect x="{label_w}" width="{message_w}" height="20" fill="{colour}"/>'
-        '<g fill="#fff" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11">'
-        f'<text x="5" y="14">{label}</text>'
-        f'<text x="{label_w + 5}" y="14">{text}</text></g></svg>'
-    )
-
-
-def badge_message(status: str, tally: Tally | None) -> str:
-    """The words on a comparison's badge."""
-    if status == PENDING or tally is None:
-        return "pending"
-    if status == SUCCESS and tally.equal:
-        return "no diffs"
-    if status == SUCCESS:
-        return "accepted"
-    if status == FAILURE and tally.diffs + tally.added + tally.deleted == 0:
-        return "rejected"
-    changes = tally.diffs + tally.added + tally.deleted
-    return f"{changes} diff" if changes == 1 else f"{changes} diffs"
 
 
 # --- records ----------------------------------------------------------------------------------

@@ -1,36 +1,41 @@
 """Reports's HTTP handlers: the Happo reports API (and the endpoints outside its reference that
-the real clients call), diff images and status badges. Each parses HTTP, calls the domain and
-answers HTTP."""
+the real clients call), diff images and status badges. Each parses HTTP, calls one use case
+and answers HTTP; the rules are in :mod:`domain` and the use-case modules."""
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from services.reports import domain, repo
-from services.reports.comparing import Comparisons, job_status
+from services.reports.badges import Badges
+from services.reports.comparing import Comparisons
 from services.reports.config import ReportsConfig
-from services.reports.domain import Comparison, Entry, Job, Report
-from services.reports.mail import parse_addresses
+from services.reports.domain import Comparison, Report
+from services.reports.ignoring import IgnoredDiffs
+from services.reports.jobs import Jobs, JobView
+from services.reports.matching import Entry
 from services.reports.notices import Notices
 from services.reports.render_requests import RenderItem, RenderRequests
 from services.reports.submissions import Submissions
-from shared import errors
+from services.reports.subscriptions import Subscriptions
+from shared import errors, store_keys
+from shared.delivery import serve_blob
 from shared.http import Principal, read_json_object, read_multipart, require_account
+from shared.image_urls import happo_image_path
 from shared.runtime import POOL, STORE
-from shared.storage import BlobNotFound
 
 CONFIG = web.AppKey("reports.config", ReportsConfig)
 COMPARISONS = web.AppKey("reports.comparisons", Comparisons)
 SUBMISSIONS = web.AppKey("reports.submissions", Submissions)
 RENDER_REQUESTS = web.AppKey("reports.render_requests", RenderRequests)
 NOTICES = web.AppKey("reports.notices", Notices)
-
-_FLAKE_PAGE = 50
-
+JOBS = web.AppKey("reports.jobs", Jobs)
+IGNORED_DIFFS = web.AppKey("reports.ignored_diffs", IgnoredDiffs)
+SUBSCRIPTIONS = web.AppKey("reports.subscriptions", Subscriptions)
+BADGES = web.AppKey("reports.badges", Badges)
 
 # --- reading requests -------------------------------------------------------------------------
 
@@ -61,10 +66,6 @@ def _when(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
-def _account(principal: Principal) -> str:
-    return str(principal.account_id)
-
-
 # --- answers ----------------------------------------------------------------------------------
 
 
@@ -77,14 +78,6 @@ def _report_status(config: ReportsConfig, report: Report) -> dict[str, Any]:
         "completedAt": _when(report.completed_at),
         "createdAt": _when(report.created_at),
         "snapshotCount": report.snapshot_count,
-    }
-
-
-def _urls(config: ReportsConfig, comparison: Comparison) -> dict[str, str]:
-    signature = domain.badge_signature(config.signing_key, comparison.id)
-    return {
-        "compareUrl": config.public(f"/comparisons/{comparison.id}"),
-        "statusImageUrl": config.public(f"/badges/{comparison.id}-{signature}.svg"),
     }
 
 
@@ -101,8 +94,9 @@ def _comparison_status(config: ReportsConfig, comparison: Comparison) -> dict[st
 
 
 def _comparison_answer(
-    config: ReportsConfig, comparison: Comparison, entries: list[Entry]
+    request: web.Request, comparison: Comparison, entries: list[Entry]
 ) -> dict[str, Any]:
+    config = request.app[CONFIG]
     answer: dict[str, Any] = {
         "id": comparison.id,
         "sha1": comparison.sha1,
@@ -110,7 +104,8 @@ def _comparison_answer(
         "beforeSha": comparison.before_sha,
         "project": comparison.project,
         "status": domain.build_status(comparison.status),
-        **_urls(config, comparison),
+        "compareUrl": config.public(f"/comparisons/{comparison.id}"),
+        "statusImageUrl": request.app[BADGES].url(comparison.id),
         "createdAt": _when(comparison.created_at),
         "completedAt": _when(comparison.completed_at),
     }
@@ -154,18 +149,18 @@ def _comparison_answer(
     return answer
 
 
-async def _job_answer(request: web.Request, conn: Any, job: Job) -> dict[str, Any]:
-    config = request.app[CONFIG]
+def _job_answer(config: ReportsConfig, view: JobView) -> dict[str, Any]:
+    job = view.job
     answer: dict[str, Any] = {
         "id": job.id,
         "url": config.public(f"/jobs/{job.id}"),
         "sha1": job.sha1,
         "sha2": job.sha2,
-        "status": await job_status(conn, job),
+        "status": view.status,
         "createdAt": _when(job.created_at),
     }
-    if job.project is None:
-        answer["projects"] = [child.project for child in await repo.children(conn, job.id)]
+    if view.projects is not None:
+        answer["projects"] = view.projects
     else:
         answer["project"] = job.project
     if job.cancelled_status is not None:
@@ -186,7 +181,7 @@ async def create_report(request: web.Request) -> web.Response:
     if "snaps" not in body:
         raise errors.InvalidRequest("`snaps` is required (a list of snapshot objects)")
     snaps = domain.parse_snaps(
-        body["snaps"], _account(principal), config.public_url, config.max_snapshots
+        body["snaps"], str(principal.account_id), config.public_url, config.max_snapshots
     )
     report = await request.app[SUBMISSIONS].post(
         principal,
@@ -203,21 +198,16 @@ async def create_report(request: web.Request) -> web.Response:
 async def get_report(request: web.Request) -> web.Response:
     """``GET /api/reports/:sha`` → Array<Snapshot>."""
     principal = require_account(request)
-    submissions = request.app[SUBMISSIONS]
-    async with request.app[POOL].acquire() as conn:
-        report = await submissions.require(conn, principal, _project(request, {}), _sha(request))
-        base = request.app[COMPARISONS].image_base(_account(principal))
-        snapshots = await repo.snapshots(conn, report.id, base)
+    snapshots = await request.app[SUBMISSIONS].snapshots(
+        principal, _project(request, {}), _sha(request)
+    )
     return web.json_response([s.to_api() for s in snapshots])
 
 
 async def report_status(request: web.Request) -> web.Response:
     """``GET /api/reports/:sha/status`` → ReportStatus."""
     principal = require_account(request)
-    async with request.app[POOL].acquire() as conn:
-        report = await request.app[SUBMISSIONS].require(
-            conn, principal, _project(request, {}), _sha(request)
-        )
+    report = await request.app[SUBMISSIONS].status(principal, _project(request, {}), _sha(request))
     return web.json_response(_report_status(request.app[CONFIG], report))
 
 
@@ -252,11 +242,7 @@ async def find_baseline(request: web.Request) -> web.Response:
     principal = require_account(request)
     body = await _body(request, frozenset({"project", "shas"}))
     shas = domain.parse_shas(body.get("shas"), "shas")
-    project = _project(request, body)
-    async with request.app[POOL].acquire() as conn:
-        report = await repo.first_report(conn, _account(principal), project, shas)
-    if report is None:
-        raise errors.NotFound("None of the shas has a complete report")
+    report = await request.app[SUBMISSIONS].baseline(principal, _project(request, body), shas)
     return web.json_response({"sha": report.sha, "id": report.id})
 
 
@@ -266,98 +252,11 @@ async def find_baseline(request: web.Request) -> web.Response:
 async def compare(request: web.Request) -> web.Response:
     """``POST /api/reports/:sha1/compare/:sha2`` → Comparison (``isAsync``: at once)."""
     principal = require_account(request)
-    config = request.app[CONFIG]
-    comparisons = request.app[COMPARISONS]
     sha1, sha2 = _sha(request, "sha1"), _sha(request, "sha2")
     body = await _body(request, domain.COMPARE_FIELDS)
-    project = _project(request, body)
-    is_async = domain.parse_flag(body.get("isAsync"), "isAsync")
-    fallbacks = domain.parse_shas(body.get("fallbackShas"), "fallbackShas")
-    link = domain.parse_text(body.get("link"), "link")
-    message = domain.parse_text(body.get("message"), "message")
-    notify = _addresses(body.get("notify"))
-    if sha1 == sha2:
-        raise errors.InvalidRequest("A report cannot be compared with itself")
-    account_id = _account(principal)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        existing = await repo.comparison(conn, account_id, project, sha1, sha2)
-        before, after = await comparisons.resolve(conn, account_id, project, sha1, sha2, fallbacks)
-        if not is_async and (before is None or after is None):
-            await _refuse_incomparable(conn, account_id, project, sha1, sha2, fallbacks)
-        if existing is not None and await _still_current(conn, existing, before, after, config):
-            comparison = existing
-        else:
-            comparison_id = await repo.schedule_comparison(
-                conn,
-                account_id,
-                project,
-                sha1,
-                sha2,
-                fallback_shas=fallbacks,
-                link=link,
-                message=message,
-                notify=notify,
-                threshold=config.diff_threshold,
-                include_anti_aliasing=config.diff_include_anti_aliasing,
-            )
-            comparison = await comparisons.advance(conn, comparison_id)
-    if is_async:
-        return web.json_response(_comparison_answer(config, comparison, []))
-    if not comparison.done:
-        finished = await comparisons.wait(comparison.id, config.compare_wait_seconds)
-        if finished is None:
-            raise errors.Unavailable(
-                "The comparison is still being diffed; post it again to wait for it",
-                retry_after=5,
-            )
-        comparison = finished
-    async with request.app[POOL].acquire() as conn:
-        entries = await repo.entries(conn, comparison.id)
-    return web.json_response(_comparison_answer(config, comparison, entries))
-
-
-def _addresses(value: object) -> list[str]:
-    return parse_addresses(value) if value not in (None, "", []) else []
-
-
-async def _refuse_incomparable(
-    conn: Any, account_id: str, project: str, sha1: str, sha2: str, fallbacks: list[str]
-) -> None:
-    """Why a synchronous compare cannot run now: 404 when a report is missing, 409 while one
-    is still being assembled from partials."""
-    after = await repo.report(conn, account_id, project, sha2)
-    if after is None:
-        raise errors.NotFound(f"No report for sha {sha2}")
-    if not after.complete:
-        raise errors.Conflict(f"Report {sha2} is not complete yet")
-    before = await repo.report(conn, account_id, project, sha1)
-    if before is not None:
-        raise errors.Conflict(f"Report {sha1} is not complete yet")
-    raise errors.NotFound(f"No report for sha {sha1}" + (" or its fallbacks" if fallbacks else ""))
-
-
-async def _still_current(
-    conn: Any,
-    existing: Comparison,
-    before: Report | None,
-    after: Report | None,
-    config: ReportsConfig,
-) -> bool:
-    """True when an earlier comparison of these shas compared ``before`` and ``after`` as
-    they are now (a client's retry, or a second look) and no diff of it was ignored since: it
-    is reused, with its review."""
-    return (
-        existing.state != "scheduled"
-        and before is not None
-        and after is not None
-        and existing.before_report_id == before.id
-        and existing.after_report_id == after.id
-        and existing.before_revision == before.revision
-        and existing.after_revision == after.revision
-        and existing.threshold == config.diff_threshold
-        and existing.include_anti_aliasing == config.diff_include_anti_aliasing
-        and not await repo.ignores_a_diff_of(conn, existing)
-    )
+    wanted = domain.parse_compare(body, _project(request, body), sha1, sha2)
+    comparison, entries = await request.app[COMPARISONS].compare(principal, wanted)
+    return web.json_response(_comparison_answer(request, comparison, entries))
 
 
 async def comparison_status(request: web.Request) -> web.Response:
@@ -365,20 +264,14 @@ async def comparison_status(request: web.Request) -> web.Response:
     principal = require_account(request)
     project = _project(request, {})
     sha1, sha2 = _sha(request, "sha1"), _sha(request, "sha2")
-    async with request.app[POOL].acquire() as conn:
-        comparison = await repo.comparison(conn, _account(principal), project, sha1, sha2)
-    if comparison is None:
-        raise errors.NotFound(f"No comparison of {sha1} with {sha2}")
+    comparison = await request.app[COMPARISONS].status(principal, project, sha1, sha2)
     return web.json_response(_comparison_status(request.app[CONFIG], comparison))
 
 
 async def comparison_statuses(request: web.Request) -> web.Response:
     """``GET /api/reports/:sha/comparison-statuses`` → Array<ComparisonStatus>."""
     principal = require_account(request)
-    async with request.app[POOL].acquire() as conn:
-        found = await repo.comparisons_of_sha(
-            conn, _account(principal), _project(request, {}), _sha(request)
-        )
+    found = await request.app[COMPARISONS].of_sha(principal, _project(request, {}), _sha(request))
     config = request.app[CONFIG]
     return web.json_response([_comparison_status(config, c) for c in found])
 
@@ -388,49 +281,30 @@ async def ignore_diff(request: web.Request) -> web.Response:
     as equal in every later comparison."""
     principal = require_account(request)
     body = await _body(request, frozenset({"snapshot1Id", "snapshot2Id"}))
-    ids = [_snapshot_id(body.get(name), name) for name in ("snapshot1Id", "snapshot2Id")]
-    account_id = _account(principal)
-    async with request.app[POOL].acquire() as conn:
-        base = request.app[COMPARISONS].image_base(account_id)
-        found = await repo.account_snapshots(conn, account_id, ids, base)
-        if any(i not in found for i in ids):
-            raise errors.NotFound("No snapshot with that id in this account")
-        first, second = found[ids[0]], found[ids[1]]
-        if first.key != second.key:
-            raise errors.InvalidRequest(
-                "The two snapshots show different component/variant/target combinations"
-            )
-        created = await repo.ignore_diff(conn, account_id, first, second)
+    first, second = (
+        domain.parse_snapshot_id(body.get(name), name) for name in ("snapshot1Id", "snapshot2Id")
+    )
+    created = await request.app[IGNORED_DIFFS].ignore(principal, first, second)
     return web.json_response(
-        {"snapshot1Id": ids[0], "snapshot2Id": ids[1], "created": created},
+        {"snapshot1Id": first, "snapshot2Id": second, "created": created},
         status=201 if created else 200,
     )
-
-
-def _snapshot_id(value: object, name: str) -> int:
-    if isinstance(value, str):
-        value = domain.parse_id(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise errors.InvalidRequest(f"`{name}` must be a snapshot id")
-    return value
 
 
 async def flake(request: web.Request) -> web.Response:
     """``GET /api/flake`` → the ignored diffs as a list (happo v6's ``happo flake``)."""
     principal = require_account(request)
     query = request.query
-    limit = _whole(query.get("limit"), _FLAKE_PAGE, 500)
-    page = _whole(query.get("page"), 1, 1_000_000)
-    async with request.app[POOL].acquire() as conn:
-        rows = await repo.flaky_snapshots(
-            conn,
-            _account(principal),
-            component=query.get("component"),
-            variant=query.get("variant"),
-            target=query.get("target"),
-            limit=limit,
-            offset=(page - 1) * limit,
-        )
+    limit = domain.parse_whole(query.get("limit"), domain.FLAKE_PAGE, domain.MAX_FLAKE_PAGE)
+    page = domain.parse_whole(query.get("page"), 1, 1_000_000)
+    rows = await request.app[IGNORED_DIFFS].flaky(
+        principal,
+        component=query.get("component"),
+        variant=query.get("variant"),
+        target=query.get("target"),
+        limit=limit,
+        page=page,
+    )
     return web.json_response(
         [
             {
@@ -446,15 +320,6 @@ async def flake(request: web.Request) -> web.Response:
     )
 
 
-def _whole(raw: str | None, default: int, high: int) -> int:
-    if raw is None:
-        return default
-    value = domain.parse_id(raw, high)
-    if value is None:
-        raise errors.BadRequest(f"Expected a whole number from 1 to {high}, got {raw!r}")
-    return value
-
-
 # --- jobs -------------------------------------------------------------------------------------
 
 
@@ -465,23 +330,15 @@ async def create_job(request: web.Request) -> web.Response:
     body = await _body(request, frozenset({"project", "link", "message"}))
     project = _project(request, body)
     sha1, sha2 = _sha(request, "sha1"), _sha(request, "sha2")
-    account_id = _account(principal)
-    link = domain.parse_text(body.get("link"), "link")
-    message = domain.parse_text(body.get("message"), "message")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        parent = await repo.job(conn, account_id, sha1, sha2, None)
-        job = await repo.create_job(
-            conn,
-            account_id,
-            sha1,
-            sha2,
-            project,
-            parent_id=parent.id if parent else None,
-            link=link,
-            message=message,
-        )
-        answer = await _job_answer(request, conn, parent or job)
-    return web.json_response(answer)
+    view = await request.app[JOBS].create(
+        principal,
+        project,
+        sha1,
+        sha2,
+        link=domain.parse_text(body.get("link"), "link"),
+        message=domain.parse_text(body.get("message"), "message"),
+    )
+    return web.json_response(_job_answer(request.app[CONFIG], view))
 
 
 async def orchestrate(request: web.Request) -> web.Response:
@@ -489,29 +346,17 @@ async def orchestrate(request: web.Request) -> web.Response:
     status over its projects' comparisons."""
     principal = require_account(request)
     body = await _body(request, frozenset({"projects", "link", "message"}))
-    projects = body.get("projects")
-    if (
-        not isinstance(projects, list)
-        or not projects
-        or len(projects) > 100
-        or not all(isinstance(p, str) for p in projects)
-    ):
-        raise errors.InvalidRequest("`projects` must be a list of 1 to 100 project names")
-    names = list(dict.fromkeys(domain.parse_project(p) for p in projects))
+    names = domain.parse_projects(body.get("projects"))
     sha1, sha2 = _sha(request, "sha1"), _sha(request, "sha2")
-    account_id = _account(principal)
-    link = domain.parse_text(body.get("link"), "link")
-    message = domain.parse_text(body.get("message"), "message")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        parent = await repo.create_job(
-            conn, account_id, sha1, sha2, None, parent_id=None, link=link, message=message
-        )
-        for name in names:
-            await repo.create_job(
-                conn, account_id, sha1, sha2, name, parent_id=parent.id, link=link, message=message
-            )
-        answer = await _job_answer(request, conn, parent)
-    return web.json_response(answer)
+    view = await request.app[JOBS].orchestrate(
+        principal,
+        names,
+        sha1,
+        sha2,
+        link=domain.parse_text(body.get("link"), "link"),
+        message=domain.parse_text(body.get("message"), "message"),
+    )
+    return web.json_response(_job_answer(request.app[CONFIG], view))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -519,23 +364,13 @@ async def cancel_job(request: web.Request) -> web.Response:
     with ``status`` (default ``failure``); 404 ``No job found`` for an unknown one."""
     principal = require_account(request)
     body = await _body(request, frozenset({"project", "status", "link", "message"}))
-    status = body.get("status", domain.FAILURE)
-    if status not in (domain.FAILURE, domain.SUCCESS):
-        raise errors.InvalidRequest('`status` must be "failure" or "success"')
+    status = domain.parse_cancel_status(body)
     project = _project(request, body)
     sha1, sha2 = _sha(request, "sha1"), _sha(request, "sha2")
-    account_id = _account(principal)
     message = domain.parse_text(body.get("message"), "message")
     domain.parse_text(body.get("link"), "link")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        job = await repo.job(conn, account_id, sha1, sha2, project)
-        if job is None:
-            raise errors.NotFound(f"No job found for {sha1}..{sha2}")
-        await repo.cancel_job(conn, job.id, status, message)
-        shown = await repo.job_by_id(conn, job.parent_id or job.id)
-        assert shown is not None
-        answer = await _job_answer(request, conn, shown)
-    return web.json_response(answer)
+    view = await request.app[JOBS].cancel(principal, project, sha1, sha2, status, message)
+    return web.json_response(_job_answer(request.app[CONFIG], view))
 
 
 # --- skip, subscriptions, components ----------------------------------------------------------
@@ -548,8 +383,7 @@ async def skip(request: web.Request) -> web.Response:
     project = _project(request, body)
     sha = _sha(request)
     label = domain.parse_text(body.get("label"), "label", 200) or "Skipped"
-    async with request.app[POOL].acquire() as conn:
-        created = await repo.skip(conn, _account(principal), project, sha, label)
+    created = await request.app[JOBS].skip(principal, project, sha, label)
     return web.json_response(
         {
             "sha": sha,
@@ -563,27 +397,23 @@ async def skip(request: web.Request) -> web.Response:
 
 async def subscribe(request: web.Request) -> web.Response:
     """``POST /api/subscriptions/:component`` ``{emailAddresses}`` → the subscribers now."""
-    return await _subscriptions(request, repo.subscribe)
+    principal, component, emails = await _subscription_change(request)
+    now = await request.app[SUBSCRIPTIONS].subscribe(principal, component, emails)
+    return web.json_response({"component": component, "emailAddresses": now})
 
 
 async def unsubscribe(request: web.Request) -> web.Response:
     """``DELETE /api/subscriptions/:component`` ``{emailAddresses}`` → the subscribers now."""
-    return await _subscriptions(request, repo.unsubscribe_many)
+    principal, component, emails = await _subscription_change(request)
+    now = await request.app[SUBSCRIPTIONS].unsubscribe(principal, component, emails)
+    return web.json_response({"component": component, "emailAddresses": now})
 
 
-async def _subscriptions(request: web.Request, change: Any) -> web.Response:
+async def _subscription_change(request: web.Request) -> tuple[Principal, str, list[str]]:
     principal = require_account(request)
     body = await _body(request, frozenset({"emailAddresses"}))
-    component = request.match_info["component"]
-    if not component or len(component) > domain.MAX_NAME:
-        raise errors.InvalidRequest("The component name is 1 to 500 characters")
-    value = body.get("emailAddresses")
-    if not isinstance(value, list) or not value:
-        raise errors.InvalidRequest("`emailAddresses` must be a non-empty list of addresses")
-    emails = parse_addresses(value, field="emailAddresses")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        now = await change(conn, _account(principal), component, emails)
-    return web.json_response({"component": component, "emailAddresses": now})
+    component = domain.parse_component(request.match_info["component"])
+    return principal, component, domain.parse_subscribers(body.get("emailAddresses"))
 
 
 async def latest_snapshot(request: web.Request) -> web.Response:
@@ -591,17 +421,7 @@ async def latest_snapshot(request: web.Request) -> web.Response:
     principal = require_account(request)
     info = request.match_info
     key = (info["component"], info["variant"], info["target"])
-    account_id = _account(principal)
-    async with request.app[POOL].acquire() as conn:
-        snapshot = await repo.latest_snapshot(
-            conn,
-            account_id,
-            _project(request, {}),
-            key,
-            request.app[COMPARISONS].image_base(account_id),
-        )
-    if snapshot is None:
-        raise errors.NotFound("No snapshot of that component, variant and target")
+    snapshot = await request.app[SUBMISSIONS].latest_snapshot(principal, _project(request, {}), key)
     return web.json_response(snapshot.to_api())
 
 
@@ -613,11 +433,7 @@ async def async_report(request: web.Request) -> web.Response:
     ``{id, url}`` (happo.io ``--async``, happo-e2e)."""
     principal = require_account(request)
     body = await _body(request, frozenset({"requestIds", "project", "link", "message", "nonce"}))
-    ids = body.get("requestIds")
-    if not isinstance(ids, list) or not all(
-        isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids
-    ):
-        raise errors.InvalidRequest("`requestIds` must be a list of snap request ids")
+    ids = domain.parse_request_ids(body.get("requestIds"))
     nonce = domain.parse_text(body.get("nonce"), "nonce", 200)
     report = await request.app[SUBMISSIONS].async_report(
         principal,
@@ -652,7 +468,7 @@ async def snap_request_with_results(request: web.Request) -> web.Response:
     config = request.app[CONFIG]
     body = await _body(request, frozenset({"snaps"}))
     snaps = domain.parse_snaps(
-        body.get("snaps"), _account(principal), config.public_url, config.max_snapshots
+        body.get("snaps"), str(principal.account_id), config.public_url, config.max_snapshots
     )
     request_id = await request.app[SUBMISSIONS].snap_request(principal, snaps)
     return web.json_response({"requestId": request_id})
@@ -713,23 +529,18 @@ async def get_snap_request(request: web.Request) -> web.Response:
     request_id = domain.parse_id(request.match_info["id"])
     if request_id is None:
         raise errors.NotFound("No such snap request")
-    account_id = _account(principal)
-    async with request.app[POOL].acquire() as conn:
-        found = await repo.snap_requests(conn, account_id, [request_id])
-    if not found:
-        raise errors.NotFound("No such snap request")
-    snap_request = found[request_id]
+    snap_request = await request.app[SUBMISSIONS].snap_request_of(principal, request_id)
     if snap_request.pending:
         return web.json_response({"id": request_id, "status": "pending"})
     if snap_request.state == "failed":
         raise errors.InvalidRequest(f"Snap request {request_id} failed: {snap_request.error}")
-    base = request.app[COMPARISONS].image_base(account_id)
+    config, account_id = request.app[CONFIG], str(principal.account_id)
     result = [
         {
             "component": s["component"],
             "variant": s["variant"],
             "target": s["target"],
-            "url": base + s["image_hash"],
+            "url": config.public(happo_image_path(account_id, s["image_hash"])),
             "width": s["width"],
             "height": s["height"],
         }
@@ -743,11 +554,7 @@ async def render_job(request: web.Request) -> web.Response:
     payload}``: what a renderer needs of a request of the calling account."""
     principal = require_account(request)
     request_id = domain.parse_id(request.match_info["id"])
-    spec = (
-        await request.app[RENDER_REQUESTS].spec(principal, request_id)
-        if request_id is not None
-        else None
-    )
+    spec = await request.app[RENDER_REQUESTS].spec(principal, request_id) if request_id else None
     if spec is None:
         raise errors.NotFound("No such snap request to render")
     return web.json_response(spec)
@@ -756,47 +563,37 @@ async def render_job(request: web.Request) -> web.Response:
 # --- images -----------------------------------------------------------------------------------
 
 
-async def diff_image(request: web.Request) -> web.Response:
-    """``GET /comparisons/:id/diffs/:position.png``: an entry's diff image, for the account."""
+async def diff_image(request: web.Request) -> web.StreamResponse:
+    """``GET /comparisons/:id/diffs/:position.png``: an entry's diff image, for the account
+    (streamed, with its ETag and Range, like every stored blob: :mod:`shared.delivery`)."""
     principal = require_account(request)
     comparison_id, position = _whole_id(request, "id"), _whole_id(request, "position", 0)
     async with request.app[POOL].acquire() as conn:
-        comparison = await repo.comparison_by_id(conn, comparison_id)
-        if comparison is None or comparison.account_id != _account(principal):
+        comparison = await repo.comparisons.comparison_by_id(conn, comparison_id)
+        if comparison is None or comparison.account_id != str(principal.account_id):
             raise errors.NotFound("No such comparison")
-        key = await repo.entry_diff_key(conn, comparison_id, position)
+        key = await repo.comparisons.entry_diff_key(conn, comparison_id, position)
     if key is None:
         raise errors.NotFound("That entry has no diff image")
-    try:
-        data = await request.app[STORE].read(key)
-    except BlobNotFound as exc:
-        raise errors.NotFound("The diff image is gone") from exc
-    return web.Response(
-        body=data,
-        content_type="image/png",
-        headers={"Cache-Control": "private, max-age=31536000, immutable"},
+    stored = await request.app[STORE].stat(key)
+    if stored is None:
+        raise errors.NotFound("The diff image is gone")
+    return await serve_blob(
+        request,
+        request.app[STORE],
+        key,
+        store_keys.entity_tag(key),
+        stored.size,
+        "image/png",
+        # Only the account may see it: no shared cache keeps it.
+        cache_control="private, max-age=31536000, immutable",
     )
 
 
 async def status_badge(request: web.Request) -> web.Response:
     """``GET /badges/:id-:signature.svg``: the comparison's status as an SVG badge (public,
     for pull requests and READMEs; the signature keeps ids from being enumerated)."""
-    config = request.app[CONFIG]
-    raw_id, _, signature = request.match_info["badge"].partition("-")
-    comparison_id = domain.parse_id(raw_id)
-    if comparison_id is None:
-        raise errors.NotFound("No such badge")
-    expected = domain.badge_signature(config.signing_key, comparison_id)
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
-        raise errors.NotFound("No such badge")
-    async with request.app[POOL].acquire() as conn:
-        comparison = await repo.comparison_by_id(conn, comparison_id)
-        counts = await repo.kind_counts(conn, comparison_id) if comparison else {}
-    if comparison is None:
-        raise errors.NotFound("No such badge")
-    tally = domain.Tally.of(counts) if comparison.done else None
-    status = comparison.status
-    svg = domain.status_badge(status, domain.badge_message(status, tally))
+    svg = await request.app[BADGES].svg(request.match_info["badge"])
     return web.Response(
         text=svg,
         content_type="image/svg+xml",

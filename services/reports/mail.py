@@ -1,4 +1,4 @@
-"""E-mail of the reports service: the diff notice, its recipients, and delivery.
+"""How the reports service's e-mail travels (what it says is :mod:`mail_messages`'s).
 
 Delivery goes through a :class:`Mailer`. :class:`SmtpMailer` speaks SMTP (aiosmtplib) to the
 server named by ``SMTP_URL``; :class:`FileMailer` writes ``.eml`` files under ``var/mail/`` so
@@ -14,17 +14,13 @@ from __future__ import annotations
 import asyncio
 import email.policy
 import hashlib
-import html
 import os
-import re
 import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from email.errors import HeaderParseError
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, getaddresses
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -32,19 +28,9 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 import aiosmtplib
 
 from shared.config import ConfigError
-from shared.errors import InvalidRequest
 from shared.logging import get_logger
 
 log = get_logger(__name__)
-
-#: Most addresses one ``notify`` value may name.
-MAX_ADDRESSES = 100
-#: RFC 5321's limit on a forward path (256 octets) less its angle brackets.
-MAX_ADDRESS_LENGTH = 254
-#: Components named in a subject; the rest are counted ("and 3 more").
-SUBJECT_COMPONENTS = 3
-#: Components listed in a notice's body; a huge report must not make a huge e-mail.
-BODY_COMPONENTS = 50
 
 
 class MailNotSent(Exception):
@@ -378,244 +364,3 @@ def open_mailer(smtp_url: str | None, mail_dir: Path, timeout: float) -> Mailer:
         return mailer
     log.info("mail.files", directory=str(mail_dir))
     return FileMailer(Path(mail_dir))
-
-
-# --- composing ---------------------------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_SPACES = re.compile(r"\s+")
-_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
-
-
-def _one_line(value: str, limit: int = 120) -> str:
-    """``value`` on one line: no CR/LF reaches a header, and no name makes a subject huge."""
-    text = _SPACES.sub(" ", _CONTROL.sub(" ", str(value))).strip()
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _http_url(url: str, what: str) -> str:
-    """``url`` if it is an absolute http(s) URL; only such a link goes into a notice."""
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.netloc or _SPACES.search(url):
-        raise ValueError(f"{what} must be an absolute http(s) URL")
-    if _CONTROL.search(url):
-        raise ValueError(f"{what} must not contain control characters")
-    return url
-
-
-def _short_sha(sha: str) -> str:
-    return _one_line(sha, 40)[:7]
-
-
-def make_message_id(*parts: str, domain: str) -> str:
-    """A deterministic ``Message-ID`` from ``parts`` (e.g. comparison id and recipient).
-
-    The same parts give the same id, so a notice sent again after a crash is recognisable as
-    the same message; the parts are hashed, so no address shows in the header.
-    """
-    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
-    return f"<{digest}@{_one_line(domain, 253).replace(' ', '')}>"
-
-
-def compose_diff_notice(
-    *,
-    sender: str,
-    recipient: str,
-    account_name: str | None,
-    project: str,
-    sha1: str,
-    sha2: str,
-    components: list[str],
-    summary: str,
-    compare_url: str,
-    unsubscribe_url: str | None,
-    message_id: str,
-) -> EmailMessage:
-    """The e-mail telling ``recipient`` which components changed between two reports.
-
-    Plain text and a simple HTML alternative (no external assets; every value escaped),
-    the comparison link in both, an unsubscribe link, ``List-Unsubscribe`` and RFC 8058's
-    ``List-Unsubscribe-Post`` (one-click) when ``unsubscribe_url`` is given. ``message_id`` is
-    used as given (``<id@domain>``, angle brackets added when missing) so that a re-send is
-    recognisable. Raises ``ValueError`` for a URL that is not absolute http(s) or a malformed
-    ``message_id`` (caller bugs).
-    """
-    compare_url = _http_url(compare_url, "compare_url")
-    if unsubscribe_url is not None:
-        unsubscribe_url = _http_url(unsubscribe_url, "unsubscribe_url")
-    message_id = message_id.strip()
-    if not message_id.startswith("<"):
-        message_id = f"<{message_id}>"
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise ValueError("message_id must look like <unique@domain>")
-
-    names = [name for name in (_one_line(c, 80) for c in components) if name]
-    project_name = _one_line(project, 120) or "your project"
-    account = _one_line(account_name, 120) if account_name else ""
-    short1, short2 = _short_sha(sha1), _short_sha(sha2)
-    full1, full2 = _one_line(sha1, 80), _one_line(sha2, 80)
-
-    subject = "Happo diffs"
-    if names:
-        shown = ", ".join(names[:SUBJECT_COMPONENTS])
-        more = len(names) - SUBJECT_COMPONENTS
-        subject += f" in {shown}" + (f" and {more} more" if more > 0 else "")
-    subject += f" — {short1} → {short2}"
-
-    where = f"{project_name} ({account})" if account else project_name
-    if names:
-        count = f"{len(names)} component" + ("" if len(names) == 1 else "s")
-        lead = f"Happo found differences in {count} of {where},"
-    else:
-        lead = f"Happo found differences in {where},"
-    lead_end = f"comparing {full1} with {full2}"
-    listed = names[:BODY_COMPONENTS]
-    hidden = len(names) - len(listed)
-    summary_text = "\n".join(line.rstrip() for line in summary.replace("\r\n", "\n").split("\n"))
-    summary_text = _CONTROL.sub(lambda m: m.group() if m.group() == "\n" else " ", summary_text)
-    summary_text = summary_text.strip()
-
-    text = [f"{lead}\n{lead_end}" + (":" if listed else "."), ""]
-    if listed:
-        text += [f"  - {name}" for name in listed]
-        if hidden:
-            text.append(f"  … and {hidden} more")
-        text.append("")
-    if summary_text:
-        text += [summary_text, ""]
-    text += ["Review the comparison:", compare_url]
-    if unsubscribe_url:
-        text += [
-            "",
-            "-- ",
-            f"You get this e-mail because you subscribed to Happo diffs of {project_name}.",
-            f"Unsubscribe: {unsubscribe_url}",
-        ]
-
-    def esc(value: str) -> str:
-        return html.escape(value, quote=True)
-
-    body = [f"<p>{esc(lead)} {esc(lead_end)}{':' if listed else '.'}</p>"]
-    if listed:
-        items = "".join(f"<li>{esc(name)}</li>" for name in listed)
-        if hidden:
-            items += f"<li>… and {hidden} more</li>"
-        body.append(f"<ul>{items}</ul>")
-    if summary_text:
-        body.append(f"<p>{esc(summary_text).replace(chr(10), '<br>')}</p>")
-    body.append(f'<p><a href="{esc(compare_url)}">Review the comparison</a></p>')
-    if unsubscribe_url:
-        body.append(
-            '<p style="color:#666;font-size:smaller">You get this e-mail because you subscribed'
-            f" to Happo diffs of {esc(project_name)}."
-            f' <a href="{esc(unsubscribe_url)}">Unsubscribe</a></p>'
-        )
-    page = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{esc(subject)}</title></head>\n"
-        '<body style="font-family:sans-serif;line-height:1.4;color:#222">\n'
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = subject
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = message_id
-    # RFC 3834: vacation responders and the like must not answer a robot.
-    message["Auto-Submitted"] = "auto-generated"
-    if unsubscribe_url:
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>"
-        # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" to the URL
-        # itself, so a link scanner's GET (which only shows a confirm page) unsubscribes nobody.
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    # Quoted-printable keeps the bytes 7-bit whatever the names hold: no server needs 8BITMIME.
-    message.set_content("\n".join(text) + "\n", cte="quoted-printable")
-    message.add_alternative(page, subtype="html", cte="quoted-printable")
-    return message
-
-
-# --- recipients ---------------------------------------------------------------------------
-
-# RFC 5322 dot-atom: what real mailboxes use; quoted local parts are valid but not plausible.
-_LOCAL_PART = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-
-
-def _shown(value: str) -> str:
-    """``value`` quoted for an error message: escaped, and cut when long."""
-    return repr(value if len(value) <= 80 else value[:77] + "...")
-
-
-def _address(item: object, field: str) -> str:
-    """One plausible address, domain lower-cased (IDNA-encoded when not ASCII), or 422."""
-    if not isinstance(item, str):
-        raise InvalidRequest(f"{field}: every address must be a string")
-    bad = InvalidRequest(f"{field}: {_shown(item)} is not a valid e-mail address")
-    # Checked before trimming: a CR/LF anywhere is an injection attempt, not whitespace.
-    if _CONTROL.search(item):
-        raise bad
-    text = item.strip()
-    if not text or len(text) > MAX_ADDRESS_LENGTH or "," in text:
-        raise bad
-    try:
-        parsed = Address(addr_spec=text)
-    except (ValueError, IndexError, TypeError, HeaderParseError):
-        # email's parser raises a zoo of errors on garbage; all mean "not an address".
-        raise bad from None
-    # The parser tolerates comments and spaces ("a (x) @b.com"): only a round trip is plain.
-    if parsed.display_name or parsed.addr_spec != text:
-        raise bad
-    local, domain = parsed.username, parsed.domain.lower()
-    if len(local) > 64 or not _LOCAL_PART.fullmatch(local):
-        raise bad
-    try:
-        domain = domain.encode("idna").decode("ascii") if not domain.isascii() else domain
-    except UnicodeError:
-        raise bad from None
-    labels = domain.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise bad
-    if labels[-1].isdigit():  # an IP address is not a mail domain here
-        raise bad
-    address = f"{local}@{domain}"
-    if len(address) > MAX_ADDRESS_LENGTH:
-        raise bad
-    return address
-
-
-def parse_addresses(
-    value: object, *, field: str = "notify", limit: int = MAX_ADDRESSES
-) -> list[str]:
-    """Validate the e-mail addresses of a Happo ``notify`` value.
-
-    ``value`` is a list of strings or one comma-separated string (``None`` or blank: none).
-    Each address is trimmed and must be a single plain ``local@domain`` (no display name, no
-    comment, no CR/LF, at most 254 characters, a dotted domain); the domain is lower-cased,
-    the local part kept as given. Duplicates are dropped, the first kept; more than ``limit``
-    distinct addresses is refused. Raises :class:`InvalidRequest` naming the bad value.
-    """
-    if value is None:
-        return []
-    if isinstance(value, str):
-        # In a comma-separated string an empty piece is a stray separator ("a@x.io, ").
-        items: list[object] = [piece for piece in value.split(",") if piece.strip()]
-    elif isinstance(value, list | tuple):
-        items = list(value)
-    else:
-        raise InvalidRequest(
-            f"{field} must be a list of e-mail addresses or a comma-separated string"
-        )
-    addresses: list[str] = []
-    seen: set[str] = set()
-    for item in items:
-        address = _address(item, field)
-        if address in seen:
-            continue
-        if len(addresses) >= limit:
-            raise InvalidRequest(f"{field}: at most {limit} addresses")
-        seen.add(address)
-        addresses.append(address)
-    return addresses

@@ -15,7 +15,8 @@ import asyncpg
 
 from services.reports import domain, repo
 from services.reports.config import ReportsConfig
-from services.reports.mail import Mailer, MailRefused, compose_diff_notice, make_message_id
+from services.reports.mail import Mailer, MailRefused
+from services.reports.mail_messages import compose_diff_notice, make_message_id
 from shared.events import Envelope
 from shared.logging import get_logger
 
@@ -46,13 +47,16 @@ class Notices:
             # Addresses named in the call are told about every outcome, even "no diffs".
             recipients = {address: [] for address in notify}
         else:
-            subscribed = await repo.subscriptions_of(
-                conn, account_id, await repo.subscribers(conn, account_id, components), components
+            subscribed = await repo.subscriptions.subscriptions_of(
+                conn,
+                account_id,
+                await repo.subscriptions.subscribers(conn, account_id, components),
+                components,
             )
             recipients = {address: components for address in notify}
             for address, theirs in subscribed.items():
                 recipients.setdefault(address, theirs)
-        done = await repo.delivered(conn, envelope.id)
+        done = await repo.subscriptions.delivered(conn, envelope.id)
         for address, theirs in recipients.items():
             if address in done:
                 continue
@@ -73,7 +77,9 @@ class Notices:
         config = self.config
         unsubscribe_url = None
         if unsubscribe and components:
-            token = domain.unsubscribe_token(config.signing_key, account_id, components, address)
+            token = domain.unsubscribe_token(
+                config.unsubscribe_signer, account_id, components, address
+            )
             unsubscribe_url = config.public(f"/unsubscribe/{token}")
         message = compose_diff_notice(
             sender=config.mail_from,
@@ -99,4 +105,6 @@ class Notices:
             log.warning("mail.refused", recipient_domain=address.rsplit("@", 1)[-1], error=str(exc))
             outcome = "refused"
         async with self.pool.acquire() as own:
-            await repo.record_delivery(own, comparison_id, envelope.id, address, outcome)
+            await repo.subscriptions.record_delivery(
+                own, comparison_id, envelope.id, address, outcome
+            )

@@ -1,10 +1,10 @@
 """Reports's web pages: a report, a comparison (each diff side by side, as an overlay and as the
 diff image; accept or reject), a job, and the unsubscribe link of the notification e-mails.
 
-Each handler parses HTTP, calls :mod:`repo` and :mod:`domain`, and renders a template of
-``templates/`` on the shared layout. The pages are server-rendered with no script at all: the
-overlay's fade and flicker are radio buttons and CSS, which the shared Content-Security-Policy
-(``default-src 'self'``, inline styles only) allows as it is.
+Each handler parses HTTP, calls a use case (or reads a page of records), and renders a
+template of ``templates/`` on the shared layout. The pages are server-rendered with no script
+at all: the overlay's fade and flicker are radio buttons and CSS, which the shared
+Content-Security-Policy (``default-src 'self'``, inline styles only) allows as it is.
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ from operator import attrgetter
 from pathlib import Path
 from urllib.parse import quote
 
-import aiohttp
-import asyncpg
 from aiohttp import web
 
 from services.reports import domain, repo
-from services.reports.comparing import job_status
-from services.reports.domain import Comparison, Entry, Job
-from services.reports.handlers import COMPARISONS, CONFIG
+from services.reports.comparing import own_comparison
+from services.reports.domain import Comparison
+from services.reports.handlers import COMPARISONS, CONFIG, JOBS, SUBSCRIPTIONS
+from services.reports.matching import Entry, Tally
 from shared import errors
 from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
-from shared.pages import Pages, redirect
+from shared.pages import Pages, page_user, redirect
 from shared.runtime import INTERNAL, POOL
 
 log = get_logger("darkroom.reports.pages")
@@ -174,7 +173,7 @@ def _page(handler: Handler) -> Handler:
             return request.app[PAGES].render(
                 "problem.html",
                 status=exc.status,
-                user=await _nav_user(request, principal_of(request)),
+                user=await _header_user(request, principal_of(request)),
                 principal=principal_of(request),
                 status_code=exc.status,
                 message=exc.message,
@@ -205,33 +204,15 @@ def _page_number(request: web.Request) -> int:
     return value
 
 
-async def _nav_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
+async def _header_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
     """Who the layout's header names: for a session, the user as auth knows them (this service
-    does not keep people's names); nobody for API credentials, which cannot sign out."""
+    does not keep people's names; see :func:`shared.pages.page_user` for when auth cannot
+    say); nobody for API credentials, which cannot sign out."""
     if principal.kind != "session":
         return None
-    config = request.app[CONFIG]
-    try:
-        status, body = await request.app[INTERNAL].call(
-            "GET", config.service_url("auth"), "/user", principal, timeout=3
-        )
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        status, body = 0, repr(exc)
-    if status == 200 and isinstance(body, dict) and isinstance(body.get("email"), str):
-        return {"name": str(body.get("name") or ""), "email": body["email"]}
-    # The page is still worth showing; the header then only offers to sign out.
-    log.warning("pages.user_unknown", status=status)
-    return {"name": "", "email": ""}
-
-
-async def _own_comparison(
-    conn: asyncpg.Connection, principal: Principal, comparison_id: int, *, lock: bool = False
-) -> Comparison:
-    comparison = await repo.comparison_by_id(conn, comparison_id, lock=lock)
-    # Another account's comparison does not exist for this one (no telling ids apart).
-    if comparison is None or comparison.account_id != principal.account_id:
-        raise errors.NotFound("No such comparison")
-    return comparison
+    return await page_user(
+        request.app[INTERNAL], request.app[CONFIG].service_url("auth"), principal
+    )
 
 
 # --- report -----------------------------------------------------------------------------------
@@ -243,12 +224,12 @@ async def report_page(request: web.Request) -> web.StreamResponse:
     principal = _viewer(request)
     report_id, page = _object_id(request), _page_number(request)
     async with request.app[POOL].acquire() as conn:
-        report = await repo.report_by_id(conn, report_id)
+        report = await repo.reports.report_by_id(conn, report_id)
         if report is None or report.account_id != principal.account_id:
             raise errors.NotFound("No such report")
         pager = Pager.of(page, SNAPSHOTS_PER_PAGE, report.snapshot_count)
-        base = request.app[COMPARISONS].image_base(report.account_id)
-        snapshots = await repo.snapshot_page(
+        base = domain.image_base(request.app[CONFIG].public_url, report.account_id)
+        snapshots = await repo.reports.snapshot_page(
             conn, report.id, base, limit=pager.size, offset=pager.offset
         )
     groups = [
@@ -257,7 +238,7 @@ async def report_page(request: web.Request) -> web.StreamResponse:
     ]
     return request.app[PAGES].render(
         "report.html",
-        user=await _nav_user(request, principal),
+        user=await _header_user(request, principal),
         principal=principal,
         report=report,
         groups=groups,
@@ -284,20 +265,22 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
     comparison_id, page = _object_id(request), _page_number(request)
     sections: dict[str, list[Line]] = {kind: [] for kind in SHOWN_KINDS}
     async with request.app[POOL].acquire() as conn:
-        comparison = await _own_comparison(conn, principal, comparison_id)
-        counts = await repo.kind_counts(conn, comparison.id)
+        comparison = await own_comparison(conn, principal, comparison_id)
+        counts = await repo.comparisons.kind_counts(conn, comparison.id)
         pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in SHOWN_KINDS))
         for kind, offset, limit in windows(counts, SHOWN_KINDS, pager.offset, pager.size):
-            found = await repo.entries(conn, comparison.id, (kind,), limit=limit, offset=offset)
+            found = await repo.comparisons.entries(
+                conn, comparison.id, (kind,), limit=limit, offset=offset
+            )
             sections[kind] = [Line(entry.position or 0, entry) for entry in found]
     session = principal.kind == "session"
     return request.app[PAGES].render(
         "comparison.html",
-        user=await _nav_user(request, principal),
+        user=await _header_user(request, principal),
         principal=principal,
         comparison=comparison,
         outcome=comparison.status,
-        tally=domain.Tally.of(counts),
+        tally=Tally.of(counts),
         sections=sections,
         pager=pager,
         reviewer=_reviewer(comparison, principal),
@@ -332,13 +315,7 @@ async def review(request: web.Request) -> web.StreamResponse:
     decision = DECISIONS.get(str(form.get("decision", "")))
     if decision is None:
         raise errors.InvalidRequest("`decision` must be accept or reject")
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        # Locked, so a comparison being re-run (which clears its review) is not reviewed
-        # half-way through.
-        comparison = await _own_comparison(conn, principal, comparison_id, lock=True)
-        if not comparison.done:
-            raise errors.Conflict("The comparison is still running: review it once it is done")
-        await repo.review(conn, comparison.id, decision, principal.user_id)
+    await request.app[COMPARISONS].review(principal, comparison_id, decision)
     log.info("comparison.reviewed", comparison_id=comparison_id, decision=decision)
     back = f"/comparisons/{comparison_id}"
     page = domain.parse_id(str(form.get("page", "")), 1_000_000)
@@ -350,40 +327,14 @@ async def review(request: web.Request) -> web.StreamResponse:
 # --- job --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ProjectLine:
-    """One project of a job: its status and its comparison, once there is one."""
-
-    job: Job
-    status: str
-    comparison: Comparison | None
-
-
 @_page
 async def job_page(request: web.Request) -> web.StreamResponse:
     """``GET /jobs/:id``: the shas, each project's status and comparison, the combined status."""
     principal = _viewer(request)
-    job_id = _object_id(request)
-    async with request.app[POOL].acquire() as conn:
-        job = await repo.job_by_id(conn, job_id)
-        if job is None or job.account_id != principal.account_id:
-            raise errors.NotFound("No such job")
-        projects = [job] if job.project is not None else await repo.children(conn, job.id)
-        lines = []
-        for each in projects:
-            assert each.project is not None  # an orchestration job's children have one
-            comparison = await repo.comparison(
-                conn, each.account_id, each.project, each.sha1, each.sha2
-            )
-            # The API's own rule (cancelled, skipped, the comparison's build status), so the
-            # page never tells another story than GET /api/jobs does.
-            lines.append(ProjectLine(each, await job_status(conn, each), comparison))
-    status = (
-        domain.combine(line.status for line in lines) if job.project is None else lines[0].status
-    )
+    job, status, lines = await request.app[JOBS].lines(principal, _object_id(request))
     return request.app[PAGES].render(
         "job.html",
-        user=await _nav_user(request, principal),
+        user=await _header_user(request, principal),
         principal=principal,
         job=job,
         outcome=status,
@@ -394,20 +345,11 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 # --- unsubscribe ------------------------------------------------------------------------------
 
 
-def _unsubscribe_target(request: web.Request) -> tuple[str, list[str], str]:
-    found = domain.read_unsubscribe_token(
-        request.app[CONFIG].signing_key, request.match_info["token"]
-    )
-    if found is None:
-        raise errors.NotFound("This unsubscribe link is not valid")
-    return found
-
-
 @_page
 async def unsubscribe_page(request: web.Request) -> web.StreamResponse:
     """``GET /unsubscribe/:token``: asks first. Mail scanners and link previews fetch links,
     so a GET changes nothing; the button (or a mail client's one-click POST) does."""
-    _, components, email = _unsubscribe_target(request)
+    _, components, email = request.app[SUBSCRIPTIONS].link_target(request.match_info["token"])
     return request.app[PAGES].render(
         "unsubscribe.html",
         user=None,
@@ -423,10 +365,7 @@ async def unsubscribe(request: web.Request) -> web.StreamResponse:
     """``POST /unsubscribe/:token``: the confirm button, and RFC 8058 one-click (a mail client
     posts ``List-Unsubscribe=One-Click``). The signed token is the authority, so the body is
     not needed; the address stays unsubscribed even if the API adds it again."""
-    account_id, components, email = _unsubscribe_target(request)
-    async with request.app[POOL].acquire() as conn, conn.transaction():
-        for component in components:
-            await repo.opt_out(conn, account_id, component, email)
+    components, email = await request.app[SUBSCRIPTIONS].opt_out(request.match_info["token"])
     log.info("subscription.opted_out", components=len(components))
     return request.app[PAGES].render(
         "unsubscribe.html",

@@ -72,7 +72,9 @@ class RenderRequests:
     async def spec(self, principal: Principal, request_id: int) -> dict[str, Any] | None:
         """What a renderer needs of a request of the caller's account, or None."""
         async with self.pool.acquire() as conn:
-            row = await repo.render_request(conn, str(principal.account_id), request_id)
+            row = await repo.snap_requests.render_request(
+                conn, str(principal.account_id), request_id
+            )
         if row is None:
             return None
         return {
@@ -87,7 +89,7 @@ class RenderRequests:
         """Fail the requests no renderer finished within ``deadline_seconds`` (so no request,
         and no report waiting for it, stays pending forever); how many."""
         async with self.pool.acquire() as conn, conn.transaction():
-            stale = await repo.stale_render_requests(conn, deadline_seconds)
+            stale = await repo.snap_requests.stale_render_requests(conn, deadline_seconds)
             for row in stale:
                 await self.submissions.rendered(
                     conn,
@@ -109,7 +111,7 @@ class RenderRequests:
         job = parse_payload(payload, item.request_type, item.target_name)
         reason = unrenderable(job.options.browser)
         account_id = str(principal.account_id)
-        request_id, created = await repo.create_render_request(
+        request_id, created = await repo.snap_requests.create_render_request(
             conn,
             account_id,
             item.request_type,

@@ -1,5 +1,6 @@
 """Writing reports: whole, in partials, cloned, or assembled from snap requests (the async
-reports of happo-e2e), each snapshot checked against the image the account stored.
+reports of happo-e2e), each snapshot checked against the image the account stored; and
+reading them back.
 
 A report that becomes complete records ``report.completed`` in the same transaction, which
 starts the comparisons scheduled on it.
@@ -13,14 +14,15 @@ from typing import Any
 import asyncpg
 
 from services.reports import domain, events, repo
-from services.reports.domain import Report, SnapInput
+from services.reports.domain import Report, SnapInput, SnapRequest, Snapshot
 from shared import errors
 from shared.events import record_event
 from shared.http import InternalClient, Principal
+from shared.image_urls import happo_hash_of_url
 
 
 class Submissions:
-    """The use cases that write reports."""
+    """The use cases that write reports and snap requests, and read them."""
 
     def __init__(
         self, pool: asyncpg.Pool, internal: InternalClient, ingest_url: str, public_url: str
@@ -77,15 +79,15 @@ class Submissions:
         images = await self.images_of(principal, snaps)
         account_id = str(principal.account_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            existing = await repo.report(conn, account_id, project, sha, lock=True)
+            existing = await repo.reports.report(conn, account_id, project, sha, lock=True)
             if partial and existing is not None and existing.partial and not existing.complete:
                 report_id = existing.id
-                await repo.amend_report(conn, report_id, link, message)
+                await repo.reports.amend_report(conn, report_id, link, message)
             else:
-                report_id = await repo.start_report(
+                report_id = await repo.reports.start_report(
                     conn, account_id, project, sha, link=link, message=message, partial=partial
                 )
-            await repo.add_snapshots(conn, report_id, snaps, images)
+            await repo.reports.add_snapshots(conn, report_id, snaps, images)
             if not partial:
                 await self._completed(conn, report_id)
             return await self._reread(conn, report_id)
@@ -97,7 +99,7 @@ class Submissions:
             if not report.partial:
                 raise errors.Conflict("This report was not posted in partials; it is complete")
             if not report.complete:
-                await repo.complete_report(conn, report.id)
+                await repo.reports.complete_report(conn, report.id)
                 await self._completed(conn, report.id)
             return await self._reread(conn, report.id)
 
@@ -119,7 +121,7 @@ class Submissions:
             source = await self.require(conn, principal, project, from_sha)
             if not source.complete:
                 raise errors.Conflict(f"Report {from_sha} is not complete yet")
-            report_id = await repo.start_report(
+            report_id = await repo.reports.start_report(
                 conn,
                 account_id,
                 project,
@@ -129,7 +131,7 @@ class Submissions:
                 partial=False,
                 cloned_from=source.id,
             )
-            await repo.copy_snapshots(conn, source.id, report_id)
+            await repo.reports.copy_snapshots(conn, source.id, report_id)
             await self._completed(conn, report_id)
             return await self._reread(conn, report_id)
 
@@ -141,7 +143,9 @@ class Submissions:
             for s in snaps
         ]
         async with self.pool.acquire() as conn:
-            return await repo.create_snap_request(conn, str(principal.account_id), records)
+            return await repo.snap_requests.create_snap_request(
+                conn, str(principal.account_id), records
+            )
 
     async def extends_request(
         self,
@@ -158,8 +162,8 @@ class Submissions:
         account_id = str(principal.account_id)
         async with self.pool.acquire() as conn:
             source = await self.require(conn, principal, project, extends_sha)
-            base = f"{self.public_url}/img/{account_id}/"
-            snaps = await repo.snapshots(conn, source.id, base)
+            base = domain.image_base(self.public_url, account_id)
+            snaps = await repo.reports.snapshots(conn, source.id, base)
             keys = None if wanted is None else {tuple(key) for key in wanted}
             chosen = [
                 s
@@ -170,14 +174,19 @@ class Submissions:
             records = [
                 _snap_record(
                     SnapInput(
-                        s.component, s.variant, s.target, s.url.rsplit("/", 1)[1], s.width, s.height
+                        s.component,
+                        s.variant,
+                        s.target,
+                        _hash_of(s, account_id, self.public_url),
+                        s.width,
+                        s.height,
                     ),
                     s.sha256,
                     s.blob_key,
                 )
                 for s in chosen
             ]
-            return await repo.create_snap_request(conn, account_id, records)
+            return await repo.snap_requests.create_snap_request(conn, account_id, records)
 
     async def async_report(
         self,
@@ -196,12 +205,12 @@ class Submissions:
         nothing."""
         account_id = str(principal.account_id)
         async with self.pool.acquire() as conn, conn.transaction():
-            found = await repo.snap_requests(conn, account_id, request_ids)
+            found = await repo.snap_requests.snap_requests(conn, account_id, request_ids)
             missing = sorted(set(request_ids) - set(found))
             if missing:
                 raise errors.InvalidRequest(f"Unknown snap request id: {missing[0]}")
             pending = {rid for rid, request in found.items() if request.pending}
-            existing = await repo.report(conn, account_id, project, sha, lock=True)
+            existing = await repo.reports.report(conn, account_id, project, sha, lock=True)
             if (
                 nonce is not None
                 and existing is not None
@@ -209,9 +218,9 @@ class Submissions:
                 and not existing.complete
             ):
                 report_id = existing.id
-                await repo.amend_report(conn, report_id, link, message)
+                await repo.reports.amend_report(conn, report_id, link, message)
             else:
-                report_id = await repo.start_report(
+                report_id = await repo.reports.start_report(
                     conn,
                     account_id,
                     project,
@@ -222,7 +231,7 @@ class Submissions:
                     nonce=nonce,
                     awaiting_renders=nonce is None and bool(pending),
                 )
-            fresh = await repo.attach_requests(conn, report_id, request_ids, pending)
+            fresh = await repo.reports.attach_requests(conn, report_id, request_ids, pending)
             await self._apply(conn, report_id, [found[rid] for rid in fresh if rid not in pending])
             if nonce is None and not pending:
                 await self._completed(conn, report_id)
@@ -238,10 +247,10 @@ class Submissions:
             if report.nonce != nonce:
                 raise errors.Conflict("No report is being collected under this nonce for the sha")
             if not report.complete:
-                if await repo.requests_pending(conn, report.id):
-                    await repo.complete_report_later(conn, report.id, skipped)
+                if await repo.reports.requests_pending(conn, report.id):
+                    await repo.reports.complete_report_later(conn, report.id, skipped)
                 else:
-                    await repo.complete_report(conn, report.id, skipped)
+                    await repo.reports.complete_report(conn, report.id, skipped)
                     await self._completed(conn, report.id)
             return await self._reread(conn, report.id)
 
@@ -256,7 +265,9 @@ class Submissions:
         """A renderer finished snap request ``request_id`` (``snaps``, or failed with
         ``error``): put it into the reports waiting for it, and complete those whose last
         pending request it was. A repeated outcome changes nothing."""
-        finished = await repo.finish_render_request(conn, account_id, request_id, snaps, error)
+        finished = await repo.snap_requests.finish_render_request(
+            conn, account_id, request_id, snaps, error
+        )
         if finished is None:
             return
         request = domain.SnapRequest(
@@ -266,15 +277,15 @@ class Submissions:
             target_name=finished["target_name"],
             error=error,
         )
-        for report_id in await repo.reports_waiting_for(conn, request_id):
+        for report_id in await repo.reports.reports_waiting_for(conn, request_id):
             await self._apply(conn, report_id, [request])
             report = await self._reread(conn, report_id)
             if (
                 report.complete_when_rendered
                 and not report.complete
-                and not await repo.requests_pending(conn, report_id)
+                and not await repo.reports.requests_pending(conn, report_id)
             ):
-                await repo.complete_report(conn, report_id)
+                await repo.reports.complete_report(conn, report_id)
                 await self._completed(conn, report_id)
 
     async def _apply(
@@ -283,8 +294,8 @@ class Submissions:
         """Add finished requests to a report: their snapshots, or why they failed."""
         records = [record for request in requests for record in request.snaps]
         images = {r["image_hash"]: {"sha256": r["sha256"], "key": r["key"]} for r in records}
-        await repo.add_snapshots(conn, report_id, [_snap_input(r) for r in records], images)
-        await repo.add_render_errors(
+        await repo.reports.add_snapshots(conn, report_id, [_snap_input(r) for r in records], images)
+        await repo.reports.add_render_errors(
             conn,
             report_id,
             [
@@ -293,6 +304,54 @@ class Submissions:
                 if r.state == "failed"
             ],
         )
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def status(self, principal: Principal, project: str, sha: str) -> Report:
+        """The caller's report of a sha, or 404."""
+        async with self.pool.acquire() as conn:
+            return await self.require(conn, principal, project, sha)
+
+    async def snapshots(self, principal: Principal, project: str, sha: str) -> list[Snapshot]:
+        """The snapshots of the caller's report of a sha (404 without one)."""
+        base = domain.image_base(self.public_url, str(principal.account_id))
+        async with self.pool.acquire() as conn:
+            report = await self.require(conn, principal, project, sha)
+            return await repo.reports.snapshots(conn, report.id, base)
+
+    async def baseline(self, principal: Principal, project: str, shas: list[str]) -> Report:
+        """The first of ``shas`` with a complete report (happo v6's ``--skip/--only``), or
+        404."""
+        async with self.pool.acquire() as conn:
+            report = await repo.reports.first_report(conn, str(principal.account_id), project, shas)
+        if report is None:
+            raise errors.NotFound("None of the shas has a complete report")
+        return report
+
+    async def latest_snapshot(
+        self, principal: Principal, project: str, key: tuple[str, str, str]
+    ) -> Snapshot:
+        """The snapshot of ``key`` in the caller's latest complete report, or 404."""
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn:
+            snapshot = await repo.reports.latest_snapshot(
+                conn, account_id, project, key, domain.image_base(self.public_url, account_id)
+            )
+        if snapshot is None:
+            raise errors.NotFound("No snapshot of that component, variant and target")
+        return snapshot
+
+    async def snap_request_of(self, principal: Principal, request_id: int) -> SnapRequest:
+        """The caller's snap request, or 404."""
+        async with self.pool.acquire() as conn:
+            found = await repo.snap_requests.snap_requests(
+                conn, str(principal.account_id), [request_id]
+            )
+        if not found:
+            raise errors.NotFound("No such snap request")
+        return found[request_id]
+
+    # --- internals ----------------------------------------------------------------------------
 
     async def require(
         self,
@@ -304,13 +363,13 @@ class Submissions:
         lock: bool = False,
     ) -> Report:
         """The caller's report of a sha, or 404."""
-        report = await repo.report(conn, str(principal.account_id), project, sha, lock=lock)
+        report = await repo.reports.report(conn, str(principal.account_id), project, sha, lock=lock)
         if report is None:
             raise errors.NotFound(f"No report for sha {sha}" + _in_project(project))
         return report
 
     async def _completed(self, conn: asyncpg.Connection, report_id: int) -> None:
-        report = await repo.report_by_id(conn, report_id)
+        report = await repo.reports.report_by_id(conn, report_id)
         assert report is not None
         await record_event(
             conn,
@@ -326,7 +385,7 @@ class Submissions:
 
     @staticmethod
     async def _reread(conn: asyncpg.Connection, report_id: int) -> Report:
-        report = await repo.report_by_id(conn, report_id)
+        report = await repo.reports.report_by_id(conn, report_id)
         assert report is not None
         return report
 
@@ -355,6 +414,13 @@ def _snap_input(record: dict[str, Any]) -> SnapInput:
         width=record["width"],
         height=record["height"],
     )
+
+
+def _hash_of(snapshot: Snapshot, account_id: str, public_url: str) -> str:
+    """The Image API hash of a stored snapshot (its URL was built from it)."""
+    image_hash = happo_hash_of_url(snapshot.url, account_id, public_url)
+    assert image_hash is not None, "a stored snapshot's URL names its image"
+    return image_hash
 
 
 def _in_project(project: str) -> str:
