@@ -70,8 +70,11 @@ AUX_IMAGE_TYPES = ("normalized_preview", "sharpness_map")
 
 #: The smallest width and height an image may have (``low_resolution`` below either).
 MIN_SIDE = 256
-#: The largest file, in bytes (``file_too_large`` above it): 30 MB as the Haut.ai seed's
-#: ``X-Goog-Content-Length-Range: 1,31457280`` counts it.
+#: The largest file, in bytes, the quality analysis rates acceptable (``file_too_large`` above
+#: it): 30 MB as the Haut.ai seed's ``X-Goog-Content-Length-Range: 1,31457280`` counts it. A
+#: criterion of the analysis, not the upload limit: what an upload may be is the operator's
+#: ``DARKROOM_MAX_UPLOAD_BYTES`` (same default), and a larger file an operator allows is
+#: stored and rated ``file_too_large``.
 MAX_FILE_BYTES = 31_457_280
 #: The media type of every aux image (PNG, no metadata).
 AUX_MEDIA_TYPE = "image/png"

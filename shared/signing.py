@@ -33,10 +33,23 @@ from typing import Any
 
 from shared import errors
 
-#: Purposes of the permanent signatures (the expiring grants name theirs in their services).
+# Every purpose the platform signs for, in one list so no two can collide. A purpose is the
+# ``use`` claim of an expiring grant, or the prefix of a permanent signature's message.
+#: Permanent: a comparison's status-badge URL.
 BADGE = "badge"
+#: Permanent: the unsubscribe link of a sent e-mail.
 UNSUBSCRIBE = "unsubscribe"
+#: Permanent for a session: the anti-forgery token of a signed-in page's forms.
 FORM = "form"
+#: Expiring: one upload of a Happo image (``/api/images/upload/<token>``).
+HAPPO_UPLOAD = "happo-upload"
+#: Expiring: one upload of a Haut.ai-style image (its wire value keeps its first spelling, so
+#: URLs handed out before a deploy stay valid).
+HAUTAI_UPLOAD = "haut_upload"
+#: Expiring: reading a Haut.ai-style image or aux image (``/api/v1/files/<token>``).
+HAUTAI_FILE = "haut_file"
+#: Expiring: one PUT of a Happo package archive (``/api/package-uploads/<token>``).
+PACKAGE_UPLOAD = "package-upload"
 
 
 def _b64(raw: bytes) -> str:

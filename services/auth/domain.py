@@ -24,6 +24,10 @@ from joserfc.jwk import OctKey
 
 from shared import errors
 
+#: The longest name a person may sign up with.
+MAX_PERSON_NAME = 200
+#: A password's length bounds (the upper one keeps the password hash's work bounded).
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 TOKEN_PREFIX = "drk_"  # noqa: S105 -- a public prefix, not a secret
 #: Prefixes of the tokens ``POST /api/v1/login/`` hands out (Haut.ai dialect): an access token
 #: is a bearer credential; a refresh token is only ever sent to ``/api/v1/auth/refresh/``.
@@ -278,10 +282,10 @@ class SignUp:
 def validate_sign_up(name: str, email: str, password: str) -> SignUp:
     """Check the sign-up fields; 422 ``invalid_request`` naming the first bad one."""
     name, email = name.strip(), email.strip().lower()
-    if not 1 <= len(name) <= 200:
-        raise errors.InvalidRequest("name must be 1 to 200 characters")
+    if not 1 <= len(name) <= MAX_PERSON_NAME:
+        raise errors.InvalidRequest(f"name must be 1 to {MAX_PERSON_NAME} characters")
     if not _EMAIL.match(email):
         raise errors.InvalidRequest("email is not a valid address")
-    if not 8 <= len(password) <= 1024:
-        raise errors.InvalidRequest("password must be 8 to 1024 characters")
+    if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        raise errors.InvalidRequest(f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return SignUp(name, email, password)

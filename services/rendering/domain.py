@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared import errors, store_keys
+from shared import errors, signing, store_keys
 from shared.signing import sign_token, verify_token
 
 #: The name a client gives a package: the md5 hex of the archive's bytes.
@@ -15,8 +15,8 @@ PACKAGE_HASH = re.compile(r"^[0-9a-f]{32}$")
 #: The ``path`` Darkroom answers for a stored package, echoed back by clients as
 #: ``staticPackage`` / ``assetsPackage``: ``packages/<md5>``.
 _PATH = re.compile(r"^packages/([0-9a-f]{32})$")
-#: The ``use`` claim of a package upload grant (see :mod:`shared.signing`).
-PACKAGE_UPLOAD = "package-upload"
+#: The ``use`` claim of a package upload grant.
+PACKAGE_UPLOAD = signing.PACKAGE_UPLOAD
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ from shared.image_urls import happo_hash_of_url, happo_images_path
 from shared.signing import Signer
 
 DEFAULT_PROJECT = ""
-_SHA = re.compile(r"^[\w.:@+~=-]{1,200}$")
+#: The longest report identifier (a commit sha, a branch-qualified name, a nonce).
+MAX_SHA = 200
+_SHA = re.compile(rf"^[\w.:@+~=-]{{1,{MAX_SHA}}}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Control characters no e-mail value may carry (C0, DEL, C1, and the Unicode line breaks).
 MAIL_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -67,9 +69,10 @@ AWAITING_REVIEW = "awaiting review"
 
 
 def parse_sha(value: str, name: str = "sha") -> str:
-    """A report identifier (a commit sha in practice): 1 to 200 letters, digits or ``._:@+~=-``."""
+    """A report identifier (a commit sha in practice): 1 to :data:`MAX_SHA` letters, digits or
+    ``._:@+~=-``."""
     if not _SHA.match(value):
-        raise BadRequest(f"`{name}` must be 1 to 200 letters, digits or ._:@+~=- characters")
+        raise BadRequest(f"`{name}` must be 1 to {MAX_SHA} letters, digits or ._:@+~=- characters")
     return value
 
 

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from shared import errors
-from shared.signing import sign_token, verify_token
+from shared.signing import HAPPO_UPLOAD, sign_token, verify_token
 
 #: The ``source`` of Happo images in ``image.stored``.
 SOURCE = "happo"
@@ -35,13 +35,14 @@ class UploadGrant:
 
 def sign_upload_token(key: str, account_id: str, happo_hash: str, expires_at: int) -> str:
     """A Happo upload token granting one upload of ``happo_hash`` into ``account_id``."""
-    return sign_token(key, {"account": account_id, "hash": happo_hash}, expires_at)
+    claims = {"use": HAPPO_UPLOAD, "account": account_id, "hash": happo_hash}
+    return sign_token(key, claims, expires_at)
 
 
 def verify_upload_token(key: str, token: str, now: float) -> UploadGrant:
     """The grant a Happo upload token carries; 403 ``forbidden`` when tampered with or
     expired."""
-    claims = verify_token(key, token, now, None, "upload URL")
+    claims = verify_token(key, token, now, HAPPO_UPLOAD, "upload URL")
     try:
         return UploadGrant(
             str(claims["account"]), str(claims["hash"]), int(claims["exp"]), str(claims["jti"])

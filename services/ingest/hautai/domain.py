@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from services.ingest.domain import parse_uuid
-from shared import errors
+from shared import errors, signing
 from shared.store_keys import derivatives_prefix
 
 #: The longest name (and ``search`` term) of a dataset, subject or image, in characters.
@@ -88,11 +88,10 @@ IMAGE_TYPES = {
 }
 DEFAULT_IMAGE_TYPE = 1
 
-#: ``use`` claims of the signed grants of the Haut.ai API: one upload of one image; reading
-#: the bytes of an image or one of its aux images. (The wire values keep their first spelling,
-#: so URLs handed out before a deploy stay valid.)
-HAUTAI_UPLOAD = "haut_upload"
-HAUTAI_FILE = "haut_file"
+#: ``use`` claims of the signed grants of the Haut.ai API (declared with every purpose in
+#: :mod:`shared.signing`): one upload of one image; reading an image or aux image.
+HAUTAI_UPLOAD = signing.HAUTAI_UPLOAD
+HAUTAI_FILE = signing.HAUTAI_FILE
 #: Where a signed upload URL and a signed file URL point (the token follows).
 UPLOAD_PATH = "/api/v1/uploads/"
 FILE_PATH = "/api/v1/files/"
