@@ -30,6 +30,14 @@ from moto.server import ThreadedMotoServer
 from shared import logging as darkroom_logging
 from shared.config import SERVICES, load
 
+# The support modules hold asserts that are part of the tests: pytest explains their failures as
+# it does a test's only when it rewrites them, which must be asked for before they are imported.
+pytest.register_assert_rewrite(
+    *(f"tests.{path.stem}" for path in Path(__file__).parent.glob("*_support.py")),
+    *(f"tests.chaos.{path.stem}" for path in Path(__file__).parent.glob("chaos/*_support.py")),
+    "tests.happo_packages",
+)
+
 pytest_plugins = ["tests.resilience"]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,13 +44,13 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tests import test_happo_clients as clients
+from tests import happo_clients_support as clients
 from tests.conftest import free_port
 from tests.happo6 import harness
+from tests.happo_clients_support import Ran, api, completed_status, new_sha, post_report
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package
 from tests.rendering_support import pixels
 from tests.reports_support import jwt_auth, screenshot
-from tests.test_happo_clients import Ran, api, completed_status, new_sha, post_report
 from tests.test_rendering_api import needs_chromium
 
 pytestmark = [needs_chromium]

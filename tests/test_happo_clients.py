@@ -93,318 +93,43 @@ The environment is a CI run's: ``HAPPO_CURRENT_SHA`` (after), ``HAPPO_PREVIOUS_S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 import pyvips
-from aiohttp import web
 
-from services.auth.domain import sign_jwt
+from tests import happo_clients_support as clients
 from tests.conftest import free_port
-
-pytestmark = pytest.mark.timeout(600)
-
-CLIENTS = Path(__file__).resolve().parent / "happo_clients"
-DRIVER = CLIENTS / "cypress_run.js"
-NODE = shutil.which("node") or "/usr/bin/node"
-RUN_TIMEOUT = 150  # seconds per client subprocess (happo.io retries failures for up to ~31 s)
-TARGET = "chrome-1280x720"  # what happo-cypress names a Cypress chrome run at 1280x720
-NETWORK_TROUBLE = re.compile(
-    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH"
-    r"|socket hang up|network|request to \S+ failed",
-    re.IGNORECASE,
+from tests.happo_clients_support import (
+    CLIENTS,
+    NODE,
+    Ran,
+    api,
+    client_env,
+    compare,
+    completed_status,
+    happo,
+    new_sha,
+    post_report,
+    report_status,
+    run,
+    write_config,
 )
 
+pytestmark = pytest.mark.timeout(600)
+#: The fixtures these tests share with the other Happo client tests.
+happo_modules = clients.happo_modules
+gateway_calls = clients.gateway_calls
 
-# --- the npm install, once per machine -------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def happo_modules() -> Path:
-    """``node_modules`` with the pinned clients, installed with ``npm ci`` into the user's cache
-    (keyed by the manifest and lockfile), reused by later sessions."""
-    manifest = (CLIENTS / "package.json").read_bytes()
-    lock = (CLIENTS / "package-lock.json").read_bytes()
-    digest = hashlib.sha256(manifest + b"\0" + lock).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    base = cache / "darkroom" / "happo-clients"
-    home = base / digest
-    if (home / "installed.json").exists():
-        return home / "node_modules"
-    npm = shutil.which("npm")
-    assert npm, "npm is needed to install the Happo clients (it comes with Node)"
-    base.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=base))
-    try:
-        shutil.copy(CLIENTS / "package.json", work)
-        shutil.copy(CLIENTS / "package-lock.json", work)
-        command = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
-        try:
-            done = subprocess.run(
-                command, cwd=work, capture_output=True, text=True, timeout=300, check=False
-            )
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm's registry is unreachable: `npm ci` of the Happo clients hung 300 s")
-        if done.returncode != 0:
-            output = f"{done.stdout}\n{done.stderr}".strip()
-            if NETWORK_TROUBLE.search(output):
-                pytest.skip(f"npm's registry is unreachable; `npm ci` said:\n{output[-2000:]}")
-            pytest.fail(f"`npm ci` of the Happo clients failed:\n{output[-4000:]}")
-        (work / "installed.json").write_text(
-            json.dumps({"at": time.time(), "node": NODE, "command": command})
-        )
-        with contextlib.suppress(OSError):  # another session may have won the race: use its
-            work.rename(home)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    assert (home / "node_modules" / ".bin" / "happo").exists()
-    return home / "node_modules"
-
-
-# --- running a client ------------------------------------------------------------------------
-
-
-@dataclass
-class Ran:
-    """A finished client subprocess."""
-
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def __str__(self) -> str:
-        return (
-            f"\n$ {' '.join(self.argv)}\n-> exit {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}"
-        )
-
-
-async def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = RUN_TIMEOUT) -> Ran:
-    """Run ``argv`` without blocking the event loop the platform serves on, stdin closed (a
-    client must never wait for a person: happo 6 would open its browser login on a terminal);
-    the whole process group is killed when it outlives ``timeout`` seconds."""
-    cwd.mkdir(parents=True, exist_ok=True)
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = await process.communicate()
-        ran = Ran(argv, -1, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-        pytest.fail(f"timed out after {timeout} s:{ran}")
-    code = process.returncode if process.returncode is not None else -1
-    return Ran(argv, code, stdout.decode(errors="replace"), stderr.decode(errors="replace"))
-
-
-def client_env(modules: Path, home: Path, **extra: str) -> dict[str, str]:
-    """A CI-like environment with nothing of the developer's (no CI, GitHub or proxy
-    variables); ``NODE_PATH`` lets ``.happo.js`` and the driver require the cached clients."""
-    return {
-        "PATH": os.pathsep.join([str(Path(NODE).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "HOME": str(home),
-        "LANG": "C.UTF-8",
-        "NODE_PATH": str(modules),
-        **extra,
-    }
-
-
-def write_config(directory: Path, stack, account: dict, **extra: Any) -> Path:
-    """The client's ``.happo.js``: endpoint, credentials and one target (plus ``extra``)."""
-    lines = [
-        "const { RemoteBrowserTarget } = require('happo.io');",
-        "module.exports = {",
-        f"  endpoint: {json.dumps(stack.url)},",
-        f"  apiKey: {json.dumps(account['api_key'])},",
-        f"  apiSecret: {json.dumps(account['api_secret'])},",
-        "  targets: { chrome: new RemoteBrowserTarget('chrome', { viewport: '1024x768' }) },",
-        *(f"  {key}: {json.dumps(value)}," for key, value in extra.items()),
-        "};",
-    ]
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / ".happo.js").write_text("\n".join(lines) + "\n")
-    return directory
-
-
-async def happo(modules: Path, cwd: Path, *args: str) -> Ran:
-    """happo.io's CLI, as CI scripts call it."""
-    return await run([str(modules / ".bin" / "happo"), *args], cwd, client_env(modules, cwd))
-
-
-# --- what reached the gateway ----------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    method: str
-    path: str
-    status: int
-    user_agent: str
-    authorization: str
-
-    def line(self, labels: dict[str, str]) -> str:
-        """``METHOD path status`` with known values replaced by their labels."""
-        path = re.sub(r"/api/images/upload/[^/?]+", "/api/images/upload/<token>", self.path)
-        for value, label in labels.items():
-            path = path.replace(value, label)
-        status = "2xx" if 200 <= self.status < 300 else str(self.status)
-        return f"{self.method} {path} {status}"
-
-
-@dataclass
-class Recorder:
-    """Every request the gateway served to a client that is not this test's own aiohttp."""
-
-    calls: list[Call] = field(default_factory=list)
-
-    def lines(self, **labels: str) -> list[str]:
-        table = {value: f"<{name}>" for name, value in labels.items()}
-        return [call.line(table) for call in self.calls]
-
-    def clear(self) -> None:
-        self.calls.clear()
-
-
-@pytest.fixture
-def gateway_calls(stack) -> Iterator[Recorder]:
-    """Wraps the gateway server's request handler (new connections pick it up) for one test."""
-    runner = next(r for r in stack.runners if r.app is stack.apps["gateway"])
-    server = runner.server
-    original = server.request_handler
-    recorder = Recorder()
-
-    async def recording(request: web.BaseRequest) -> web.StreamResponse:
-        status = 500
-        try:
-            response = await original(request)
-            status = response.status
-            return response
-        except web.HTTPException as error:
-            status = error.status
-            raise
-        finally:
-            agent = request.headers.get("User-Agent", "")
-            if not agent.startswith("Python/"):
-                recorder.calls.append(
-                    Call(
-                        request.method,
-                        request.path_qs,
-                        status,
-                        agent,
-                        request.headers.get("Authorization", ""),
-                    )
-                )
-
-    server.request_handler = recording
-    try:
-        yield recorder
-    finally:
-        server.request_handler = original
-
-
-# --- the Happo API from Python ---------------------------------------------------------------
-
-
-def auth(account: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {sign_jwt(account['api_key'], account['api_secret'])}"}
-
-
-async def api(http, method: str, url: str, account: dict, body: Any = None) -> tuple[int, Any]:
-    async with http.request(method, url, json=body, headers=auth(account)) as response:
-        text = await response.text()
-    try:
-        return response.status, json.loads(text)
-    except ValueError:
-        return response.status, text
-
-
-async def upload_png(http, stack, account: dict, data: bytes) -> str:
-    """The Image API's three steps; returns the image's url."""
-    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - what the Happo clients send
-    status, grant = await api(http, "GET", f"{stack.url}/api/images/{md5}/upload-url", account)
-    assert status == 200, grant
-    if not grant["uploadUrl"]:
-        return grant["url"]
-    form = aiohttp.FormData()
-    form.add_field("file", data, filename="image.png", content_type="image/png")
-    async with http.post(grant["uploadUrl"], data=form, headers=auth(account)) as response:
-        assert response.status == 200, await response.text()
-        return (await response.json())["url"]
-
-
-async def post_report(http, stack, account: dict, sha: str, shots: list[tuple]) -> None:
-    """``POST /api/reports/:sha`` of ``(component, variant, png bytes)`` snapshots."""
-    snaps = []
-    for component, variant, data in shots:
-        image = pyvips.Image.new_from_buffer(data, "")
-        snaps.append(
-            {
-                "component": component,
-                "variant": variant,
-                "target": "chrome",
-                "url": await upload_png(http, stack, account, data),
-                "width": image.width,
-                "height": image.height,
-            }
-        )
-    status, answer = await api(
-        http, "POST", f"{stack.url}/api/reports/{sha}", account, {"snaps": snaps}
-    )
-    assert 200 <= status < 300, answer
-
-
-async def compare(http, stack, account: dict, sha1: str, sha2: str) -> dict:
-    url = f"{stack.url}/api/reports/{sha1}/compare/{sha2}"
-    status, answer = await api(http, "POST", url, account, {})
-    assert status == 200, answer
-    return answer
-
-
-async def report_status(http, stack, account: dict, sha: str) -> dict:
-    status, answer = await api(http, "GET", f"{stack.url}/api/reports/{sha}/status", account)
-    assert status == 200, answer
-    return answer
-
-
-async def completed_status(http, stack, account: dict, sha: str, within: float = 20) -> dict:
-    """The report's status once ``completedAt`` is set (async reports may finish a moment
-    after the last call); the last status seen when it never is."""
-    deadline = time.monotonic() + within
-    while True:
-        answer = await report_status(http, stack, account, sha)
-        if answer.get("completedAt") or time.monotonic() > deadline:
-            return answer
-        await asyncio.sleep(0.25)
-
-
-def new_sha() -> str:
-    return uuid.uuid4().hex + uuid.uuid4().hex[:8]  # 40 hex digits, like a commit
+DRIVER = CLIENTS / "cypress_run.js"
+TARGET = "chrome-1280x720"  # what happo-cypress names a Cypress chrome run at 1280x720
 
 
 # --- screenshots -----------------------------------------------------------------------------

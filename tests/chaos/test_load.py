@@ -20,7 +20,7 @@ import pytest
 
 from bench.stats import percentile
 from tests.conftest import free_port, start_platform
-from tests.test_hautai import login
+from tests.hautai_support import login
 from tests.test_ingest_happo import happo
 from tests.test_ingest_hashhost import form, random_png
 from tests.test_lifecycle import Process

