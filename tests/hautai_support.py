@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from shared.runtime import POOL, STORE
-from tests.test_processing_quality import jpeg, scene
+from tests.images_support import jpeg, scene
 
 PASSWORD = "hunter2hunter2"  # the password of every account conftest makes
 POLL_SECONDS = 30

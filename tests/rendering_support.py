@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import pyvips
 
+from services.rendering.chromium import find_chromium
 from shared.rendering import RenderJob, parse_payload
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 128, 0), (0, 0, 255), (255, 255, 255)
@@ -258,3 +260,22 @@ class Listener:
         assert self.server is not None
         self.server.close()
         await self.server.wait_closed()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Debian's Chromium as installed; nothing is downloaded, nothing phones home.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+needs_chromium = pytest.mark.skipif(
+    find_chromium(None) is None, reason="no Chromium on this machine (apt-get install chromium)"
+)

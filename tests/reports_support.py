@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 
 import aiohttp
@@ -94,3 +95,25 @@ def snap(image: Uploaded, component: str, variant: str = "default", target: str 
         "width": image.width,
         "height": image.height,
     }
+
+
+def sha() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+async def call(client, stack, method, path, auth, json=None, status=200):
+    async with client.request(method, f"{stack.url}{path}", json=json, headers=auth) as r:
+        body = await r.json(content_type=None)
+        assert r.status == status, (r.status, body)
+        return body
+
+
+async def post_report(client, stack, account, report_sha, snaps, auth=None, **extra):
+    return await call(
+        client,
+        stack,
+        "POST",
+        f"/api/reports/{report_sha}",
+        auth or jwt_auth(account),
+        {"snaps": snaps, **extra},
+    )

@@ -28,10 +28,10 @@ from aiohttp import web
 from gateway import openapi
 from gateway.routes import setup_routes as setup_gateway_routes
 from tests.conftest import Stack
+from tests.images_support import photo, random_png
+from tests.progimage_support import b64
 from tests.reports_support import compare, screenshot, snap, upload
-from tests.test_ingest_hashhost import random_png
-from tests.test_openapi import normalise
-from tests.test_progimage import b64, photo
+from tests.routes_support import normalise
 
 PASSWORD = "hunter2hunter2"  # every account conftest makes has it
 #: Written into A's resources (names, messages, addresses) and never into B's requests: seeing

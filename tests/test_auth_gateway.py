@@ -12,7 +12,6 @@ import time
 import uuid
 
 import aiohttp
-import pytest
 from joserfc import jwt
 from joserfc.jwk import OctKey, RSAKey
 
@@ -20,6 +19,7 @@ from services.auth import repo
 from services.auth.domain import sign_jwt
 from shared.http import ANONYMOUS, sign_principal
 from shared.runtime import POOL
+from tests import gateway_support
 
 
 def basic(key: str, secret: str) -> dict[str, str]:
@@ -390,29 +390,7 @@ async def test_oversized_headers_and_bodies_are_refused(http, stack, account):
     assert await count_writes(stack) == before
 
 
-@pytest.fixture
-async def strict_gateway(stack):
-    """A second gateway in front of the same services with tiny rate limits."""
-    from aiohttp import web
-
-    from gateway.app import create_app, server_limits
-    from gateway.config import GatewayConfig
-    from shared.config import load
-    from tests.conftest import free_port
-
-    port = free_port()
-    env = {
-        **stack.env,
-        "DARKROOM_PORT": str(port),
-        "DARKROOM_RATE_API_KEY": "3/60",
-        "DARKROOM_RATE_ANONYMOUS": "2/60",
-    }
-    config = load(GatewayConfig, env)
-    runner = web.AppRunner(create_app(config), **server_limits(config))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+strict_gateway = gateway_support.strict_gateway
 
 
 async def test_rate_limit_answers_429_with_retry_after(http, strict_gateway, account):

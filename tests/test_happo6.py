@@ -49,9 +49,8 @@ from tests.conftest import free_port
 from tests.happo6 import harness
 from tests.happo_clients_support import Ran, api, completed_status, new_sha, post_report
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package
-from tests.rendering_support import pixels
+from tests.rendering_support import needs_chromium, pixels
 from tests.reports_support import jwt_auth, screenshot
-from tests.test_rendering_api import needs_chromium
 
 pytestmark = [needs_chromium]
 

@@ -27,7 +27,7 @@ import pytest
 from tests import happo_clients_support as clients
 from tests.happo_clients_support import api, client_env, completed_status, new_sha, run
 from tests.happo_packages import EXPECTED, pixel, write_static_package
-from tests.test_rendering_api import needs_chromium
+from tests.rendering_support import needs_chromium
 
 pytestmark = [pytest.mark.timeout(600), needs_chromium]
 

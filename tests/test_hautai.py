@@ -22,7 +22,8 @@ from shared.analysis import ALGORITHM, AUX_IMAGE_TYPES
 from shared.runtime import POOL, STORE
 from shared.signing import sign_token
 from shared.store_keys import blob_key, derivatives_prefix
-from tests import test_auth_gateway
+from tests import gateway_support
+from tests.clients_support import LIMIT
 from tests.hautai_support import (
     PASSWORD,
     analysed,
@@ -38,11 +39,10 @@ from tests.hautai_support import (
     snapshot,
     stored,
 )
-from tests.test_ingest_hashhost import LIMIT
-from tests.test_processing_quality import jpeg, scene
+from tests.images_support import jpeg, scene
 
 #: A second gateway with tiny rate limits (anonymous: 2 a minute per address).
-strict_gateway = test_auth_gateway.strict_gateway
+strict_gateway = gateway_support.strict_gateway
 #: Every field of the seed's image object (the answer of signed_upload_url).
 SEED_IMAGE_KEYS = {
     *("id", "name", "side", "light", "image_type", "side_name", "side_tech_name"),

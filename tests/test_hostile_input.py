@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_ingest_hashhost import bearer
+from tests.clients_support import bearer
 
 
 async def status_and_body(response) -> tuple[int, dict | str]:

@@ -34,7 +34,7 @@ from tests.hostile_images_support import (
     read_body,
     refusal,
 )
-from tests.test_ingest_remote import Server, ipv6_loopback, make_app
+from tests.remote_support import Server, ipv6_loopback, make_app
 
 # --- SSRF through the public API -----------------------------------------------------------------
 

@@ -13,34 +13,11 @@ import aiohttp
 import pytest
 import pyvips
 
-from services.auth.domain import sign_jwt
 from services.ingest.happo.domain import sign_upload_token
 from shared.runtime import POOL
 from shared.store_keys import blob_key
-from tests.test_ingest_hashhost import LIMIT, png_bomb, random_png, snapshot
-
-
-def happo(account: dict) -> dict[str, str]:
-    """What happo.io v13 sends: an HS256 JWT with no exp."""
-    return {"Authorization": f"Bearer {sign_jwt(account['api_key'], account['api_secret'])}"}
-
-
-def png_form(data: bytes) -> aiohttp.FormData:
-    body = aiohttp.FormData()
-    body.add_field("file", data, filename="image.png", content_type="image/png")
-    return body
-
-
-async def upload_url(client, stack, account, image_hash: str) -> tuple[int, dict]:
-    async with client.get(
-        f"{stack.url}/api/images/{image_hash}/upload-url", headers=happo(account)
-    ) as response:
-        return response.status, await response.json()
-
-
-async def post_image(client, url: str, account, data: bytes) -> tuple[int, dict]:
-    async with client.post(url, data=png_form(data), headers=happo(account)) as response:
-        return response.status, await response.json()
+from tests.clients_support import LIMIT, happo, png_form, post_image, snapshot, upload_url
+from tests.images_support import png_bomb, random_png
 
 
 async def test_three_step_flow_then_already_uploaded(client, stack, account):

@@ -7,72 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import struct
-import zlib
 
-import aiohttp
 import pytest
-import pyvips
 
 from services.ingest.blobs import OrphanSweeper
 from shared.runtime import POOL, STORE
 from shared.store_keys import blob_key
-
-LIMIT = 3 * 1024 * 1024  # DARKROOM_MAX_UPLOAD_BYTES of the test stack
-
-
-def random_png(width: int = 16, height: int = 12) -> bytes:
-    """A PNG no other test uploads (random pixels)."""
-    pixels = os.urandom(width * height * 3)
-    return pyvips.Image.new_from_memory(pixels, width, height, 3, "uchar").write_to_buffer(".png")
-
-
-def png_bomb(side: int = 30000) -> bytes:
-    """A valid 1-bit PNG of ``side``² pixels that compresses to about a hundred kB."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    compressor = zlib.compressobj(9)
-    rows = (b"\x00" * (1 + (side + 7) // 8)) * 1000
-    idat = b"".join(compressor.compress(rows) for _ in range(side // 1000)) + compressor.flush()
-    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
-def form(data: bytes, filename: str = "image.png", field: str = "file", **fields: str):
-    body = aiohttp.FormData()
-    for name, value in fields.items():
-        body.add_field(name, value)
-    body.add_field(field, data, filename=filename, content_type="application/octet-stream")
-    return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def snapshot(stack) -> tuple:
-    """The store's blob keys and the row counts of every ingest table."""
-    store = stack.apps["ingest"][STORE]
-    pool = stack.apps["ingest"][POOL]
-    keys = sorted([key async for key in store.keys("sha256/")])
-    counts = []
-    for table in ("blobs", "files", "happo_images", "used_upload_urls", "outbox"):
-        counts.append(await pool.fetchval(f"SELECT count(*) FROM {table}"))
-    return keys, tuple(counts)
-
-
-async def upload(client, stack, data: bytes, headers=None, **kwargs) -> dict:
-    async with client.post(
-        f"{stack.url}/api/upload", data=form(data, **kwargs), headers=headers or {}
-    ) as response:
-        assert response.status == 200, await response.text()
-        return await response.json()
+from tests.clients_support import LIMIT, bearer, form, snapshot, upload
+from tests.images_support import png_bomb, random_png
 
 
 async def fetch(client, url: str, headers=None) -> tuple[int, bytes, dict]:

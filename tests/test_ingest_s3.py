@@ -12,7 +12,8 @@ from services.ingest.blobs import OrphanSweeper
 from shared.runtime import POOL, STORE
 from shared.storage import S3BlobStore
 from shared.store_keys import blob_key
-from tests.test_ingest_hashhost import random_png, snapshot
+from tests.clients_support import snapshot
+from tests.images_support import random_png
 
 
 async def test_upload_serve_dedupe_delete_and_sweep_on_s3(s3_stack, http):

@@ -12,176 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
 
-import aio_pika
 import aiohttp
 import asyncpg
 import pytest
-import pyvips
 from aiohttp import web
 
-from shared.derivatives import DERIVATIVE_REQUESTED, Transform, derivative_key
-from shared.events import Broker, new_event
-from shared.runtime import STORE
-from tests.conftest import AMQP_URL, PG_ADMIN, ROOT, delete_topology, free_port
-from tests.test_processing_replicas import wait_healthy
+from tests import workers_support
+from tests.conftest import free_port
+from tests.images_support import big_jpeg
+from tests.workers_support import Jobs, Process, start_worker, until
 
-
-class Process:
-    """A Darkroom process started as ``python -m <module>`` with its stderr kept in a file."""
-
-    def __init__(self, module: str, env: dict[str, str]) -> None:
-        self.log = tempfile.TemporaryFile()
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-        )
-        self.pid = self.popen.pid
-
-    def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-    async def terminate(self) -> float:
-        """Send SIGTERM; return when it exited, how many seconds it took."""
-        sent = time.monotonic()
-        self.popen.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(self.popen.wait, 60)
-        return time.monotonic() - sent
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-        self.log.close()
-
-
-def big_jpeg(side: int, seed: int) -> bytes:
-    """A ``side`` x ``side`` JPEG with detail everywhere (seconds to rotate and filter)."""
-    xy = pyvips.Image.xyz(side, side)
-    red = (xy[0] * 7 + xy[1] * (3 + seed)) % 256
-    image = red.bandjoin([(xy[0] ^ xy[1]) % 256, (xy[0] * xy[1] + seed) % 256]).cast("uchar")
-    return image.jpegsave_buffer(Q=90)
-
-
-@pytest.fixture
-async def workers_env(stack) -> AsyncIterator[dict[str, str]]:
-    """The stack's environment on an exchange and a database of its own (both deleted
-    afterwards)."""
-    name = f"{stack.env['DARKROOM_EXCHANGE']}_life_{uuid.uuid4().hex[:6]}"
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    yield {
-        **stack.env,
-        "DATABASE_URL": PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
-        "DARKROOM_EXCHANGE": name,
-        "DARKROOM_PROCESSING_WORKERS": "1",
-        "DARKROOM_LOG_LEVEL": "info",
-        "DARKROOM_LOG_FORMAT": "json",
-    }
-    await delete_topology(name)
-    admin = await asyncpg.connect(PG_ADMIN)
-    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    await admin.close()
-
-
-class Jobs:
-    """Publishes derivative requests on the workers' exchange and watches their answers."""
-
-    def __init__(self, broker: Broker, answers: aio_pika.abc.AbstractQueue) -> None:
-        self.broker = broker
-        self.answers = answers
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def open(cls, exchange: str) -> AsyncIterator[Jobs]:
-        broker = await Broker.connect(AMQP_URL, exchange)
-        try:
-            channel = await broker.connection.channel()
-            answers = await channel.declare_queue(exclusive=True, auto_delete=True)
-            for key in ("derivative.computed", "derivative.failed"):
-                await answers.bind(broker.exchange, routing_key=key)
-            yield cls(broker, answers)
-        finally:
-            await broker.close()
-
-    async def request(self, stack, original: bytes) -> tuple[str, str]:
-        """Store ``original`` and publish a request for a slow derivative of it; returns the
-        event id and the derivative key."""
-        sha256 = hashlib.sha256(original).hexdigest()
-        original_key = f"lifecycle/{sha256}.jpg"
-        await stack.apps["processing"][STORE].put(original_key, original)
-        transform = Transform(format="jpeg", rotation=33.0, filter="toaster")
-        key = derivative_key(sha256, transform)
-        envelope = new_event(
-            DERIVATIVE_REQUESTED,
-            {
-                "key": key,
-                "original": {"sha256": sha256, "key": original_key},
-                "transform": transform.as_dict(),
-            },
-        )
-        await self.broker.publish(envelope)
-        return envelope.id, key
-
-    async def ready(self, consumer: str = "processing.derivatives") -> int:
-        """Messages ready (not delivered to anyone) in ``consumer``'s queue."""
-        channel = await self.broker.connection.channel()
-        try:
-            queue = await channel.declare_queue(self.broker.queue_name(consumer), passive=True)
-            return queue.declaration_result.message_count or 0
-        finally:
-            await channel.close()
-
-    async def answers_for(self, key: str, seconds: float) -> list[dict]:
-        """Every answer about ``key`` that arrives within ``seconds`` (or a second after the
-        first one)."""
-        found: list[dict] = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            message = await self.answers.get(no_ack=True, fail=False)
-            if message is None:
-                await asyncio.sleep(0.1)
-                continue
-            body = json.loads(message.body)
-            if body["data"].get("key") == key:
-                found.append(body)
-                # A second answer (a repeat) would follow within moments; wait no longer.
-                deadline = min(deadline, time.monotonic() + 1.0)
-        return found
-
-
-async def until(check, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
-async def start_worker(http, env: dict[str, str], grace: float) -> Process:
-    port = free_port()
-    worker = Process(
-        "services.processing",
-        {**env, "DARKROOM_PROCESSING_PORT": str(port), "DARKROOM_SHUTDOWN_GRACE": str(grace)},
-    )
-    if not await wait_healthy(http, port, 30):
-        worker.kill()
-        pytest.fail(f"processing worker did not start: {worker.stderr()}")
-    return worker
+workers_env = workers_support.workers_env
 
 
 async def test_a_worker_stopped_mid_job_hands_it_to_the_other_and_exits_0(stack, http, workers_env):

@@ -28,8 +28,8 @@ from shared.config import load
 from shared.events import BroadcastListener, Envelope, new_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
 from shared.store_keys import derivatives_prefix
-from tests.test_processing_consumer import eventually, store_original
-from tests.test_processing_quality import scene
+from tests.images_support import scene
+from tests.workers_support import eventually, store_original
 
 
 class Answers:

@@ -34,7 +34,7 @@ from shared.events import BroadcastListener, Envelope, new_event, record_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
 from shared.store_keys import DIFF_PREFIX, blob_key
 from tests.conftest import AMQP_URL
-from tests.test_processing_consumer import eventually
+from tests.workers_support import eventually
 
 
 class Answers:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import pyvips
@@ -26,7 +25,8 @@ from shared.derivatives import (
 )
 from shared.events import BroadcastListener, Envelope, new_event
 from shared.runtime import BROKER, CONSUMERS, POOL, STORE
-from tests.test_processing_transforms import png_header_bomb
+from tests.images_support import png_header_bomb
+from tests.workers_support import eventually, store_original
 
 
 class Answers:
@@ -42,14 +42,6 @@ class Answers:
         """The first ``count`` answers for ``key``; fails the test when they do not come."""
         await eventually(lambda: len(self.by_key[key]) >= count, timeout, f"{count} on {key}")
         return self.by_key[key][:count]
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -74,14 +66,6 @@ def photo(width: int, height: int) -> bytes:
     noise = pyvips.Image.gaussnoise(width, height, sigma=8, mean=0, seed=random.randint(1, 10**6))
     image = (base + noise).cast("uchar").copy(interpretation="srgb")
     return image.jpegsave_buffer(Q=90)
-
-
-async def store_original(stack, data: bytes) -> dict[str, str]:
-    """Put ``data`` in the store where ingest keeps originals; the event's ``original``."""
-    sha256 = hashlib.sha256(data).hexdigest()
-    key = f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
-    await stack.apps["processing"][STORE].put(key, data)
-    return {"sha256": sha256, "key": key, "media_type": "image/jpeg"}
 
 
 def request_data(original: dict[str, str], transform: Transform) -> dict:

@@ -14,6 +14,7 @@ import pyvips
 
 from services.processing.diffs import DiffOptions, Limits, PixelDiff, UndiffableImage, diff_images
 from shared.errors import InvalidRequest
+from tests.images_support import heading, ink, png, solid
 
 LIMITS = Limits(max_pixels=100_000_000)
 EXACT = DiffOptions(threshold=0)
@@ -23,18 +24,6 @@ BADGE = (700, 905, 10, 10)
 
 
 # --- inputs -------------------------------------------------------------------------------------
-
-
-def solid(width: int, height: int, colour: list[int]) -> pyvips.Image:
-    image = pyvips.Image.black(width, height, bands=3) + colour
-    return image.cast("uchar").copy(interpretation="srgb")
-
-
-def ink(image: pyvips.Image, mask: pyvips.Image, x: int, y: int, colour: list[int]) -> pyvips.Image:
-    """``image`` with ``colour`` laid over it at (x, y) through the coverage ``mask``."""
-    under = image.crop(x, y, mask.width, mask.height)
-    cover = mask / 255.0
-    return image.insert((under * (1 - cover) + cover * colour).cast("uchar"), x, y)
 
 
 def screenshot(badge: bool = False) -> pyvips.Image:
@@ -54,20 +43,6 @@ def screenshot(badge: bool = False) -> pyvips.Image:
         x, y, width, height = BADGE
         page = page.draw_rect([230, 0, 140], x, y, width, height, fill=True)
     return page
-
-
-def heading(quarter_pixels: int, text: str = "Dashboard", font: str = "sans bold 32") -> bytes:
-    """A card with a heading, rasterised at 4x and box-filtered down, the text shifted right
-    by ``quarter_pixels`` quarters of a pixel: the same text, anti-aliased differently."""
-    big = pyvips.Image.text(text, font=font, dpi=4 * 96)
-    width, height = (big.width + 8) // 4 * 4, (big.height + 3) // 4 * 4
-    mask = big.embed(quarter_pixels, 0, width, height).shrink(4, 4).cast("uchar")
-    card = solid(mask.width + 40, mask.height + 40, [255, 255, 255])
-    return png(ink(card, mask, 20, 20, [30, 30, 40]))
-
-
-def png(image: pyvips.Image, **options: object) -> bytes:
-    return image.pngsave_buffer(**options)
 
 
 def pixels(data: bytes) -> np.ndarray:

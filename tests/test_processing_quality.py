@@ -1,6 +1,7 @@
-"""The quality analysis on real libvips: photo-like images generated here (gradients, a
-natural-looking multi-scale texture, hard-edged shapes), then blurred, darkened, washed out,
-flattened, shrunk, re-encoded or broken, and every finding checked against what was done."""
+"""The quality analysis on real libvips: photo-like images the suite generates
+(tests/images_support.py: gradients, a natural-looking multi-scale texture, hard-edged
+shapes), then blurred, darkened, washed out, flattened, shrunk, re-encoded or broken, and every
+finding checked against what was done."""
 
 from __future__ import annotations
 
@@ -11,49 +12,10 @@ from services.processing import quality
 from services.processing.quality import Analysis, analyse
 from services.processing.transforms import Limits
 from shared.analysis import AUX_IMAGE_TYPES, MAX_FILE_BYTES, PROBLEM_CODES, QUALITY_ISSUE_CODES
-from tests.test_processing_transforms import png_header_bomb
+from tests.images_support import jpeg, png_header_bomb, scene
 
 LIMITS = Limits(max_pixels=100_000_000)
 METADATA = ("exif", "icc", "xmp", "iptc", "orientation")
-
-
-def texture(width: int, height: int, seed: int) -> pyvips.Image:
-    """Zero-mean noise with the same strength in every octave of scale (1/f, like the detail
-    of natural images): unit-variance noise at 1, 2, 4 … 128 px, enlarged and summed."""
-    total = None
-    for octave in range(8):
-        scale = 2**octave
-        noise = pyvips.Image.gaussnoise(
-            width // scale + 2, height // scale + 2, sigma=1, mean=0, seed=seed + octave
-        )
-        if scale > 1:
-            noise = noise.resize(scale, kernel="linear")
-        noise = noise.crop(0, 0, width, height)
-        total = noise if total is None else total + noise
-    return total
-
-
-def scene(width: int = 800, height: int = 600, seed: int = 11) -> pyvips.Image:
-    """A reproducible photo-like 8-bit sRGB image: a lit diagonal gradient with colour
-    drifting across it, textured, and three hard-edged shapes (dark, light, red)."""
-    xy = pyvips.Image.xyz(width, height)
-    u, v = xy[0] / width, xy[1] / height
-    luma = (u * 0.5 + v * 0.3) * 120 + 60 + texture(width, height, seed) * 6
-    image = (luma + (u - 0.5) * 40).bandjoin([luma + 6, luma + (v - 0.5) * 40 - 6])
-    image = image.draw_rect(
-        [25, 25, 30], width // 8, height // 6, width // 5, height // 4, fill=True
-    )
-    image = image.draw_rect(
-        [235, 230, 220], width // 2, height // 2, width // 6, height // 5, fill=True
-    )
-    image = image.draw_circle(
-        [190, 60, 40], width * 3 // 4, height * 3 // 10, height // 8, fill=True
-    )
-    return image.cast("uchar").copy(interpretation="srgb")
-
-
-def jpeg(image: pyvips.Image) -> bytes:
-    return image.jpegsave_buffer(Q=90)
 
 
 def flat(width: int, height: int, level: int) -> pyvips.Image:

@@ -3,32 +3,17 @@ started beside the test stack takes its share of a 20-item Progimage bulk reques
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
-
-import aiohttp
 
 from shared.runtime import POOL
 from tests.conftest import ROOT, free_port
-from tests.test_progimage import b64, bearer, fetch_image, photo
-
-
-async def wait_healthy(http: aiohttp.ClientSession, port: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                if r.status == 200:
-                    return True
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    return False
+from tests.images_support import photo
+from tests.progimage_support import b64, bearer, fetch_image
+from tests.workers_support import wait_healthy
 
 
 async def test_two_processing_processes_share_a_bulk_request(stack, http, account):

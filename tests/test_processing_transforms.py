@@ -4,9 +4,6 @@ generated with pyvips here."""
 
 from __future__ import annotations
 
-import struct
-import zlib
-
 import pytest
 import pyvips
 
@@ -21,6 +18,7 @@ from services.processing.transforms import (
     jpeg_shrink,
 )
 from shared.derivatives import FILTERS, Transform
+from tests.images_support import png_header_bomb
 
 LIMITS = Limits(max_pixels=100_000_000)
 RED = [255, 0, 0]
@@ -387,20 +385,6 @@ def test_every_accepted_input_format_decodes(saver: str) -> None:
     data = getattr(marked(40, 20), saver)()
     image = decode(derive(data, Transform(format="png", rotation=90), LIMITS))
     assert (image.width, image.height) == (20, 40)
-
-
-def png_header_bomb(width: int, height: int) -> bytes:
-    """A PNG of a few hundred bytes whose header declares ``width`` x ``height`` pixels."""
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(tag + body)
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    rows = zlib.compress(b"\x00" * (1 + 3 * width) * 2)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
-    )
 
 
 @pytest.mark.parametrize("transform", [Transform(), Transform(thumb_w=300, thumb_h=300)])

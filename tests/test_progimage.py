@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import ipaddress
 import uuid
@@ -21,39 +20,14 @@ from services.ingest.progimage.handlers import PROGIMAGE
 from shared.remote import RemoteFetcher, RemotePolicy
 from shared.runtime import POOL, STORE
 from tests.conftest import free_port
-
-
-def photo(width: int = 320, height: int = 200, suffix: str = ".png", seed: int = 0) -> bytes:
-    """A photo-like test image: colour gradients, texture, and a corner that makes it unique."""
-    xy = pyvips.Image.xyz(width, height)
-    red = xy[0] * (255 / width)
-    green = xy[1] * (255 / height)
-    blue = (xy[0] + xy[1]) * (128 / (width + height)) + 64
-    texture = pyvips.Image.gaussnoise(width, height, sigma=12, mean=0)
-    image = (red.bandjoin([green, blue]) + texture).cast("uchar")
-    image = image.draw_rect([seed % 256, (seed // 256) % 256, 200], 0, 0, 3, 3, fill=True)
-    return image.write_to_buffer(suffix)
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def bearer(account: dict) -> dict[str, str]:
-    return {"Authorization": f"Bearer {account['token']}"}
+from tests.images_support import photo
+from tests.progimage_support import b64, bearer, fetch_image
 
 
 async def post_images(http, stack, account, process) -> aiohttp.ClientResponse:
     return await http.post(
         f"{stack.url}/user/images", json={"process": process}, headers=bearer(account)
     )
-
-
-async def fetch_image(http, url: str) -> tuple[pyvips.Image, bytes, aiohttp.ClientResponse]:
-    async with http.get(url) as response:
-        assert response.status == 200, (url, response.status)
-        data = await response.read()
-    return pyvips.Image.new_from_buffer(data, ""), data, response
 
 
 async def stored_keys(stack) -> set[str]:
@@ -246,7 +220,7 @@ async def test_a_derived_image_whose_client_went_away_is_not_made(stack, http, a
     """Clients that give up (here: a 0.3 s timeout) while processing is busy withdraw their
     requests: processing skips them instead of leaving a queue of images nobody reads, and
     the same request asked again later is made as usual."""
-    from tests.test_metrics import scrape, value
+    from tests.metrics_support import scrape, value
 
     smooth = pyvips.Image.xyz(4000, 3000)
     big = (smooth[0] / 16).bandjoin([smooth[1] / 12, smooth[0] / 32]).cast("uchar")

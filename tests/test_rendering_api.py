@@ -24,20 +24,17 @@ import asyncpg
 import pytest
 import zstandard
 
-from services.rendering.chromium import find_chromium
 from services.rendering.packages import PackageSweeper
 from services.reports.handlers import RENDER_REQUESTS
 from shared.runtime import POOL, STORE
 from tests.happo_packages import EXPECTED, colours, pixel, write_static_package, zip_folder
+from tests.metrics_support import scrape, value
+from tests.rendering_support import needs_chromium
 from tests.reports_support import jwt_auth
-from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.timeout(300)
 
 VIEWPORT = (640, 480)
-needs_chromium = pytest.mark.skipif(
-    find_chromium(None) is None, reason="no Chromium on this machine (apt-get install chromium)"
-)
 
 
 def md5(data: bytes) -> str:

@@ -6,17 +6,21 @@ answered with a clear 4xx that changes nothing."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
 import pyvips
 
 from shared.runtime import POOL
-from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
-
-
-def sha() -> str:
-    return uuid.uuid4().hex[:12]
+from tests.reports_support import (
+    basic_auth,
+    call,
+    jwt_auth,
+    post_report,
+    screenshot,
+    sha,
+    snap,
+    upload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,24 +34,6 @@ async def images(stack, account):
         b = await upload(client, stack, account, screenshot(colour=(200, 10, 10)))
         c = await upload(client, stack, account, screenshot(32, 32, colour=(10, 200, 10)))
     return {"a": a, "a2": a2, "b": b, "c": c}
-
-
-async def call(client, stack, method, path, auth, json=None, status=200):
-    async with client.request(method, f"{stack.url}{path}", json=json, headers=auth) as r:
-        body = await r.json(content_type=None)
-        assert r.status == status, (r.status, body)
-        return body
-
-
-async def post_report(client, stack, account, report_sha, snaps, auth=None, **extra):
-    return await call(
-        client,
-        stack,
-        "POST",
-        f"/api/reports/{report_sha}",
-        auth or jwt_auth(account),
-        {"snaps": snaps, **extra},
-    )
 
 
 async def table_counts(stack) -> dict[str, int]:

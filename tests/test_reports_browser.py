@@ -5,26 +5,11 @@ the API then reports the comparison a success."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import aiohttp
 import pytest
 
-from tests.reports_support import jwt_auth, screenshot, snap, upload
-from tests.test_reports_api import call, post_report, sha
-
-CHROMIUM = Path("/usr/bin/chromium")
-#: Debian's Chromium as installed; nothing is downloaded, nothing phones home.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.rendering_support import CHROMIUM, CHROMIUM_ARGS
+from tests.reports_support import call, jwt_auth, post_report, screenshot, sha, snap, upload
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),

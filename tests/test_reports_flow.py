@@ -20,12 +20,20 @@ from services.reports.notices import Notices
 from shared.events import new_event
 from shared.runtime import POOL, STORE
 from shared.store_keys import blob_key
+from tests.clients_support import bearer
+from tests.clients_support import upload as hashhost_upload
 from tests.conftest import free_port
-from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
-from tests.test_ingest_hashhost import bearer
-from tests.test_ingest_hashhost import upload as hashhost_upload
-from tests.test_processing_diffs import heading
-from tests.test_reports_api import call, post_report, sha
+from tests.images_support import heading
+from tests.reports_support import (
+    basic_auth,
+    call,
+    jwt_auth,
+    post_report,
+    screenshot,
+    sha,
+    snap,
+    upload,
+)
 
 
 @pytest.fixture(scope="module")

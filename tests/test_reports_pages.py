@@ -17,8 +17,16 @@ import pytest
 from services.reports import domain
 from services.reports.pages import windows
 from shared.signing import UNSUBSCRIBE, Signer
-from tests.reports_support import basic_auth, jwt_auth, screenshot, snap, upload
-from tests.test_reports_api import call, post_report, sha
+from tests.reports_support import (
+    basic_auth,
+    call,
+    jwt_auth,
+    post_report,
+    screenshot,
+    sha,
+    snap,
+    upload,
+)
 
 
 class Html(HTMLParser):

@@ -21,11 +21,11 @@ import aiohttp
 import pytest
 
 from tests.conftest import Stack, start_platform
+from tests.images_support import random_png
 from tests.oauth_support import Forms, register
 from tests.reports_support import compare, screenshot, snap, upload
 from tests.resilience import Ledger
 from tests.tenancy_support import ROUTE_TABLE, Endpoint
-from tests.test_ingest_hashhost import random_png
 
 PASSWORD = "hunter2hunter2"  # every account conftest makes has it
 EVIL = "https://evil.example"

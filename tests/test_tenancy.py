@@ -35,6 +35,7 @@ import pytest
 
 from tests.conftest import Stack
 from tests.resilience import Ledger
+from tests.routes_support import public_routes
 from tests.tenancy_support import (
     CSRF_FIELD,
     FACTORIES,
@@ -48,7 +49,6 @@ from tests.tenancy_support import (
     happo_of,
     sign_in,
 )
-from tests.test_openapi import public_routes
 
 # --- the route table's id routes ------------------------------------------------------------------
 

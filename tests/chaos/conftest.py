@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_lifecycle import workers_env  # noqa: F401  (a fixture these tests share)
+from tests.workers_support import workers_env  # noqa: F401  (a fixture these tests share)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -30,8 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import AMQP_URL, Stack, start_platform
 from tests.reports_support import jwt_auth
-from tests.test_lifecycle import Process
-from tests.test_processing_replicas import wait_healthy
+from tests.workers_support import Process, wait_healthy
 
 #: Snap requests per test: one target each, all of the same package.
 TARGETS = 4

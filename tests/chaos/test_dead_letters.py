@@ -16,9 +16,10 @@ import aio_pika
 import asyncpg
 
 from shared.runtime import STORE
-from tests.chaos.test_process_kills import _answers, _effects
+from tests.chaos.jobs_support import _answers, _effects
 from tests.conftest import ROOT
-from tests.test_lifecycle import Jobs, big_jpeg, start_worker, until
+from tests.images_support import big_jpeg
+from tests.workers_support import Jobs, start_worker, until
 
 CONSUMER = "processing.derivatives"
 

@@ -19,13 +19,12 @@ import aiohttp
 import pytest
 
 from bench.stats import percentile
+from tests.clients_support import form, happo
 from tests.conftest import free_port, start_platform
 from tests.hautai_support import login
-from tests.test_ingest_happo import happo
-from tests.test_ingest_hashhost import form, random_png
-from tests.test_lifecycle import Process
-from tests.test_processing_replicas import wait_healthy
-from tests.test_progimage import b64, photo
+from tests.images_support import photo, random_png
+from tests.progimage_support import b64
+from tests.workers_support import Process, wait_healthy
 
 SECONDS = float(os.environ.get("CHAOS_LOAD_SECONDS", "60"))
 CONCURRENCY = 8

@@ -25,11 +25,12 @@ import pytest
 from services.ingest.blobs import OrphanSweeper
 from shared.runtime import POOL, STORE
 from shared.store_keys import blob_key
-from tests.chaos.test_process_kills import JOBS, _answers, _effects, _zero
+from tests.chaos.jobs_support import JOBS, _answers, _effects, _zero
+from tests.clients_support import form
 from tests.conftest import AMQP_URL, PG_ADMIN, start_platform
+from tests.images_support import big_jpeg, random_png
 from tests.tcp_proxy import TcpProxy
-from tests.test_ingest_hashhost import form, random_png
-from tests.test_lifecycle import Jobs, big_jpeg, start_worker, until
+from tests.workers_support import Jobs, start_worker, until
 
 OUTAGE = 10.0
 

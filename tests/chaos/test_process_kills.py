@@ -9,7 +9,6 @@ exist exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 
@@ -18,10 +17,10 @@ import pytest
 
 from shared.events import Broker, Envelope, EventConsumer, Subscription
 from shared.runtime import STORE
+from tests.chaos.jobs_support import JOBS, _answers, _effects, _zero
 from tests.conftest import AMQP_URL
-from tests.test_lifecycle import Jobs, Process, big_jpeg, start_worker, until
-
-JOBS = 8
+from tests.images_support import big_jpeg
+from tests.workers_support import Jobs, Process, start_worker, until
 
 
 async def _exited(process: Process, seconds: float) -> int:
@@ -30,36 +29,6 @@ async def _exited(process: Process, seconds: float) -> int:
         assert time.monotonic() < deadline, "the armed worker never reached its fault point"
         await asyncio.sleep(0.05)
     return process.popen.returncode
-
-
-async def _answers(jobs: Jobs, keys: set[str], seconds: float) -> list[dict]:
-    """Every answer to ``keys`` until each has one (then a second more, to catch repeats)."""
-    found: list[dict] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        answered = {a["data"]["key"] for a in found}
-        if keys <= answered:
-            deadline = min(deadline, time.monotonic() + 1.0)
-        message = await jobs.answers.get(no_ack=True, fail=False)
-        if message is None:
-            await asyncio.sleep(0.05)
-            continue
-        body = json.loads(message.body)
-        if body["data"].get("key") in keys:
-            found.append(body)
-    return found
-
-
-async def _effects(env: dict[str, str], keys: set[str]) -> dict[str, int]:
-    conn = await asyncpg.connect(env["DATABASE_URL"], server_settings={"search_path": "processing"})
-    try:
-        rows = await conn.fetch(
-            "SELECT key, count(*) AS n FROM derivatives WHERE key = ANY($1) GROUP BY key",
-            list(keys),
-        )
-        return {row["key"]: row["n"] for row in rows}
-    finally:
-        await conn.close()
 
 
 @pytest.mark.parametrize(
@@ -110,10 +79,6 @@ async def test_a_worker_killed_around_its_commit_loses_and_repeats_nothing(
         armed.kill()
         if survivor is not None:
             survivor.kill()
-
-
-async def _zero(value) -> bool:
-    return await value == 0
 
 
 async def test_the_relay_killed_after_the_confirm_publishes_twice_and_consumers_absorb_it(

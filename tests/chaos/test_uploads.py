@@ -12,11 +12,10 @@ import aiohttp
 
 from shared.runtime import POOL, STORE
 from shared.store_keys import blob_key
+from tests.clients_support import post_image, upload_url
 from tests.conftest import start_platform
-from tests.test_ingest_happo import post_image, upload_url
-from tests.test_ingest_hashhost import random_png
-from tests.test_lifecycle import Process
-from tests.test_processing_replicas import wait_healthy
+from tests.images_support import random_png
+from tests.workers_support import Process, wait_healthy
 
 UPLOADS = 20
 
