@@ -8,6 +8,7 @@ and closes them in reverse at shutdown.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
@@ -284,6 +285,21 @@ async def repeat(interval: float, job: Callable[[], Awaitable[object]], what: st
             await job()
         except Exception:
             log.exception(f"{what}.failed")
+
+
+@contextlib.asynccontextmanager
+async def repeating(
+    interval: float, job: Callable[[], Awaitable[object]], what: str
+) -> AsyncIterator[None]:
+    """:func:`repeat` as a background task for as long as the ``async with`` block runs (a
+    cleanup context's ``yield``): cancelled and awaited on the way out."""
+    task = asyncio.create_task(repeat(interval, job, what), name=what)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def worker_name() -> str:

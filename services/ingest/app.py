@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -33,15 +31,10 @@ def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
     async def context(app: web.Application) -> AsyncIterator[None]:
         sweeper = OrphanSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[SWEEPER] = sweeper
-        task = asyncio.create_task(
-            runtime.repeat(config.sweep_interval_seconds, sweeper.sweep_once, "blobs.sweep")
-        )
-        try:
+        async with runtime.repeating(
+            config.sweep_interval_seconds, sweeper.sweep_once, "blobs.sweep"
+        ):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return context
 

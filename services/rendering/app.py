@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,9 +97,6 @@ def rendering(config: RenderingConfig) -> runtime.CleanupContext:
         sweeper = PackageSweeper(app[runtime.POOL], app[runtime.STORE], config.orphan_grace_seconds)
         app[PACKAGES] = packages
         app[SWEEPER] = sweeper
-        sweeping = asyncio.create_task(
-            runtime.repeat(config.sweep_interval_seconds, sweeper.sweep_once, "packages.sweep")
-        )
         app[RENDERS] = Renders(
             Services(
                 app[runtime.INTERNAL],
@@ -117,11 +112,11 @@ def rendering(config: RenderingConfig) -> runtime.CleanupContext:
             metrics.of(app),
         )
         try:
-            yield
+            async with runtime.repeating(
+                config.sweep_interval_seconds, sweeper.sweep_once, "packages.sweep"
+            ):
+                yield
         finally:
-            sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeping
             unpacked.close()
             if fetcher is not None:
                 await fetcher.close()

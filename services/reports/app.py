@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -81,15 +79,8 @@ def render_deadlines(config: ReportsConfig) -> runtime.CleanupContext:
         async def expire() -> None:
             await app[RENDER_REQUESTS].expire_stale(config.render_deadline_seconds)
 
-        task = asyncio.create_task(
-            runtime.repeat(interval, expire, "reports.render_deadline"), name="render-deadlines"
-        )
-        try:
+        async with runtime.repeating(interval, expire, "reports.render_deadline"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     return context
 
