@@ -50,6 +50,36 @@ def test_examine_refuses_bombs_from_the_header_and_fakes_on_decode():
     assert content_checks.examine(b"hello", LIMITS).media_type == "text/plain"
 
 
+def test_a_jpeg_must_end_its_last_scan():
+    """About one JPEG of random pixels in ten decodes without a single warning once its end
+    marker is cut off (the decoder never reads past the last block): such a file is refused by
+    the scan check, while nothing a whole JPEG may carry is."""
+    limits = content_checks.Limits(10**8, 10**6, 4)
+
+    def decodes_clean(data: bytes) -> bool:
+        try:
+            pyvips.Image.new_from_buffer(data, "", access="sequential", fail=True).avg()
+        except pyvips.Error:
+            return False
+        return True
+
+    clean_cuts = 0
+    for attempt in range(300):
+        noise = pyvips.Image.new_from_memory(os.urandom(64 * 64 * 3), 64, 64, 3, "uchar")
+        jpeg = noise.jpegsave_buffer(Q=90, interlace=attempt % 2 == 1)  # baseline, progressive
+        assert content_checks.examine(jpeg, limits).width == 64
+        # Bytes after the end marker (camera padding, appended data) are no reason to refuse.
+        assert content_checks.examine(jpeg + b"\x00" * 16, limits).width == 64
+        cut = jpeg[:-2]
+        clean_cuts += decodes_clean(cut)
+        with pytest.raises(errors.InvalidRequest, match="not a valid JPEG"):
+            content_checks.examine(cut, limits)
+        if clean_cuts >= 3:
+            break
+    # The case the decode alone lets through was met (and refused) several times.
+    assert clean_cuts >= 3
+
+
 def test_blob_keys_round_trip():
     sha = hashlib.sha256(b"x").hexdigest()
     key = store_keys.blob_key(sha)
