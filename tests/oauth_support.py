@@ -14,6 +14,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import aiohttp
+import pytest
 
 REDIRECT = "https://app.example/callback"
 PASSWORD = "hunter2hunter2"  # what stack.create_account gives every account
@@ -161,3 +162,23 @@ def assert_seed_answer(answer: dict) -> None:
     assert answer["scope"] == "api"
     assert type(answer["created_at"]) is int and abs(answer["created_at"] - time.time()) < 60
     assert answer["refresh_token"] and answer["refresh_token"] != answer["access_token"]
+
+
+# Module-scoped fixtures the OAuth test modules take up by assignment (each module gets its own
+# accounts and client, as module scope means).
+@pytest.fixture(scope="module")
+def user(stack) -> dict:
+    """The person who consents (an account made with the CLI, so its password is known)."""
+    return stack.create_account("Serg Metelin")
+
+
+@pytest.fixture(scope="module")
+def developer(stack) -> dict:
+    """Another tenant, who registers the applications."""
+    return stack.create_account("App Developer")
+
+
+@pytest.fixture(scope="module")
+def app_client(stack, developer) -> dict:
+    """An application the developer registered."""
+    return register(stack, developer, name="Photo Printer")

@@ -14,13 +14,13 @@ import hashlib
 from urllib.parse import urlencode
 
 import httpx2
-import pytest
 import pyvips
 from authlib.common.security import generate_token
 from authlib.integrations.httpx_client import AsyncOAuth2Client
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from shared.runtime import POOL
+from tests import oauth_support
 from tests.oauth_support import (
     REDIRECT,
     Forms,
@@ -32,27 +32,13 @@ from tests.oauth_support import (
     get_code,
     loopback,
     query_of,
-    register,
     sign_in,
     user_status,
 )
 
-
-@pytest.fixture(scope="module")
-def user(stack) -> dict:
-    """The person who consents (an account made with the CLI, so its password is known)."""
-    return stack.create_account("Serg Metelin")
-
-
-@pytest.fixture(scope="module")
-def developer(stack) -> dict:
-    """Another tenant, who registers the applications."""
-    return stack.create_account("App Developer")
-
-
-@pytest.fixture(scope="module")
-def app_client(stack, developer) -> dict:
-    return register(stack, developer, name="Photo Printer")
+user = oauth_support.user
+developer = oauth_support.developer
+app_client = oauth_support.app_client
 
 
 async def test_authlib_client_completes_the_code_flow_with_pkce(stack, user, app_client):

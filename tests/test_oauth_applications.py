@@ -10,10 +10,9 @@ import time
 import uuid
 from urllib.parse import urlencode
 
-import pytest
-
 from services.auth import repo
 from shared.runtime import POOL
+from tests import oauth_support
 from tests.oauth_support import (
     REDIRECT,
     Forms,
@@ -27,17 +26,8 @@ from tests.oauth_support import (
     user_status,
 )
 
-
-@pytest.fixture(scope="module")
-def user(stack) -> dict:
-    """The person who consents (an account made with the CLI, so its password is known)."""
-    return stack.create_account("Serg Metelin")
-
-
-@pytest.fixture(scope="module")
-def developer(stack) -> dict:
-    """Another tenant, who registers the applications."""
-    return stack.create_account("App Developer")
+user = oauth_support.user
+developer = oauth_support.developer
 
 
 async def test_the_cli_registers_a_working_client_and_refuses_bad_input(

@@ -15,6 +15,7 @@ from authlib.integrations.httpx_client import AsyncOAuth2Client
 from services.auth import domain
 from shared import errors
 from shared.runtime import POOL
+from tests import oauth_support
 from tests.oauth_support import (
     REDIRECT,
     assert_seed_answer,
@@ -27,22 +28,9 @@ from tests.oauth_support import (
     user_status,
 )
 
-
-@pytest.fixture(scope="module")
-def user(stack) -> dict:
-    """The person who consents (an account made with the CLI, so its password is known)."""
-    return stack.create_account("Serg Metelin")
-
-
-@pytest.fixture(scope="module")
-def developer(stack) -> dict:
-    """Another tenant, who registers the applications."""
-    return stack.create_account("App Developer")
-
-
-@pytest.fixture(scope="module")
-def app_client(stack, developer) -> dict:
-    return register(stack, developer, name="Photo Printer")
+user = oauth_support.user
+developer = oauth_support.developer
+app_client = oauth_support.app_client
 
 
 async def test_client_authentication_failures_are_401_invalid_client(
