@@ -5,6 +5,7 @@ anti-aliasing test."""
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -116,7 +117,9 @@ def test_the_diff_image_is_before_faded_to_grey_with_no_metadata(
 ) -> None:
     before, after = screenshots
     diff = diff_images(before, after, DiffOptions(), LIMITS)
-    image = pyvips.Image.new_from_buffer(diff.diff_png, "")
+    # A strict decoder takes it whole (chunk CRCs, the zlib stream and its checksum).
+    image = pyvips.Image.new_from_buffer(diff.diff_png, "", fail_on="warning")
+    assert len(image.write_to_memory()) == 1280 * 2000 * 3
     assert image.get("vips-loader") == "pngload_buffer"
     assert (image.width, image.height, image.bands) == (1280, 2000, 3)
     assert not [f for f in image.get_fields() if f in ("exif-data", "xmp-data", "icc-profile-data")]
@@ -309,6 +312,103 @@ def test_counted_and_forgiven_pixels_are_pixelmatchs(
     assert painted(diff, RED) == counted
     assert painted(diff, YELLOW) == forgiven
     assert (diff.changed_pixels, diff.anti_aliased_pixels) == (len(counted), len(forgiven))
+
+
+def from_array(rgb: np.ndarray) -> pyvips.Image:
+    height, width = rgb.shape[:2]
+    image = pyvips.Image.new_from_memory(np.ascontiguousarray(rgb), width, height, 3, "uchar")
+    return image.copy(interpretation="srgb")
+
+
+def blocky(seed: int, width: int = 48, height: int = 36) -> tuple[bytes, bytes]:
+    """A picture of flat blocks in a few colours with blended (anti-aliased) edges, and the
+    same with some blocks recoloured, some rows shifted by a pixel and some pixels nudged."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, (4, 3))
+    blocks = palette[rng.integers(0, 4, (height // 4 + 1, width // 4 + 1))]
+    sharp = np.repeat(np.repeat(blocks, 4, axis=0), 4, axis=1)[:height, :width]
+    soft = sharp.copy()
+    soft[1:-1, 1:-1] = (sharp[:-2, 1:-1] + sharp[2:, 1:-1] + 2 * sharp[1:-1, 1:-1]) // 4
+    changed = soft.copy()
+    for _ in range(3):
+        y, x = rng.integers(0, height - 4), rng.integers(0, width - 4)
+        changed[y : y + 4, x : x + 4] = palette[rng.integers(0, 4)]
+    rows = rng.integers(0, height, 4)
+    changed[rows] = np.roll(changed[rows], 1, axis=1)
+    changed = np.clip(
+        changed
+        + rng.integers(-3, 4, changed.shape) * (rng.random(changed.shape[:2]) < 0.05)[..., None],
+        0,
+        255,
+    )
+    return png(from_array(soft.astype(np.uint8))), png(from_array(changed.astype(np.uint8)))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("threshold", [0.05, 0.1, 0.3])
+def test_random_blocky_pictures_are_counted_and_forgiven_as_pixelmatch(
+    seed: int, threshold: float
+) -> None:
+    before, after = blocky(seed)
+    counted, forgiven = pixelmatch(before, after, threshold)
+    assert counted and forgiven
+    diff = diff_images(before, after, DiffOptions(threshold=threshold), LIMITS)
+    assert painted(diff, RED) == counted
+    assert painted(diff, YELLOW) == forgiven
+    assert (diff.changed_pixels, diff.anti_aliased_pixels) == (len(counted), len(forgiven))
+    if counted:
+        xs, ys = zip(*counted, strict=True)
+        box = (min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
+        assert diff.bbox == box
+
+
+@pytest.mark.parametrize("side", [40, 300], ids=["few-changed", "many-changed"])
+def test_the_colour_distance_is_libvips_single_precision_arithmetic_to_the_bit(side: int) -> None:
+    """Random colour pairs (every kind of channel difference) at thresholds on the very edge of
+    some pairs' distances: exactly the pixels libvips's arithmetic puts over the limit are
+    counted (worked out here over the whole image), whether the diff works few changed pixels
+    out with numpy or many with libvips."""
+    rng = np.random.default_rng(side)
+    first = from_array(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    second = from_array(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+    yiq = (first - second).recomb(
+        [
+            [0.29889531, 0.58662247, 0.11448223],
+            [0.59597799, -0.27417610, -0.32180189],
+            [0.21147017, -0.52261711, 0.31114694],
+        ]
+    )
+    delta = (yiq * yiq).recomb([[0.5053, 0.299, 0.1957]])
+    values = np.frombuffer(delta.write_to_memory(), dtype=np.float32)
+    for value in rng.choice(values, 10):
+        threshold = math.sqrt(float(value) / 35215)  # the limit lands on or next to ``value``
+        over = delta > 35215 * threshold * threshold
+        expected = np.frombuffer(over.write_to_memory(), dtype=np.uint8).reshape(side, side)
+        options = DiffOptions(threshold=threshold, include_anti_aliasing=True)
+        diff = diff_images(png(first), png(second), options, LIMITS)
+        ys, xs = np.nonzero(expected)
+        assert diff.changed_pixels == len(ys)
+        assert painted(diff, RED) == set(zip(xs.tolist(), ys.tolist(), strict=True))
+
+
+def test_unchanged_pixels_are_drawn_in_pixelmatchs_faded_grey_in_single_precision() -> None:
+    rgb = np.random.default_rng(5).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    # Colours on the edge between two greys, where double precision gives one less.
+    rgb[0, :4] = [(0, 30, 152), (27, 80, 0), (102, 9, 168), (237, 114, 151)]
+    changed = rgb.copy()
+    changed[10, 20] = 255 - changed[10, 20]
+    diff = diff_images(png(from_array(rgb)), png(from_array(changed)), EXACT, LIMITS)
+    assert diff.changed_pixels == 1
+    # 255 + (Y - 255) * 0.1, as libvips works it: the weighted sum in double, rounded to
+    # single, plus 229.5 in single, truncated.
+    weights = [0.1 * w for w in (0.29889531, 0.58662247, 0.11448223)]
+    red, green, blue = (rgb[..., band].astype(np.float64) for band in range(3))
+    brightness = (red * weights[0] + green * weights[1] + blue * weights[2]).astype(np.float32)
+    grey = (brightness + np.float32(229.5)).astype(np.uint8)
+    drawn = pixels(diff.diff_png)
+    assert (drawn[10, 20] == RED).all()
+    drawn[10, 20] = grey[10, 20]
+    assert np.array_equal(drawn, np.repeat(grey[..., None], 3, axis=2))
 
 
 # --- normalisation ------------------------------------------------------------------------------
