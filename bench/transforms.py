@@ -17,6 +17,12 @@ and 16, three contenders measured in interleaved chunks (A, B, C, A, B, C …):
 2. Rotate 90 + q90 at full size, first time, on the same originals.
 3. Cached: scenario 1's requests again, now answered from storage (darkroom's derivative,
    thumbor's result storage), against darkroom's own cold figure of scenario 1.
+
+Scenarios 1 and 2 also say what each contender's answer is worth (columns ``out kB`` and
+``SSIM``): for one original, the bytes of its answer and the SSIM of its luma against the
+ideal output made from the same original without loss: fully decoded and resized with lanczos3
+to the answer's size (scenario 1), or turned (scenario 2). Outputs are deterministic, so one
+original says it for every request; it is measured untimed, after the warm-up.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from bench import platform as darkroom
 from bench import thumbor as thumbor_server
 from bench.inputs import unique_jpeg
 from bench.load import interleave
-from bench.stats import Row, Table
+from bench.stats import Row, Table, luma, ssim
 from shared.derivatives import Transform
 
 CONCURRENCIES = (1, 4, 16)
@@ -56,6 +62,21 @@ def _ceiling(transform: Transform) -> Callable[[bytes], bytes]:
     return lambda data: derive(data, transform, limits).data
 
 
+def _resized(contender: str, original: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """The ideal thumbnail: the fully decoded original resized to ``width`` x ``height`` with
+    lanczos3 in one step, never encoded."""
+    return original.resize(
+        width / original.width, vscale=height / original.height, kernel="lanczos3"
+    )
+
+
+def _turned(contender: str, original: pyvips.Image, width: int, height: int) -> pyvips.Image:
+    """The ideal turn: the fully decoded original turned a quarter, never encoded; clockwise
+    as darkroom's ``rotation=90``, counter-clockwise for thumbor, whose ``rotate(90)`` is
+    PIL's (the same work, the other way)."""
+    return original.rot("d270" if contender == THUMBOR else "d90")
+
+
 @dataclass(frozen=True)
 class Spec:
     """One transform scenario: the same work spelled for each contender."""
@@ -65,6 +86,8 @@ class Spec:
     darkroom_query: str
     thumbor_path: str
     ceiling: Callable[[bytes], bytes]
+    #: The lossless ideal of a contender's answer of the given size, from the decoded original.
+    reference: Callable[[str, pyvips.Image, int, int], pyvips.Image]
 
 
 SPECS = {
@@ -74,6 +97,7 @@ SPECS = {
         "thumb_w=300&quality=80",
         "300x0",
         _ceiling(Transform(thumb_w=300, quality=80)),
+        _resized,
     ),
     "rotate": Spec(
         "rotate",
@@ -81,6 +105,7 @@ SPECS = {
         "rotation=90&quality=90",
         "filters:rotate(90):quality(90)",
         _ceiling(Transform(rotation=90, quality=90)),
+        _turned,
     ),
 }
 
@@ -163,6 +188,26 @@ class Bench:
         calls[CEILING] = ceiling_call
         return calls
 
+    async def answers(self, spec: Spec, index: int) -> dict[str, bytes]:
+        """Each contender's answer for ``spec`` on original ``index`` (already warmed, so
+        darkroom's and thumbor's come from their stores: the bytes they first answered)."""
+        darkroom_url = (
+            f"{self.platform.url}/user/images/{self.images[index]}/derived?{spec.darkroom_query}"
+        )
+        found = {DARKROOM: await self._fetch(darkroom_url, self.headers)}
+        if self.thumbor is not None:
+            thumbor_url = f"{self.thumbor.url}/unsafe/{spec.thumbor_path}/{index}.jpg"
+            found[THUMBOR] = await self._fetch(thumbor_url)
+        original = self.files[index].read_bytes()
+        found[CEILING] = await asyncio.to_thread(spec.ceiling, original)
+        return found
+
+    async def _fetch(self, url: str, headers: dict[str, str] | None = None) -> bytes:
+        async with self.http.get(url, headers=headers) as answer:
+            if answer.status != 200:
+                raise RuntimeError(f"GET {url}: {answer.status} {await answer.text()}")
+            return await answer.read()
+
     def reset_peaks(self, name: str) -> None:
         if name == DARKROOM:
             darkroom.reset_peak_rss(self.platform.pid("processing"))
@@ -187,11 +232,36 @@ _NOTES = {
 }
 
 
-def _rows(tallies, notes: dict[str, str]) -> list[Row]:
-    return [
+def _rows(
+    tallies, notes: dict[str, str], quality: dict[str, tuple[int, float]] | None = None
+) -> list[Row]:
+    rows = [
         Row(name, t.latencies, wall=t.wall, peak_rss_mb=t.peak_rss_mb, note=notes.get(name, ""))
         for name, t in tallies.items()
     ]
+    for row in rows:
+        if quality and row.name in quality:
+            row.output_bytes, row.ssim = quality[row.name]
+    return rows
+
+
+def _quality(
+    spec: Spec, original: bytes, answers: dict[str, bytes]
+) -> dict[str, tuple[int, float]]:
+    """Per contender, the bytes of its answer and the SSIM of its luma against the lossless
+    ideal (``spec.reference``) of the same size."""
+    decoded = pyvips.Image.new_from_buffer(original, "").copy_memory()
+    scores = {}
+    for name, data in answers.items():
+        answer = pyvips.Image.new_from_buffer(data, "")
+        ideal = spec.reference(name, decoded, answer.width, answer.height)
+        if (ideal.width, ideal.height) != (answer.width, answer.height):
+            raise RuntimeError(
+                f"{name} answered {answer.width}x{answer.height}; the reference is"
+                f" {ideal.width}x{ideal.height}"
+            )
+        scores[name] = (len(data), ssim(luma(ideal), luma(answer)))
+    return scores
 
 
 async def _run(settings) -> list[Table]:
@@ -220,9 +290,13 @@ async def _run(settings) -> list[Table]:
             print(f"bench: uploading {count} unique originals (not timed)", flush=True)
             await bench.prepare(settings.inputs["photo"].read_bytes(), count, folder)
             warm = [count - 1]  # warm-up: connections, credential cache, libvips, workers
+            qualities: dict[str, dict[str, tuple[int, float]]] = {}
             for spec in cold_specs:
                 for call in bench.contenders(spec, warm * 2).values():
                     await call()
+                answers = await bench.answers(spec, warm[0])
+                original = bench.files[warm[0]].read_bytes()
+                qualities[spec.name] = await asyncio.to_thread(_quality, spec, original, answers)
             cold_rows: dict[int, Row] = {}
             for spec in cold_specs:
                 for number, concurrency in enumerate(CONCURRENCIES):
@@ -234,7 +308,7 @@ async def _run(settings) -> list[Table]:
                         before_chunk=bench.reset_peaks,
                         after_chunk=bench.read_peak,
                     )
-                    rows = _rows(tallies, _NOTES)
+                    rows = _rows(tallies, _NOTES, qualities[spec.name])
                     if spec.name == "thumbnail":
                         cold_rows[concurrency] = rows[0]
                     if spec.name in wanted:
