@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
-	@$(BIN)/python -c "import aiohttp, aio_pika, asyncpg, pyvips, structlog, honcho" \
+	@$(BIN)/python -c "import aiohttp, aio_pika, asyncpg, pyvips, structlog, honcho, uvloop" \
 		|| (echo "make: installing the Python packages failed" >&2; exit 1)
 	@rm -f $(VENV)/.installed-*
 	@touch $@

@@ -64,9 +64,11 @@ HELLO = "bare aiohttp hello"
 HEALTHZ = "gateway /healthz"
 DEDUPE = "gateway upload-url dedupe hit (JWT)"
 
-#: The baseline server: one handler, access log off, nothing else.
+#: The baseline server: one handler, access log off, nothing else; on uvloop, as every process
+#: of the platform runs (``shared.runtime.run``).
 HELLO_SOURCE = """
 import sys
+import uvloop
 from aiohttp import web
 
 async def hello(request):
@@ -74,7 +76,14 @@ async def hello(request):
 
 app = web.Application()
 app.router.add_get("/", hello)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+web.run_app(
+    app,
+    host="127.0.0.1",
+    port=int(sys.argv[1]),
+    access_log=None,
+    print=None,
+    loop=uvloop.new_event_loop(),
+)
 """
 
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -45,12 +45,28 @@ class RoutingTable:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes = sorted(routes, key=lambda r: (len(r.path), r.exact), reverse=True)
+        # Every request is matched: by dictionary, not by trying each route in turn. A route
+        # matches its own path (the exact one first where two share it); a prefix route also
+        # the paths below it, found by looking up each of the path's leading segments.
+        self._by_path: dict[str, Route] = {}
+        self._by_prefix: dict[str, Route] = {}
+        for route in self.routes:
+            self._by_path.setdefault(route.path, route)
+            if not route.exact:
+                self._by_prefix.setdefault(route.path, route)
 
     def match(self, path: str) -> Route | None:
         """The longest route that matches ``path``, or None."""
-        for route in self.routes:
-            if route.matches(path):
+        route = self._by_path.get(path)
+        if route is not None:
+            return route
+        # Longest first: "/a/b/" (a prefix route spelt with its slash), then "/a/b", then "/a/"…
+        end = path.rfind("/")
+        while end >= 0:
+            route = self._by_prefix.get(path[: end + 1]) or self._by_prefix.get(path[:end])
+            if route is not None:
                 return route
+            end = path.rfind("/", 0, end)
         return None
 
 

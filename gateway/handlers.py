@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import domain
@@ -59,6 +58,10 @@ _HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = _HOP_BY_HOP | {h.lower() for h in (*SIGNED_HEADERS, "Authorization", "Cookie")}
 _NOT_RETURNED = _HOP_BY_HOP | {REVOKED_HEADER.lower(), "content-length"}
 _CHUNK = 64 * 1024
+#: Upstream answers up to this size are read whole and answered in one write (not streamed).
+_SMALL_BODY = _CHUNK
+#: Statuses whose answers carry no body whatever their headers say.
+_EMPTY_STATUSES = frozenset({204, 304})
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -151,7 +154,7 @@ async def _authenticate(
     key = domain.cache_key(authorization, session)
     cached = request.app[CACHE].get(key, now)
     if cached is not None:
-        return dataclasses.replace(cached, client_address=address)
+        return _at(cached, address)
     try:
         resolved = await _resolve(request.app, authorization, session)
     except errors.BadCredentials:
@@ -161,7 +164,13 @@ async def _authenticate(
             return anonymous
         raise
     request.app[CACHE].put(key, resolved, now)
-    return dataclasses.replace(resolved, client_address=address)
+    return _at(resolved, address)
+
+
+@functools.lru_cache(maxsize=4096)
+def _at(principal: Principal, address: str) -> Principal:
+    # A frozen dataclass is slow to build; a client calls from one address call after call.
+    return dataclasses.replace(principal, client_address=address)
 
 
 async def _resolve(
@@ -234,9 +243,10 @@ async def _forward(
 ) -> web.StreamResponse:
     rid = request_id_var.get() or ""
     service = route.service
-    headers = CIMultiDict(
-        (k, v) for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED
-    )
+    headers = request.headers.copy()
+    for name in _NOT_FORWARDED:
+        if name in headers:
+            del headers[name]
     if route.pass_authorization and "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
     headers.update(
@@ -255,7 +265,7 @@ async def _forward(
             headers=headers,
             data=body,
             allow_redirects=False,
-            timeout=aiohttp.ClientTimeout(total=config.upstream_timeout, sock_connect=5),
+            timeout=_upstream_timeout(config.upstream_timeout),
         ) as upstream:
             return await _stream_back(request, upstream)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -265,6 +275,11 @@ async def _forward(
             ) from exc
         log.warning("upstream.failed", service=service, error=repr(exc))
         raise errors.Unavailable(f"The {service} service is unavailable", retry_after=2) from exc
+
+
+@functools.cache
+def _upstream_timeout(total: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(total=total, sock_connect=5)
 
 
 async def _limited_body(
@@ -285,14 +300,28 @@ async def _stream_back(
     revoked = upstream.headers.get(REVOKED_HEADER)
     if revoked:
         request.app[CACHE].evict_credential(revoked)
-    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    for name, value in upstream.headers.items():
-        if name.lower() not in _NOT_RETURNED:
-            response.headers.add(name, value)
-    response.headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
-    response.headers.update(domain.cors_headers(request.headers.get("Origin")))
-    if upstream.content_length is not None:
-        response.content_length = upstream.content_length
+    headers = upstream.headers.copy()
+    for name in _NOT_RETURNED:
+        if name in headers:
+            del headers[name]
+    headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
+    headers.update(domain.cors_headers(request.headers.get("Origin")))
+    length = upstream.content_length
+    if (
+        length is not None
+        and 0 < length <= _SMALL_BODY
+        and request.method != "HEAD"
+        and upstream.status not in _EMPTY_STATUSES
+    ):
+        # A small answer (JSON, mostly) is read whole and sent with its headers in one write:
+        # streamed, the headers and the body cost a send each.
+        body = await upstream.read()
+        return web.Response(
+            status=upstream.status, reason=upstream.reason, headers=headers, body=body
+        )
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if length is not None:
+        response.content_length = length
     await response.prepare(request)
     async for chunk in upstream.content.iter_chunked(_CHUNK):
         await response.write(chunk)

@@ -24,11 +24,7 @@ from services.auth import oauth as auth_oauth
 from services.auth import repo as auth_repo
 from services.auth.config import AuthConfig
 from services.ingest.consumers import ANALYSIS_CONSUMER
-from services.processing.consumers import (
-    ANALYSES_CONSUMER,
-    COMPARISONS_CONSUMER,
-    DERIVATIVES_CONSUMER,
-)
+from services.processing.consumers import ANALYSES_CONSUMER, COMPARISONS_CONSUMER
 from services.reports.consumers import DIFFS_CONSUMER, MAIL_CONSUMER, SCHEDULED_CONSUMER
 from shared import db
 from shared.config import SERVICES, CommonConfig, ConfigError, ServersConfig, load
@@ -38,7 +34,6 @@ from shared.events import Broker
 #: Every durable consumer, each with a dead-letter queue the operator can inspect.
 CONSUMERS = (
     ANALYSIS_CONSUMER,
-    DERIVATIVES_CONSUMER,
     ANALYSES_CONSUMER,
     COMPARISONS_CONSUMER,
     SCHEDULED_CONSUMER,

@@ -193,7 +193,10 @@ class CommonConfig(ServersConfig):
         "DARKROOM_INGEST_URL", None, "Internal base URL of ingest (default: host and port)."
     )
     processing_url: str | None = setting(
-        "DARKROOM_PROCESSING_URL", None, "Internal base URL of processing (default: host, port)."
+        "DARKROOM_PROCESSING_URL",
+        None,
+        "Internal base URL of processing (default: host, port); several, comma-separated, and"
+        " ingest sends each derivative to the one with the fewest of its calls in flight.",
     )
     reports_url: str | None = setting(
         "DARKROOM_REPORTS_URL", None, "Internal base URL of reports (default: host and port)."

@@ -5,20 +5,17 @@ A *derivative* is an original image (named by the SHA-256 of its bytes) put thro
 original's hash and the transform's canonical form, so the same request is never computed
 twice, whichever process asks and whichever worker computes it.
 
-The conversation, over the event stream:
+The conversation (rule 2 of the design: a question someone waits on is answered directly):
 
-* ``derivative.requested`` ``{key, original: {sha256, key, media_type}, transform}`` — someone
-  wants ``key``; ``transform`` is :meth:`Transform.as_dict`. Competing processing workers take
-  it from one queue.
-* ``derivative.computed`` ``{key, original_sha256, media_type, bytes, width, height, worker,
-  cached}`` — ``key`` is in the blob store now (``cached``: it already was).
-* ``derivative.failed`` ``{key, original_sha256, code, message}`` — the original cannot be
-  turned into ``key`` (undecodable, over a limit): a fact about the input, not a transient error.
-* ``derivative.abandoned`` ``{key, request}`` — whoever asked for ``key`` with the
-  ``derivative.requested`` event whose id is ``request`` no longer waits (its client went away
-  or it timed out). Every processing replica hears it; one that has not begun that request
-  yet skips it, so a burst of requests cut off leaves no queue of work nobody wants. A hint:
-  if it arrives late, the work is merely done.
+* ``POST`` :data:`DERIVATIVES_PATH` on processing (a signed internal call) with
+  ``{key, original: {sha256, key, media_type}, transform}`` — ``transform`` is
+  :meth:`Transform.as_dict`, ``original.key`` must be the original's content key. The answer is
+  the derivative's bytes (200, with its type and size in headers), 422 ``invalid_request`` when
+  the original cannot become it (undecodable, over a limit, no longer stored) or 503 when that
+  replica is full. A caller that hangs up withdraws its question.
+* ``derivative.stored`` ``{key, original_sha256, media_type, bytes, width, height, worker}`` —
+  the fact that follows, in processing's outbox, once per key: ``key`` is in the blob store
+  and recorded.
 """
 
 from __future__ import annotations
@@ -32,10 +29,10 @@ from dataclasses import asdict, dataclass
 from shared import store_keys
 from shared.errors import InvalidRequest
 
-DERIVATIVE_REQUESTED = "derivative.requested"
-DERIVATIVE_COMPUTED = "derivative.computed"
-DERIVATIVE_FAILED = "derivative.failed"
-DERIVATIVE_ABANDONED = "derivative.abandoned"
+DERIVATIVE_STORED = "derivative.stored"
+
+#: Processing's internal route that makes a derivative while its caller waits.
+DERIVATIVES_PATH = "/internal/derivatives"
 
 #: The filters a transform may name; each is a fixed libvips recipe in processing.
 FILTERS = ("toaster", "lomo", "kelvin", "colortone", "gotham")

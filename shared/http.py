@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -67,17 +68,29 @@ class Principal:
 
     def encode(self) -> str:
         """The principal as the header value (base64url of its JSON)."""
-        raw = json.dumps(asdict(self), separators=(",", ":"), sort_keys=True).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        return _encode_principal(self)
 
     @classmethod
     def decode(cls, value: str) -> Principal:
         """Parse a header value made by :meth:`encode`; raises ``ValueError`` when malformed."""
-        try:
-            raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-            return cls(**raw)
-        except (ValueError, TypeError) as exc:
-            raise ValueError("malformed principal header") from exc
+        return _decode_principal(value)
+
+
+# Every internal call encodes (gateway) and decodes (service) a principal; the same few
+# principals recur call after call, and both are pure functions of immutable values.
+@functools.lru_cache(maxsize=4096)
+def _encode_principal(principal: Principal) -> str:
+    raw = json.dumps(asdict(principal), separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_principal(value: str) -> Principal:
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return Principal(**raw)
+    except (ValueError, TypeError) as exc:
+        raise ValueError("malformed principal header") from exc
 
 
 ANONYMOUS = Principal(kind="anonymous")
@@ -243,6 +256,33 @@ class InternalClient:
     ) -> tuple[int, Any]:
         """Send one call (a JSON body, or raw ``data``) and return ``(status, decoded JSON body
         or None)``."""
+        status, _headers, body = await self.fetch(
+            method,
+            base_url,
+            path_qs,
+            principal,
+            json_body=json_body,
+            data=data,
+            headers=headers,
+            timeout=timeout,
+        )
+        return status, json.loads(body) if body else None
+
+    async def fetch(
+        self,
+        method: str,
+        base_url: str,
+        path_qs: str,
+        principal: Principal,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 10,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        """Send one call and return ``(status, headers, body bytes)``: for answers that are
+        not JSON (an image). ``timeout=None``: the caller bounds the wait. Connection trouble
+        raises :class:`aiohttp.ClientError`, :class:`OSError` or :class:`TimeoutError`."""
         rid = request_id_var.get() or new_request_id()
         signed = sign_principal(self.key, method, path_qs, principal, rid)
         async with self.session.request(
@@ -253,8 +293,7 @@ class InternalClient:
             headers={**(headers or {}), **signed},
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as response:
-            body = await response.json(content_type=None) if response.content_length != 0 else None
-            return response.status, body
+            return response.status, response.headers, await response.read()
 
 
 async def unless_disconnected(request: web.Request, work: Awaitable[T], every: float = 0.05) -> T:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import random
 import sys
-import uuid
 from contextvars import ContextVar
 
 import structlog
@@ -18,8 +18,10 @@ def current_request_id() -> str | None:
 
 
 def new_request_id() -> str:
-    """A fresh request id for work that did not arrive with one."""
-    return uuid.uuid4().hex
+    """A fresh request id for work that did not arrive with one: 32 hex digits, as unique as
+    a UUID4's. Not a secret, so drawn from ``random`` (seeded from the OS at start and after a
+    fork) rather than the OS on every request (one system call each)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 def _add_request_id(_logger: object, _name: str, event: dict) -> dict:

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import aiohttp
 import asyncpg
+import uvloop
 from aiohttp import web
 
 from shared import db
@@ -235,6 +236,9 @@ def run(
         app = build()
         web.run_app(
             app,
+            # uvloop: the event loop in C (libuv). A fifth fewer instructions per request than
+            # asyncio's selector loop in a bare aiohttp server, paid twice per proxied call.
+            loop=uvloop.new_event_loop(),
             host=host,
             port=port,
             print=None,

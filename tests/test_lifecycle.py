@@ -4,8 +4,8 @@ it holds within ``DARKROOM_SHUTDOWN_GRACE`` and exits 0.
 The processing workers here are real ``python -m services.processing`` subprocesses on an
 exchange and a database of their own (so the in-process stack's processing neither competes
 for their jobs nor relays their outbox to its exchange), sharing the stack's blob folder.
-A job is a ``derivative.requested`` of a large JPEG (a few seconds of libvips work),
-published straight to the exchange.
+A job is a ``comparison.requested`` of a pair of large JPEGs (a pixel diff at full size: a few
+seconds of libvips work in one call), published straight to the exchange.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import asyncpg
 import pytest
 from aiohttp import web
 
+from services.processing.consumers import COMPARISONS_CONSUMER
+from shared.comparisons import COMPARISON_DIFFED
 from tests import workers_support
 from tests.conftest import free_port
 from tests.images_support import big_jpeg
@@ -35,14 +37,21 @@ async def test_a_worker_stopped_mid_job_hands_it_to_the_other_and_exits_0(stack,
     second: Process | None = None
     try:
         async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
-            event_id, key = await jobs.request(stack, big_jpeg(6000, seed=1))
+            event_id, key = await jobs.compare(
+                stack, big_jpeg(5500, seed=1), big_jpeg(5500, seed=4)
+            )
             # Taken by the only worker there is: nothing ready in the queue any more.
-            await until(lambda: _is(jobs.ready(), 0), 10, "the first worker to take the job")
+            await until(
+                lambda: _is(jobs.ready(COMPARISONS_CONSUMER), 0),
+                10,
+                "the first worker to take the job",
+            )
             second = await start_worker(http, workers_env, 20.0)
             pool = await asyncpg.connect(
                 workers_env["DATABASE_URL"], server_settings={"search_path": "processing"}
             )
-            done_early = await pool.fetchval("SELECT count(*) FROM derivatives WHERE key = $1", key)
+            # The database is this test's own: every pixel_diffs row is this job's.
+            done_early = await pool.fetchval("SELECT count(*) FROM pixel_diffs")
             assert done_early == 0, "the job was over before the worker could be stopped mid-job"
             took = await first.terminate()
             # It hands the delivery back after the grace period, then waits only for the
@@ -54,19 +63,20 @@ async def test_a_worker_stopped_mid_job_hands_it_to_the_other_and_exits_0(stack,
             answers = await jobs.answers_for(key, 30)
             # The relay publishes at least once; consumers absorb repeats by event id.
             computed = list(
-                {a["id"]: a for a in answers if a["type"] == "derivative.computed"}.values()
+                {a["id"]: a for a in answers if a["type"] == COMPARISON_DIFFED}.values()
             )
             assert len(computed) == 1, (answers, first.stderr()[-3000:], second.stderr()[-3000:])
             assert computed[0]["data"]["worker"].endswith(f":{second.pid}"), computed
-            rows = await pool.fetch("SELECT worker FROM derivatives WHERE key = $1", key)
+            assert [r["error"] for r in computed[0]["data"]["results"]] == [None], computed
+            rows = await pool.fetch("SELECT worker FROM pixel_diffs")
             assert [row["worker"] for row in rows] == [computed[0]["data"]["worker"]]
             applied = await pool.fetchval(
                 "SELECT count(*) FROM processed_events WHERE consumer = $1 AND event_id = $2",
-                "processing.derivatives",
+                COMPARISONS_CONSUMER,
                 uuid.UUID(event_id),
             )
             assert applied == 1
-            assert await jobs.ready() == 0
+            assert await jobs.ready(COMPARISONS_CONSUMER) == 0
             assert "consumer.abandoned" in first.stderr()
             await pool.close()
     finally:
@@ -84,24 +94,32 @@ async def test_a_worker_stopped_mid_job_finishes_it_takes_no_more_and_exits_0(
     worker = await start_worker(http, workers_env, 20.0)
     try:
         async with Jobs.open(workers_env["DARKROOM_EXCHANGE"]) as jobs:
-            _event_id, key = await jobs.request(stack, big_jpeg(5000, seed=2))
-            await until(lambda: _is(jobs.ready(), 0), 10, "the worker to take the job")
+            _event_id, key = await jobs.compare(
+                stack, big_jpeg(5000, seed=2), big_jpeg(5000, seed=5)
+            )
+            await until(
+                lambda: _is(jobs.ready(COMPARISONS_CONSUMER), 0), 10, "the worker to take the job"
+            )
             await asyncio.sleep(0.5)
             stopping = asyncio.create_task(worker.terminate())
             await asyncio.sleep(0.5)
             # Published while it drains: no longer its to take.
-            _later_id, later_key = await jobs.request(stack, big_jpeg(64, seed=3))
+            _later_id, later_key = await jobs.compare(
+                stack, big_jpeg(64, seed=3), big_jpeg(64, seed=6)
+            )
             took = await stopping
             assert worker.popen.returncode == 0, worker.stderr()
             assert took < 20, took
             answers = await jobs.answers_for(key, 3)
             # The relay publishes at least once; consumers absorb repeats by event id.
             computed = list(
-                {a["id"]: a for a in answers if a["type"] == "derivative.computed"}.values()
+                {a["id"]: a for a in answers if a["type"] == COMPARISON_DIFFED}.values()
             )
             assert len(computed) == 1, answers
             assert computed[0]["data"]["worker"].endswith(f":{worker.pid}")
-            assert await jobs.ready() == 1
+            # Diffed, not answered with an error (an error is answered at once, never recorded).
+            assert [r["error"] for r in computed[0]["data"]["results"]] == [None], computed
+            assert await jobs.ready(COMPARISONS_CONSUMER) == 1
             assert await jobs.answers_for(later_key, 0.5) == []
     finally:
         worker.kill()

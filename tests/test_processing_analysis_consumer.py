@@ -202,11 +202,14 @@ async def test_a_missing_original_fails(stack, answers) -> None:
     assert await rows(stack, sha256) == []
 
 
-async def test_bytes_that_are_not_the_named_original_are_refused(stack, answers) -> None:
+async def test_an_original_named_by_another_key_than_its_hash_is_refused(stack, answers) -> None:
+    """Originals are trusted by their content key (hashed once, when written): a request that
+    names a hash and some other key is refused before anything is read or written."""
     stored = await store_original(stack, photo())
     claimed = hashlib.sha256(random.randbytes(32)).hexdigest()
     [answer] = await answers.wait(await request(stack, {**stored, "sha256": claimed}))
-    assert answer.type == ANALYSIS_FAILED and "SHA-256" in answer.data["message"]
+    assert answer.type == ANALYSIS_FAILED
+    assert answer.data["message"] == "The original's store key is not its content key"
     keys = [key async for key in stack.apps["processing"][STORE].keys(derivatives_prefix(claimed))]
     assert keys == [] and await rows(stack, claimed) == []
 

@@ -178,7 +178,7 @@ async def test_a_10x10_change_is_counted_boxed_and_drawn(stack, answers) -> None
             }
         ],
         "error": None,
-        "worker": stack.apps["processing"][consumers.DERIVATIVES].worker,
+        "worker": stack.apps["processing"][consumers.COMPARISONS].worker,
     }
     assert key.startswith(DIFF_PREFIX)
     expected = np.zeros((64, 64), dtype=bool)
@@ -299,9 +299,9 @@ async def test_undiffable_pairs_carry_an_error_and_the_others_are_diffed(stack, 
         "The after PNG image is truncated or corrupt",
         None,
         "The before image is no longer stored; upload it again",
-        "The stored after image does not match its SHA-256",
+        "The pair gives no content key for the after image",
         "The before image's sha256 is not a SHA-256 hex digest",
-        "The pair gives no valid store key for the after image",
+        "The pair gives no content key for the after image",
         "A pair is not an object",
         None,
     ]

@@ -1,65 +1,131 @@
-"""Processing replicas are competing consumers on one queue: a second processing *process*
-started beside the test stack takes its share of a 20-item Progimage bulk request."""
+"""Processing replicas behind ingest's derivative client: a second processing *process* listed
+beside the test stack's takes its share of the calls, and a replica that dies is replaced by the
+other without the caller noticing; with none left, the caller gets a 503 at once."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
-from shared.runtime import POOL
+import pytest
+
+from services.ingest.progimage.derivations import DerivativeRequest, Derivatives
+from shared import errors
+from shared.derivatives import Transform
+from shared.runtime import INTERNAL, POOL, STORE
 from tests.conftest import ROOT, free_port
 from tests.images_support import photo
-from tests.progimage_support import b64, bearer, fetch_image
-from tests.workers_support import wait_healthy
+from tests.workers_support import store_original, wait_healthy
 
 
-async def test_two_processing_processes_share_a_bulk_request(stack, http, account):
-    port = free_port()
+def start_replica(stack, port: int) -> subprocess.Popen:
     env = {**os.environ, **stack.env, "DARKROOM_PROCESSING_PORT": str(port)}
-    replica = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "services.processing"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def stop(replica: subprocess.Popen) -> None:
+    replica.send_signal(signal.SIGTERM)
+    try:
+        replica.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        replica.kill()
+        replica.wait()
+
+
+async def originals(
+    stack, count: int, seed: int, size: tuple[int, int] = (480, 360), transform=None
+) -> list[DerivativeRequest]:
+    """``count`` new originals in the store, each asked through ``transform`` (default a
+    120 px thumbnail)."""
+    wanted = []
+    for n in range(count):
+        stored = await store_original(stack, photo(*size, ".jpg", seed=seed + n))
+        wanted.append(
+            DerivativeRequest(stored["sha256"], "image/jpeg", transform or Transform(thumb_w=120))
+        )
+    return wanted
+
+
+async def test_two_processing_processes_share_the_calls(stack, http):
+    port = free_port()
+    replica = start_replica(stack, port)
     try:
         assert await wait_healthy(http, port, 30), "the second processing process did not start"
-        items = [
-            {"file": b64(photo(480, 360, ".jpg", seed=1000 + n)), "filter": "toaster"}
-            for n in range(20)
-        ]
-        response = await http.post(
-            f"{stack.url}/user/images", json={"process": items}, headers=bearer(account)
+        client = Derivatives(
+            stack.apps["ingest"][INTERNAL],
+            [stack.service_urls["processing"], f"http://127.0.0.1:{port}"],
+            stack.apps["ingest"][STORE],
         )
-        assert response.status == 201, await response.text()
-        data = (await response.json())["data"]
-        assert len(data) == 20
-        for item in data:
-            image, _, _ = await fetch_image(http, item["url"])
-            assert (image.width, image.height) == (480, 360)
-        ids = [item["id"] for item in data]
-        variants = await stack.apps["ingest"][POOL].fetch(
-            "SELECT variants FROM progimage_images WHERE id = ANY($1::uuid[])", ids
-        )
-        keys = [v["key"] for row in variants for v in row["variants"].values()]
-        assert len(set(keys)) == 60
+        wanted = await originals(stack, 20, seed=1000)
+        outcomes = await client.obtain(wanted, timeout=60)
+        assert all(outcome.ok and outcome.data for outcome in outcomes.values())
         rows = await stack.apps["processing"][POOL].fetch(
-            "SELECT worker FROM derivatives WHERE key = ANY($1::text[])", keys
+            "SELECT worker FROM derivatives WHERE key = ANY($1::text[])", list(outcomes)
         )
     finally:
-        replica.send_signal(signal.SIGTERM)
-        try:
-            replica.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            replica.kill()
-            replica.wait()
-    assert len(rows) == 60  # each derivative computed once
+        stop(replica)
+    assert len(rows) == 20  # each derivative made once
     by_worker = Counter(row["worker"] for row in rows)
     assert len(by_worker) == 2, by_worker
-    assert min(by_worker.values()) >= 6, by_worker
+    assert min(by_worker.values()) >= 4, by_worker
     assert any(worker.endswith(f":{replica.pid}") for worker in by_worker), by_worker
     assert replica.returncode == 0, replica.stderr.read().decode() if replica.stderr else ""
+
+
+async def test_a_replica_killed_mid_call_is_replaced_by_the_other(stack, http):
+    port = free_port()
+    replica = start_replica(stack, port)
+    try:
+        assert await wait_healthy(http, port, 30), "the second processing process did not start"
+        # The dead-to-be replica first in the list, so the first calls go to it.
+        client = Derivatives(
+            stack.apps["ingest"][INTERNAL],
+            [f"http://127.0.0.1:{port}", stack.service_urls["processing"]],
+            stack.apps["ingest"][STORE],
+        )
+        # Full-size work (a few hundred ms each), so the kill lands while calls are in flight.
+        wanted = await originals(
+            stack, 6, seed=2000, size=(2400, 1800), transform=Transform(rotation=90)
+        )
+        calls = asyncio.ensure_future(client.obtain(wanted, timeout=60))
+        await asyncio.sleep(0.3)
+        replica.kill()
+        outcomes = await calls
+    finally:
+        replica.kill()
+        replica.wait()
+    assert sorted(outcomes) == sorted(request.key for request in wanted)
+    assert all(outcome.ok and outcome.data for outcome in outcomes.values())
+    for request in wanted:
+        assert await stack.apps["ingest"][STORE].read(request.key) == outcomes[request.key].data
+    rows = await stack.apps["processing"][POOL].fetch(
+        "SELECT worker FROM derivatives WHERE key = ANY($1::text[])", list(outcomes)
+    )
+    assert len(rows) == 6  # each recorded once, by whichever replica finished it
+    assert any(not row["worker"].endswith(f":{replica.pid}") for row in rows)
+
+
+async def test_with_no_replica_answering_the_caller_gets_a_503_at_once(stack):
+    client = Derivatives(
+        stack.apps["ingest"][INTERNAL],
+        [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"],
+        stack.apps["ingest"][STORE],
+    )
+    [wanted] = await originals(stack, 1, seed=3000)
+    started = time.monotonic()
+    with pytest.raises(errors.Unavailable) as raised:
+        await client.obtain([wanted], timeout=60)
+    assert time.monotonic() - started < 5
+    assert raised.value.status == 503 and raised.value.retry_after == 5
+    assert not await stack.apps["ingest"][STORE].exists(wanted.key)

@@ -166,20 +166,6 @@ def test_config_reads_env_files_and_refuses_missing_secrets(tmp_path):
         parse_rate("0/5")
 
 
-def test_abandoned_requests_are_remembered_for_a_while_and_boundedly():
-    from services.processing.domain import Abandonments
-
-    seen = Abandonments(keep=10.0, most=3)
-    seen.add("a", now=0.0)
-    seen.add("b", now=5.0)
-    assert "a" in seen and "b" in seen and "c" not in seen
-    seen.add("c", now=11.0)  # "a" is older than 10 s now
-    assert "a" not in seen and len(seen) == 2
-    for name in ("d", "e"):
-        seen.add(name, now=12.0)
-    assert "b" not in seen and len(seen) == 3  # the oldest goes first past the bound
-
-
 async def test_repeat_runs_again_after_a_failed_run_until_cancelled():
     runs: list[int] = []
 

@@ -1,6 +1,6 @@
 """Processes, workers and waiting: Darkroom started as a subprocess, processing workers on an
-exchange and a database of their own, derivative jobs published to them, and polling until a
-condition holds."""
+exchange and a database of their own, durable jobs (analyses, comparisons) published to them,
+and polling until a condition holds."""
 
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-from shared.derivatives import DERIVATIVE_REQUESTED, Transform, derivative_key
+from services.processing.consumers import ANALYSES_CONSUMER
+from shared.analysis import ANALYSIS_COMPLETED, ANALYSIS_FAILED, ANALYSIS_REQUESTED
+from shared.comparisons import COMPARISON_DIFFED, COMPARISON_REQUESTED
 from shared.events import Broker, new_event
 from shared.runtime import STORE
 from tests.conftest import AMQP_URL, PG_ADMIN, ROOT, delete_topology, free_port
@@ -98,8 +100,17 @@ async def workers_env(stack) -> AsyncIterator[dict[str, str]]:
     await admin.close()
 
 
+def answer_key(answer: dict) -> str | None:
+    """The job an answer is about, as :class:`Jobs` names jobs: a comparison's id, or the
+    SHA-256 of the original an analysis is of."""
+    if answer["type"] == COMPARISON_DIFFED:
+        return answer["data"].get("comparison_id")
+    return answer["data"].get("original_sha256")
+
+
 class Jobs:
-    """Publishes derivative requests on the workers' exchange and watches their answers."""
+    """Publishes durable jobs on the workers' exchange and watches their answers: analyses of
+    originals (quick), and comparisons of large images when a job must take seconds."""
 
     def __init__(self, broker: Broker, answers: aio_pika.abc.AbstractQueue) -> None:
         self.broker = broker
@@ -112,32 +123,47 @@ class Jobs:
         try:
             channel = await broker.connection.channel()
             answers = await channel.declare_queue(exclusive=True, auto_delete=True)
-            for key in ("derivative.computed", "derivative.failed"):
+            for key in (ANALYSIS_COMPLETED, ANALYSIS_FAILED, COMPARISON_DIFFED):
                 await answers.bind(broker.exchange, routing_key=key)
             yield cls(broker, answers)
         finally:
             await broker.close()
 
     async def request(self, stack, original: bytes) -> tuple[str, str]:
-        """Store ``original`` and publish a request for a slow derivative of it; returns the
-        event id and the derivative key."""
-        sha256 = hashlib.sha256(original).hexdigest()
-        original_key = f"lifecycle/{sha256}.jpg"
-        await stack.apps["processing"][STORE].put(original_key, original)
-        transform = Transform(format="jpeg", rotation=33.0, filter="toaster")
-        key = derivative_key(sha256, transform)
+        """Store ``original`` and publish ``analysis.requested`` for it; returns the event id
+        and the job's key, the original's SHA-256 (an analysis is recorded once per original's
+        bytes, so each job needs an original of its own)."""
+        stored = await store_original(stack, original)
+        data = {"image_id": str(uuid.uuid4()), "original": stored, "app_args": None}
+        envelope = new_event(ANALYSIS_REQUESTED, data)
+        await self.broker.publish(envelope)
+        return envelope.id, stored["sha256"]
+
+    async def compare(self, stack, before: bytes, after: bytes) -> tuple[str, str]:
+        """Store both images and publish ``comparison.requested`` of the pair (a diff at full
+        size: seconds of libvips for large images); returns the event id and the job's key, the
+        comparison's id. Anti-aliased pixels count as changed: the work is then decoding,
+        comparing and encoding the diff (about as costly as a derivative of the same pixels),
+        not pixelmatch's per-pixel test, whose cost grows with the change."""
+        pair = {
+            "before": await store_original(stack, before),
+            "after": await store_original(stack, after),
+        }
+        comparison_id = str(uuid.uuid4())
         envelope = new_event(
-            DERIVATIVE_REQUESTED,
+            COMPARISON_REQUESTED,
             {
-                "key": key,
-                "original": {"sha256": sha256, "key": original_key},
-                "transform": transform.as_dict(),
+                "comparison_id": comparison_id,
+                "account_id": str(uuid.uuid4()),
+                "threshold": 0.1,
+                "include_anti_aliasing": True,
+                "pairs": [pair],
             },
         )
         await self.broker.publish(envelope)
-        return envelope.id, key
+        return envelope.id, comparison_id
 
-    async def ready(self, consumer: str = "processing.derivatives") -> int:
+    async def ready(self, consumer: str = ANALYSES_CONSUMER) -> int:
         """Messages ready (not delivered to anyone) in ``consumer``'s queue."""
         channel = await self.broker.connection.channel()
         try:
@@ -157,7 +183,7 @@ class Jobs:
                 await asyncio.sleep(0.1)
                 continue
             body = json.loads(message.body)
-            if body["data"].get("key") == key:
+            if answer_key(body) == key:
                 found.append(body)
                 # A second answer (a repeat) would follow within moments; wait no longer.
                 deadline = min(deadline, time.monotonic() + 1.0)

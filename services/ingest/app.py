@@ -10,8 +10,10 @@ from aiohttp import web
 from services.ingest import consumers
 from services.ingest.blobs import SWEEPER, OrphanSweeper
 from services.ingest.config import CONFIG, IngestConfig
+from services.ingest.happo.handlers import KNOWN
+from services.ingest.happo.uploads import known_images
 from services.ingest.hashhost.handlers import PAGES
-from services.ingest.progimage.derivations import PendingDerivatives
+from services.ingest.progimage.derivations import Derivatives
 from services.ingest.progimage.handlers import PROGIMAGE
 from services.ingest.progimage.uploads import ProgimageUploads
 from services.ingest.routes import setup_routes
@@ -40,19 +42,19 @@ def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
 
 
 def progimage(config: IngestConfig) -> runtime.CleanupContext:
-    """The Progimage uploads: a remote fetcher and a listener for processing's answers."""
+    """The Progimage uploads: a remote fetcher and the client of processing's replicas."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         fetcher = RemoteFetcher(RemotePolicy.from_config(config))
-        pending = PendingDerivatives(app[runtime.POOL], app[runtime.BROKER], app[runtime.STORE])
+        replicas = [url.strip().rstrip("/") for url in config.service_url("processing").split(",")]
+        derivatives = Derivatives(app[runtime.INTERNAL], replicas, app[runtime.STORE])
         try:
-            await pending.start()
             app[PROGIMAGE] = ProgimageUploads(
-                app[runtime.POOL], app[runtime.STORE], pending, fetcher, config
+                app[runtime.POOL], app[runtime.STORE], derivatives, fetcher, config
             )
             yield
         finally:
-            await pending.stop()
+            await derivatives.flights.close()
             await fetcher.close()
 
     return context
@@ -66,6 +68,7 @@ def create_app(config: IngestConfig) -> web.Application:
     metrics.install(app, SCHEMA)
     app[CONFIG] = config
     app[PAGES] = Pages(HERE / "templates", config.signing_key)
+    app[KNOWN] = known_images()
     app[runtime.FAULTS] = Faults(config.faults)
     app.cleanup_ctx.extend(
         [

@@ -1,6 +1,6 @@
 """Events ingest publishes and consumes (payloads only grow; a breaking change is a new type)."""
 
-from shared import analysis, derivatives
+from shared import analysis
 
 #: ``{hash, account_id, bytes, format, width, height, frames, media_type, source,
 #: happo_hash?, image_id?}`` — an image was validated, stored and recorded (once per new
@@ -16,20 +16,9 @@ FILE_STORED = "file.stored"
 #: (derivatives keyed by this hash may go too).
 BLOB_DELETED = "blob.deleted"
 
-#: ``derivative.requested`` (see :mod:`shared.derivatives`) — Progimage uploads ask processing
-#: for their variants.
-DERIVATIVE_REQUESTED = derivatives.DERIVATIVE_REQUESTED
-
-#: ``derivative.abandoned`` (see :mod:`shared.derivatives`) — nobody here waits any more for a
-#: derivative this process asked for (its requests' clients went away or timed out).
-DERIVATIVE_ABANDONED = derivatives.DERIVATIVE_ABANDONED
-
 #: ``analysis.requested`` (see :mod:`shared.analysis`) — a computed batch's images, one event
 #: each, for processing's quality analysis.
 ANALYSIS_REQUESTED = analysis.ANALYSIS_REQUESTED
 
 #: Routing keys ingest consumes on durable queues: the analysis answers.
 CONSUMED: tuple[str, ...] = (analysis.ANALYSIS_COMPLETED, analysis.ANALYSIS_FAILED)
-
-#: Routing keys every ingest process hears on its private queue: the answers to its requests.
-BROADCAST: tuple[str, ...] = (derivatives.DERIVATIVE_COMPUTED, derivatives.DERIVATIVE_FAILED)

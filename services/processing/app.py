@@ -9,20 +9,14 @@ from pathlib import Path
 import pyvips
 from aiohttp import web
 
-from services.processing import consumers, events
+from services.processing import consumers, memory
 from services.processing.config import ProcessingConfig
-from services.processing.consumers import (
-    ANALYSES,
-    COMPARISONS,
-    DERIVATIVES,
-    AnalysisWorks,
-    ComparisonWorks,
-    DerivativeWorks,
-)
+from services.processing.consumers import ANALYSES, COMPARISONS, AnalysisWorks, ComparisonWorks
+from services.processing.deriving import Derivations
+from services.processing.handlers import DERIVATIONS
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
 from shared import metrics, runtime
-from shared.events import BroadcastListener
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
 
@@ -30,10 +24,13 @@ SCHEMA = "processing"
 HERE = Path(__file__).parent
 log = get_logger("darkroom.processing")
 
+#: The worker threads every image job runs in (open while the app runs).
+WORKERS = web.AppKey("processing.workers", ThreadPoolExecutor)
+
 
 def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
-    """The worker threads libvips jobs run in (one per configured worker) and the derivative
-    and analysis works that share them and the blob store; at shutdown, running jobs finish
+    """The worker threads libvips jobs run in (one per configured worker) and the analysis and
+    comparison works that share them and the blob store; at shutdown, running jobs finish
     first."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
@@ -45,9 +42,11 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
         # The operation cache would keep recent originals' buffers alive; every job here is a
         # different image, so nothing would ever be reused from it.
         pyvips.cache_set_max(0)
-        # Each delivery in flight holds a connection, and each of the three queues
-        # (derivatives, analyses, comparisons) may have ``workers`` deliveries in flight.
-        if 3 * config.workers >= config.db_pool_max:
+        # Before the worker threads exist, so they share the capped arenas from the start.
+        memory.limit_arenas(config.malloc_arenas)
+        # Each delivery in flight holds a connection, and each of the two queues (analyses,
+        # comparisons) may have ``workers`` deliveries in flight; derivatives borrow one briefly.
+        if 2 * config.workers >= config.db_pool_max:
             log.warning(
                 "processing.workers_exceed_pool",
                 workers=config.workers,
@@ -61,7 +60,7 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
             runtime.worker_name(),
             metrics.of(app),
         )
-        app[DERIVATIVES] = DerivativeWorks(*shared)
+        app[WORKERS] = executor
         app[ANALYSES] = AnalysisWorks(*shared)
         app[COMPARISONS] = ComparisonWorks(*shared, concurrency=config.workers)
         try:
@@ -72,22 +71,25 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
     return context
 
 
-def abandonments() -> runtime.CleanupContext:
-    """Every replica hears ``derivative.abandoned`` on a private queue, so whichever holds
-    the request skips it."""
+def derivations(config: ProcessingConfig) -> runtime.CleanupContext:
+    """Derivatives made while someone waits (:mod:`services.processing.deriving`), on the
+    worker threads and the pool; at shutdown, the ones in flight are dropped (their callers
+    get a 503 and ask again)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        listener = BroadcastListener(
-            app[runtime.BROKER],
-            "processing.abandoned",
-            events.BROADCAST,
-            app[DERIVATIVES].on_abandoned,
+        app[DERIVATIONS] = Derivations(
+            app[runtime.STORE],
+            app[WORKERS],
+            Limits(max_pixels=config.max_pixels),
+            runtime.worker_name(),
+            metrics.of(app),
+            pool=app[runtime.POOL],
+            most_in_flight=config.derivatives_in_flight,
         )
-        await listener.start()
         try:
             yield
         finally:
-            await listener.stop()
+            await app[DERIVATIONS].flights.close()
 
     return context
 
@@ -95,7 +97,7 @@ def abandonments() -> runtime.CleanupContext:
 def create_app(config: ProcessingConfig) -> web.Application:
     """The processing app: blob store and worker threads first (the consumers need them from
     their first delivery), then pool on schema ``processing``, broker, outbox relay,
-    consumers; routes."""
+    consumers, derivations; routes."""
     app = web.Application(middlewares=service_middlewares(config.internal_key))
     metrics.install(app, SCHEMA)
     app.cleanup_ctx.extend(
@@ -105,7 +107,7 @@ def create_app(config: ProcessingConfig) -> web.Application:
             *runtime.service_contexts(
                 config, SCHEMA, HERE / "migrations", consumers.subscriptions(app, config)
             ),
-            abandonments(),
+            derivations(config),
         ]
     )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))

@@ -1,24 +1,21 @@
-"""Processing's event consumers: derivatives computed on request, once per key; quality
-analyses of originals, once per original and algorithm; and pixel diffs of the pairs of a
-comparison, once per pair and options.
+"""Processing's event consumers: the work that must survive a crash with nobody waiting —
+quality analyses of originals, once per original and algorithm, and pixel diffs of the pairs of
+a comparison, once per pair and options. (Derivatives, which someone waits on, are answered
+directly: :mod:`services.processing.deriving`.)
 
-Replicas compete for ``derivative.requested`` on one queue, for ``analysis.requested`` on
-another and for ``comparison.requested`` on a third. On each, a replica takes at most as many
-deliveries as it has worker threads (the prefetch), so a busy replica leaves the rest of the
-queue to the others; every kind of job shares the replica's worker threads. A
-transaction-scoped advisory lock on what is computed (the derivative's key; the original's hash
-and the algorithm) makes two deliveries of the same job — on any replicas — compute it once:
-the second finds it recorded and answers ``cached``. Pixel diffs take no lock (see
-:class:`ComparisonWorks`).
+Replicas compete for ``analysis.requested`` on one queue and for ``comparison.requested`` on
+another. On each, a replica takes at most as many deliveries as it has worker threads (the
+prefetch), so a busy replica leaves the rest of the queue to the others; every kind of job
+shares the replica's worker threads. A transaction-scoped advisory lock on what is computed
+(the original's hash and the algorithm) makes two deliveries of the same analysis — on any
+replicas — compute it once: the second finds it recorded and answers ``cached``. Pixel diffs
+take no lock (see :class:`ComparisonWorks`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import asyncpg
@@ -26,9 +23,9 @@ from aiohttp import web
 
 from services.processing import domain, repo
 from services.processing.config import ProcessingConfig
-from services.processing.diffs import DiffOptions, PixelDiff, diff_images
-from services.processing.quality import Analysis, analyse
-from services.processing.transforms import Derived, Limits, derive
+from services.processing.diffs import DiffOptions, diff_images
+from services.processing.quality import analyse
+from services.processing.works import MISSING_ORIGINAL, Works
 from shared.analysis import (
     ALGORITHM,
     ANALYSIS_COMPLETED,
@@ -37,184 +34,19 @@ from shared.analysis import (
     aux_image_key,
 )
 from shared.comparisons import COMPARISON_DIFFED, COMPARISON_REQUESTED, diff_key
-from shared.derivatives import DERIVATIVE_COMPUTED, DERIVATIVE_FAILED, DERIVATIVE_REQUESTED
 from shared.errors import InvalidRequest
 from shared.events import Envelope, Subscription, record_event
+from shared.flights import gather_all
 from shared.logging import get_logger
-from shared.metrics import Metrics
-from shared.storage import BlobNotFound, BlobStore
+from shared.storage import BlobNotFound
 
 log = get_logger("darkroom.processing.consumers")
 T = TypeVar("T")
 
-#: The competing consumer (and queue) of derivative requests.
-DERIVATIVES_CONSUMER = "processing.derivatives"
 #: The competing consumer (and queue) of analysis requests.
 ANALYSES_CONSUMER = "processing.analyses"
 #: The competing consumer (and queue) of comparison requests.
 COMPARISONS_CONSUMER = "processing.comparisons"
-
-
-class Works:
-    """What every kind of image job shares: the blob store, the worker threads libvips runs
-    in, the limits on originals and this process's name."""
-
-    #: The ``operation`` label of this kind of job's durations.
-    operation = "job"
-
-    def __init__(
-        self,
-        store: BlobStore,
-        executor: ThreadPoolExecutor,
-        limits: Limits,
-        worker: str,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.store = store
-        self.executor = executor
-        self.limits = limits
-        self.worker = worker
-        self.metrics = metrics
-
-    async def run(self, job: Callable[..., T], *args: Any) -> tuple[T, float]:
-        """``job(*args)`` in a worker thread; its result and how many seconds it took there."""
-
-        def timed() -> tuple[T, float]:
-            start = time.perf_counter()
-            result = job(*args)
-            return result, time.perf_counter() - start
-
-        result, seconds = await asyncio.get_running_loop().run_in_executor(self.executor, timed)
-        if self.metrics is not None:
-            self.metrics.job_done(self.operation, seconds)
-        return result, seconds
-
-
-def check_original(original: bytes, sha256: str) -> None:
-    """Refuse bytes that are not the original named: what is computed is stored under names
-    made of that hash, so bytes of other content must never land there."""
-    if hashlib.sha256(original).hexdigest() != sha256:
-        raise InvalidRequest("The stored original does not match its SHA-256")
-
-
-#: What a request for an original the store no longer has is told.
-MISSING_ORIGINAL = "The original image is no longer stored; upload it again"
-
-
-class DerivativeWorks(Works):
-    """Answers ``derivative.requested``: computes the derivative into the store and records
-    it, or says why it cannot be made. Transient trouble (store or database down) raises, so
-    the event is retried; a fact about the input is answered with ``derivative.failed``."""
-
-    operation = "derive"
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Requests whose askers stopped waiting (fed by ``derivative.abandoned``).
-        self.abandoned = domain.Abandonments()
-
-    async def on_abandoned(self, envelope: Envelope) -> None:
-        """Remember a ``derivative.abandoned`` (heard by every replica), so that its request
-        is skipped if it has not begun here."""
-        request_id = envelope.data.get("request")
-        if isinstance(request_id, str):
-            self.abandoned.add(request_id, time.monotonic())
-
-    async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
-        """Handle one ``derivative.requested`` inside the consumer's transaction on ``conn``;
-        one abandoned before it began is skipped (nobody waits for its answer)."""
-        data = envelope.data
-        if envelope.id in self.abandoned:
-            log.info("derivative.skipped", key=data.get("key"), reason="abandoned")
-            if self.metrics is not None:
-                self.metrics.job_skipped(self.operation)
-            return
-        key = domain.requested_key(data)
-        try:
-            request = domain.read_request(data)
-        except InvalidRequest as exc:
-            await self._failed(conn, key, domain.claimed_sha256(data), exc.message)
-            return
-        await repo.advisory_xact_lock(conn, domain.lock_name(key))
-        row = await repo.derivative(conn, key)
-        if row is not None and await self.store.exists(key):
-            await self._computed(conn, request, row, cached=True)
-            return
-        try:
-            original = await self.store.read(request.original_key)
-        except BlobNotFound:
-            await self._failed(conn, key, request.original_sha256, MISSING_ORIGINAL)
-            return
-        try:
-            derived, seconds = await self.run(self._compute, original, request)
-        except InvalidRequest as exc:
-            await self._failed(conn, key, request.original_sha256, exc.message)
-            return
-        # Stored before the row commits: a crash in between leaves bytes the next delivery
-        # overwrites with the same bytes, never a row without its bytes.
-        await self.store.put(key, derived.data)
-        described = {
-            "media_type": derived.media_type,
-            "bytes": len(derived.data),
-            "width": derived.width,
-            "height": derived.height,
-        }
-        await repo.record_derivative(
-            conn,
-            key=key,
-            original_sha256=request.original_sha256,
-            canonical=request.transform.canonical(),
-            described=described,
-            worker=self.worker,
-            duration_ms=round(seconds * 1000),
-        )
-        log.info(
-            "derivative.computed",
-            key=key,
-            bytes=len(derived.data),
-            duration_ms=round(seconds * 1000, 1),
-        )
-        await self._computed(conn, request, described, cached=False)
-
-    def _compute(self, original: bytes, request: domain.DerivativeRequest) -> Derived:
-        """The CPU part, in a worker thread: check the bytes are the original named, derive."""
-        check_original(original, request.original_sha256)
-        return derive(original, request.transform, self.limits)
-
-    async def _computed(
-        self,
-        conn: asyncpg.Connection,
-        request: domain.DerivativeRequest,
-        described: dict[str, Any],
-        *,
-        cached: bool,
-    ) -> None:
-        await record_event(
-            conn,
-            DERIVATIVE_COMPUTED,
-            {
-                "key": request.key,
-                "original_sha256": request.original_sha256,
-                **described,
-                "worker": self.worker,
-                "cached": cached,
-            },
-        )
-
-    async def _failed(
-        self, conn: asyncpg.Connection, key: str, sha256: str | None, message: str
-    ) -> None:
-        log.info("derivative.failed", key=key, reason=message)
-        await record_event(
-            conn,
-            DERIVATIVE_FAILED,
-            {
-                "key": key,
-                "original_sha256": sha256,
-                "code": InvalidRequest.code,
-                "message": message,
-            },
-        )
 
 
 class AnalysisWorks(Works):
@@ -251,7 +83,7 @@ class AnalysisWorks(Works):
             await self._failed(conn, image_id, sha256, MISSING_ORIGINAL)
             return
         try:
-            analysis, seconds = await self.run(self._compute, original, sha256)
+            analysis, seconds = await self.run(analyse, original, self.limits)
         except InvalidRequest as exc:
             await self._failed(conn, image_id, sha256, exc.message)
             return
@@ -291,11 +123,6 @@ class AnalysisWorks(Works):
             duration_ms=round(seconds * 1000, 1),
         )
         await self._completed(conn, request, result, aux, cached=False)
-
-    def _compute(self, original: bytes, sha256: str) -> Analysis:
-        """The CPU part, in a worker thread: check the bytes are the original named, analyse."""
-        check_original(original, sha256)
-        return analyse(original, self.limits)
 
     async def _all_stored(self, aux: list[dict[str, Any]]) -> bool:
         for image in aux:
@@ -355,9 +182,9 @@ class ComparisonWorks(Works):
     (their bytes are held in memory meanwhile), in the worker threads shared with the other
     jobs. A diff depends only on the two images' bytes and the options, so one recorded earlier
     answers a pair while its diff PNG is still stored (``cached``). A pair that cannot be
-    diffed — malformed, an image missing from the store, bytes that are not the image named,
-    or an image :func:`services.processing.diffs.diff_images` refuses — carries an ``error``
-    and is not recorded. Transient trouble (store or database down) raises, so the whole
+    diffed — malformed, an image missing from the store, or an image
+    :func:`services.processing.diffs.diff_images` refuses — carries an ``error`` and is not
+    recorded. Transient trouble (store or database down) raises, so the whole
     request is retried.
 
     No advisory lock: a comparison may hold thousands of pairs, and a lock each would fill
@@ -368,17 +195,8 @@ class ComparisonWorks(Works):
 
     operation = "diff"
 
-    def __init__(
-        self,
-        store: BlobStore,
-        executor: ThreadPoolExecutor,
-        limits: Limits,
-        worker: str,
-        metrics: Metrics | None = None,
-        *,
-        concurrency: int,
-    ) -> None:
-        super().__init__(store, executor, limits, worker, metrics)
+    def __init__(self, *args: Any, concurrency: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.concurrency = concurrency
 
     async def on_requested(self, conn: asyncpg.Connection, envelope: Envelope) -> None:
@@ -411,7 +229,7 @@ class ComparisonWorks(Works):
                     pair, known.get((pair.before.sha256, pair.after.sha256)), options
                 )
 
-        answers = dict(zip(wanted, await _all(answer(pair) for pair in wanted), strict=True))
+        answers = dict(zip(wanted, await gather_all(answer(pair) for pair in wanted), strict=True))
         computed = [row for _result, row in answers.values() if row is not None]
         if computed:
             await repo.record_pixel_diffs(conn, threshold, include_anti_aliasing, computed)
@@ -439,7 +257,7 @@ class ComparisonWorks(Works):
                 message = MISSING_IMAGE.format(side=name)
                 return domain.error_result(pair.before.sha256, pair.after.sha256, message), None
         try:
-            diff, seconds = await self.run(self._compute, *images, pair, options)
+            diff, seconds = await self.run(diff_images, *images, options, self.limits)
         except InvalidRequest as exc:
             return domain.error_result(pair.before.sha256, pair.after.sha256, exc.message), None
         key = None
@@ -473,15 +291,6 @@ class ComparisonWorks(Works):
         }
         return domain.diff_result(pair, figures, cached=False), row
 
-    def _compute(
-        self, before: bytes, after: bytes, pair: domain.DiffPair, options: DiffOptions
-    ) -> PixelDiff:
-        """The CPU part, in a worker thread: check the bytes are the images named, diff."""
-        for data, side, name in ((before, pair.before, "before"), (after, pair.after, "after")):
-            if hashlib.sha256(data).hexdigest() != side.sha256:
-                raise InvalidRequest(f"The stored {name} image does not match its SHA-256")
-        return diff_images(before, after, options, self.limits)
-
     async def _diffed(
         self,
         conn: asyncpg.Connection,
@@ -511,21 +320,7 @@ class ComparisonWorks(Works):
         )
 
 
-async def _all(jobs: Iterable[Awaitable[T]]) -> list[T]:
-    """Every job's result, run concurrently; when one fails, the others are cancelled (and
-    awaited, so none outlives the transaction) and its exception raised as it is."""
-    tasks = [asyncio.ensure_future(job) for job in jobs]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-
-
 #: The works of a running app (set while its worker pool is open).
-DERIVATIVES = web.AppKey("processing.derivatives", DerivativeWorks)
 ANALYSES = web.AppKey("processing.analyses", AnalysisWorks)
 #: One per process, so its bound on pairs in flight holds across concurrent deliveries.
 COMPARISONS = web.AppKey("processing.comparisons", ComparisonWorks)
@@ -535,9 +330,6 @@ def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subsc
     """Processing's subscriptions for ``app``; handlers find the app's state when they run
     (it is opened before the consumers start)."""
 
-    async def derivative_requested(conn: asyncpg.Connection, envelope: Envelope) -> None:
-        await app[DERIVATIVES].on_requested(conn, envelope)
-
     async def analysis_requested(conn: asyncpg.Connection, envelope: Envelope) -> None:
         await app[ANALYSES].on_requested(conn, envelope)
 
@@ -545,12 +337,6 @@ def subscriptions(app: web.Application, config: ProcessingConfig) -> tuple[Subsc
         await app[COMPARISONS].on_requested(conn, envelope)
 
     return (
-        Subscription(
-            DERIVATIVES_CONSUMER,
-            (DERIVATIVE_REQUESTED,),
-            derivative_requested,
-            prefetch=config.workers,
-        ),
         Subscription(
             ANALYSES_CONSUMER,
             (ANALYSIS_REQUESTED,),

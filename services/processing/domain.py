@@ -1,4 +1,4 @@
-"""Processing's rules as plain computation: reading ``derivative.requested``,
+"""Processing's rules as plain computation: reading derivative requests,
 ``analysis.requested`` and ``comparison.requested`` payloads, checking that what they ask for is
 consistent, and shaping the answers of a comparison. No pyvips, no I/O (transforms live in
 :mod:`services.processing.transforms`, the quality analysis in
@@ -8,40 +8,32 @@ from __future__ import annotations
 
 import math
 import re
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from shared.derivatives import Transform, derivative_key
 from shared.errors import InvalidRequest
-from shared.storage import validate_key
+from shared.store_keys import blob_key
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class UnanswerableRequest(ValueError):
-    """A ``derivative.requested`` payload without a key: nobody could be told the outcome, so
-    it is poison for the dead-letter queue, not a ``derivative.failed``."""
+    """A requested job's payload without the id its answer names (an ``analysis.requested``
+    without an ``image_id``, a ``comparison.requested`` without a ``comparison_id``): nobody
+    could be told the outcome, so it is poison for the dead-letter queue."""
 
 
 @dataclass(frozen=True)
 class DerivativeRequest:
-    """What a ``derivative.requested`` event asks: the original at ``original_key`` (whose
-    bytes hash to ``original_sha256``) through ``transform``, stored at ``key``."""
+    """What a derivative request asks: the original at ``original_key`` (whose bytes hash to
+    ``original_sha256``) through ``transform``, stored at ``key``."""
 
     key: str
     original_sha256: str
     original_key: str
     transform: Transform
-
-
-def requested_key(data: Mapping[str, Any]) -> str:
-    """The derivative key a payload asks for; raises :class:`UnanswerableRequest` without one."""
-    key = data.get("key")
-    if not isinstance(key, str) or not key:
-        raise UnanswerableRequest("derivative.requested without a key")
-    return key
 
 
 def claimed_sha256(data: Mapping[str, Any]) -> str | None:
@@ -52,14 +44,15 @@ def claimed_sha256(data: Mapping[str, Any]) -> str | None:
 
 
 def read_request(data: Mapping[str, Any]) -> DerivativeRequest:
-    """Read and check a ``derivative.requested`` payload.
+    """Read and check a derivative request (the contract in :mod:`shared.derivatives`).
 
     The key must be the one :func:`shared.derivatives.derivative_key` gives for the original
-    and the transform: the key is where the result is written, so a payload must not be able
-    to name any other place in the store. Raises :class:`UnanswerableRequest` without a key,
-    :class:`InvalidRequest` for anything else wrong.
+    and the transform: the key is where the result is written, so a request must not be able
+    to name any other place in the store. Raises :class:`InvalidRequest` for anything wrong.
     """
-    key = requested_key(data)
+    key = data.get("key")
+    if not isinstance(key, str) or not key:
+        raise InvalidRequest("The request names no derivative key")
     sha256, original_key = _requested_original(data)
     raw_transform = data.get("transform")
     if not isinstance(raw_transform, Mapping):
@@ -79,43 +72,11 @@ def _requested_original(data: Mapping[str, Any]) -> tuple[str, str]:
     sha256, original_key = original.get("sha256"), original.get("key")
     if not isinstance(sha256, str) or not _SHA256.match(sha256):
         raise InvalidRequest("The original's sha256 is not a SHA-256 hex digest")
-    if not isinstance(original_key, str) or not original_key:
-        raise InvalidRequest("The request gives no store key for the original")
+    if original_key != blob_key(sha256):
+        # Originals are trusted by their content key (hashed when written): any other key
+        # could hold other bytes under this hash's derivatives.
+        raise InvalidRequest("The original's store key is not its content key")
     return sha256, original_key
-
-
-def lock_name(key: str) -> str:
-    """The name of the advisory lock that serialises every computation of ``key``."""
-    return f"processing.derivative.{key}"
-
-
-class Abandonments:
-    """The ids of ``derivative.requested`` events whose askers stopped waiting, remembered
-    for ``keep`` seconds (a request still queued after that is long past anyone's timeout)
-    and at most ``most`` of them (the oldest forgotten first)."""
-
-    def __init__(self, keep: float = 600.0, most: int = 100_000) -> None:
-        self.keep = keep
-        self.most = most
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def add(self, request_id: str, now: float) -> None:
-        """Remember that ``request_id`` was abandoned at ``now`` (seconds, monotonic)."""
-        self._seen[request_id] = now
-        self._seen.move_to_end(request_id)
-        self._forget(now)
-
-    def __contains__(self, request_id: object) -> bool:
-        return request_id in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _forget(self, now: float) -> None:
-        while self._seen and (
-            len(self._seen) > self.most or next(iter(self._seen.values())) < now - self.keep
-        ):
-            self._seen.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -302,10 +263,9 @@ def _read_side(raw: Mapping[str, Any], side: str) -> DiffSide:
     sha256, key = found.get("sha256"), found.get("key")
     if not isinstance(sha256, str) or not _SHA256.match(sha256):
         raise InvalidRequest(f"The {side} image's sha256 is not a SHA-256 hex digest")
-    try:
-        validate_key(key)
-    except ValueError:
-        raise InvalidRequest(f"The pair gives no valid store key for the {side} image") from None
+    if key != blob_key(sha256):
+        # Images are trusted by their content key (hashed when written), see _requested_original.
+        raise InvalidRequest(f"The pair gives no content key for the {side} image")
     return DiffSide(sha256, key)
 
 

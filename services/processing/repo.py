@@ -29,14 +29,13 @@ async def record_derivative(
     described: dict,
     worker: str,
     duration_ms: int,
-) -> None:
-    """Record (or re-record) a derivative just stored under ``key``."""
-    await conn.execute(
+) -> bool:
+    """Record a derivative just stored under ``key``; False when it was recorded already (by
+    another replica, or before its bytes went missing and were made again)."""
+    inserted = await conn.fetchval(
         "INSERT INTO derivatives (key, original_sha256, canonical, media_type, bytes,"
         " width, height, worker, duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        " ON CONFLICT (key) DO UPDATE SET media_type = EXCLUDED.media_type,"
-        " bytes = EXCLUDED.bytes, width = EXCLUDED.width, height = EXCLUDED.height,"
-        " worker = EXCLUDED.worker, duration_ms = EXCLUDED.duration_ms, created_at = now()",
+        " ON CONFLICT (key) DO NOTHING RETURNING true",
         key,
         original_sha256,
         canonical,
@@ -47,6 +46,7 @@ async def record_derivative(
         worker,
         duration_ms,
     )
+    return bool(inserted)
 
 
 async def analysis(conn: asyncpg.Connection, sha256: str, algorithm: str) -> dict | None:

@@ -1,8 +1,10 @@
 """A bounded load test of all four dialects with a processing worker killed midway.
 
 The platform runs in-process except processing, which runs as two ``python -m
-services.processing`` workers; halfway through, one is killed with SIGKILL and restarted a few
-seconds later. Every accepted upload must be served afterwards, and no answer may be a 5xx.
+services.processing`` workers (ingest lists both in ``DARKROOM_PROCESSING_URL``); halfway
+through, one is killed with SIGKILL and restarted a few seconds later on the same port. Every
+accepted upload must be served afterwards, and no answer may be a 5xx: a derivative call the
+killed worker held is made again by the other.
 ``CHAOS_LOAD_SECONDS`` (default 60) bounds the run.
 """
 
@@ -32,25 +34,32 @@ UNLIMITED = "1000000/1"
 
 
 @pytest.fixture
-async def platform(exchange, secrets_env, tmp_path, inbox):
+def worker_ports() -> list[int]:
+    """Where the two processing workers listen (the same port again after a restart)."""
+    return [free_port(), free_port()]
+
+
+@pytest.fixture
+async def platform(exchange, secrets_env, tmp_path, inbox, worker_ports):
     """The platform, rate limits lifted (this measures capacity), processing left to worker
     processes."""
     limits = {
         f"DARKROOM_RATE_{kind}": UNLIMITED for kind in ("OAUTH", "API_KEY", "SESSION", "ANONYMOUS")
     }
+    replicas = ",".join(f"http://127.0.0.1:{port}" for port in worker_ports)
     async for running in start_platform(
         f"{exchange}_{uuid.uuid4().hex[:8]}",
         secrets_env,
         tmp_path,
         inbox,
         without=("processing",),
+        DARKROOM_PROCESSING_URL=replicas,
         **limits,
     ):
         yield running
 
 
-async def _worker(http: aiohttp.ClientSession, env: dict[str, str]) -> Process:
-    port = free_port()
+async def _worker(http: aiohttp.ClientSession, env: dict[str, str], port: int) -> Process:
     worker = Process(
         "services.processing",
         {**env, "DARKROOM_PROCESSING_PORT": str(port), "DARKROOM_PROCESSING_WORKERS": "1"},
@@ -61,7 +70,9 @@ async def _worker(http: aiohttp.ClientSession, env: dict[str, str]) -> Process:
     return worker
 
 
-async def test_mixed_load_with_a_processing_worker_killed_midway(platform, resilience):
+async def test_mixed_load_with_a_processing_worker_killed_midway(
+    platform, worker_ports, resilience
+):
     account = platform.create_account()
     # (started, dialect, status, seconds)
     outcomes: list[tuple[float, str, int, float]] = []
@@ -69,7 +80,7 @@ async def test_mixed_load_with_a_processing_worker_killed_midway(platform, resil
     async with aiohttp.ClientSession(
         cookie_jar=aiohttp.DummyCookieJar(), timeout=aiohttp.ClientTimeout(total=60)
     ) as http:
-        workers = [await _worker(http, platform.env) for _ in range(2)]
+        workers = [await _worker(http, platform.env, port) for port in worker_ports]
         company = await login(http, platform, account)
         progimage = {"Authorization": f"Bearer {account['token']}"}
 
@@ -140,7 +151,7 @@ async def test_mixed_load_with_a_processing_worker_killed_midway(platform, resil
             workers[0].popen.kill()
             workers[0].popen.wait()
             await asyncio.sleep(3)
-            workers[0] = await _worker(http, platform.env)
+            workers[0] = await _worker(http, platform.env, worker_ports[0])
             await asyncio.gather(*clients)
             # Every accepted upload is there (a thumbnail may still be on its way: wait for it).
             lost = []

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 
 from services.ingest.blobs import OrphanSweeper
+from shared.analysis import ANALYSIS_COMPLETED
 from shared.runtime import POOL, STORE
 from shared.store_keys import blob_key
 from tests.chaos.jobs_support import JOBS, _answers, _effects, _zero
@@ -30,7 +31,7 @@ from tests.clients_support import form
 from tests.conftest import AMQP_URL, PG_ADMIN, start_platform
 from tests.images_support import big_jpeg, random_png
 from tests.tcp_proxy import TcpProxy
-from tests.workers_support import Jobs, start_worker, until
+from tests.workers_support import Jobs, answer_key, start_worker, until
 
 OUTAGE = 10.0
 
@@ -53,7 +54,7 @@ async def _jobs_through_an_outage(
 
 def _tally(answers: list[dict], keys: set[str], effects: dict[str, int]) -> tuple[int, int]:
     """(distinct computed events, duplicate effects) over ``keys``."""
-    computed = {(a["data"]["key"], a["id"]) for a in answers if a["type"] == "derivative.computed"}
+    computed = {(answer_key(a), a["id"]) for a in answers if a["type"] == ANALYSIS_COMPLETED}
     assert {key for key, _id in computed} == keys, keys - {k for k, _ in computed}
     return len(computed), sum(n - 1 for n in effects.values())
 
@@ -82,7 +83,7 @@ async def test_a_broker_connection_cut_for_ten_seconds_loses_nothing(
             keys = {key for _id, key in requested}
             answers = await _answers(jobs, keys, 120)
             effects = await _effects(workers_env, keys)
-            copies = sum(a["type"] == "derivative.computed" for a in answers)
+            copies = sum(a["type"] == ANALYSIS_COMPLETED for a in answers)
             distinct, duplicates = _tally(answers, keys, effects)
             resilience.row(
                 "faults",
@@ -153,7 +154,7 @@ async def test_rabbitmq_stopped_and_started_loses_nothing(stack, http, workers_e
 
             # The test's own answer queue is exclusive, so it vanished with the broker's stop:
             # the database (each job's row) is the record here, not the events heard.
-            await until(all_done, 120, "every job's derivative row")
+            await until(all_done, 120, "every job's analysis row")
             effects = await _effects(workers_env, keys)
             distinct = len(effects)
             duplicates = sum(n - 1 for n in effects.values())

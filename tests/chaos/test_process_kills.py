@@ -2,8 +2,8 @@
 
 The killed worker arms one fault point (``DARKROOM_FAULTS``, see shared/faults.py), so the kill
 lands exactly where it hurts most; a second, clean worker must finish every job, and each job's
-effect — its ``derivatives`` row, its stored bytes, its ``derivative.computed`` event — must
-exist exactly once.
+effect — its ``analyses`` row, its stored aux images, its ``analysis.completed`` event — must
+exist exactly once. A job is an ``analysis.requested`` of an original of its own.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import uuid
 import asyncpg
 import pytest
 
+from shared.analysis import ANALYSIS_COMPLETED
 from shared.events import Broker, Envelope, EventConsumer, Subscription
 from shared.runtime import STORE
-from tests.chaos.jobs_support import JOBS, _answers, _effects, _zero
+from tests.chaos.jobs_support import JOBS, _answers, _effects, _stored, _zero
 from tests.conftest import AMQP_URL
 from tests.images_support import big_jpeg
-from tests.workers_support import Jobs, Process, start_worker, until
+from tests.workers_support import Jobs, Process, answer_key, start_worker, until
 
 
 async def _exited(process: Process, seconds: float) -> int:
@@ -48,19 +49,18 @@ async def test_a_worker_killed_around_its_commit_loses_and_repeats_nothing(
             survivor = await start_worker(http, workers_env, 20.0)
             answers = await _answers(jobs, keys, 90)
             computed = {
-                (a["data"]["key"], a["id"]) for a in answers if a["type"] == "derivative.computed"
+                (answer_key(a), a["id"]) for a in answers if a["type"] == ANALYSIS_COMPLETED
             }
             effects = await _effects(workers_env, keys)
-            store = stack.apps["processing"][STORE]
-            stored = sum([await store.exists(key) for key in keys])
+            stored = await _stored(stack.apps["processing"][STORE], keys)
             duplicates_absorbed = survivor.stderr().count("event.duplicate")
             resilience.row(
                 "faults",
                 f"kill -9 processing at {point}",
-                injected=f"{JOBS} derivative jobs queued; the worker holding one kills itself "
+                injected=f"{JOBS} analysis jobs queued; the worker holding one kills itself "
                 f"with SIGKILL at `{point}`; a clean worker starts",
-                observed=f"killed (exit {code}); every job's derivative exists once; "
-                f"{stored}/{JOBS} blobs stored; redeliveries absorbed by event id: "
+                observed=f"killed (exit {code}); every job's analysis exists once; "
+                f"{stored}/{JOBS} jobs' aux images stored; redeliveries absorbed by event id: "
                 f"{duplicates_absorbed}",
                 accepted=JOBS,
                 effects=sum(effects.values()),
@@ -100,7 +100,7 @@ async def test_the_relay_killed_after_the_confirm_publishes_twice_and_consumers_
         http, {**workers_env, "DARKROOM_FAULTS": "relay.after_confirm"}, 20.0
     )
     listener = EventConsumer(
-        broker, pool, Subscription(consumer_name, ("derivative.computed",), handler)
+        broker, pool, Subscription(consumer_name, (ANALYSIS_COMPLETED,), handler)
     )
     await listener.start()
     survivor: Process | None = None
@@ -110,13 +110,13 @@ async def test_the_relay_killed_after_the_confirm_publishes_twice_and_consumers_
             code = await _exited(armed, 60)
             survivor = await start_worker(http, workers_env, 20.0)
             answers = await _answers(jobs, {key}, 30)
-            copies = [a["id"] for a in answers if a["type"] == "derivative.computed"]
+            copies = [a["id"] for a in answers if a["type"] == ANALYSIS_COMPLETED]
             await until(lambda: _drained(listener, effects), 10, "the listener to drain")
             resilience.row(
                 "faults",
                 "kill -9 the outbox relay after the broker's confirm",
-                injected="a derivative job; the worker kills itself with SIGKILL after the "
-                "confirm of `derivative.computed` and before marking its outbox row",
+                injected="an analysis job; the worker kills itself with SIGKILL after the "
+                "confirm of `analysis.completed` and before marking its outbox row",
                 observed=f"killed (exit {code}); the next relay published the row again "
                 f"({len(copies)} copies of one event id); a consumer applied it "
                 f"{len(effects)} time(s)",

@@ -20,6 +20,9 @@ ALREADY_UPLOADED = "This image has already been uploaded"
 URL_USED = "This upload URL was used already; ask for a new one"
 #: Where a signed upload URL points (the token follows).
 UPLOAD_PATH = "/api/images/upload/"
+#: How many (account, hash) names each ingest process remembers as taken (about 300 bytes
+#: each). A Happo run asks for an upload URL of every snapshot, most of them stored before.
+KNOWN_CACHED = 20_000
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ from shared.image_urls import HAPPO_HASH, happo_image_path
 from shared.runtime import FAULTS, POOL, STORE
 from shared.store_keys import blob_key
 
+#: The names this process found taken (see :func:`uploads.offer_upload`).
+KNOWN = web.AppKey("happo.known", uploads.Known)
+
 
 async def upload_url(request: web.Request) -> web.Response:
     """``GET /api/images/{hash}/upload-url`` → ``{uploadUrl, url}``, or ``uploadUrl: null``
@@ -32,7 +35,9 @@ async def upload_url(request: web.Request) -> web.Response:
     if not HAPPO_HASH.match(happo_hash):
         raise errors.BadRequest("An image hash is 1 to 128 letters, digits, `-` or `_`")
     account_id = uuid.UUID(principal.account_id)
-    token = await uploads.offer_upload(request.app[POOL], config, account_id, happo_hash)
+    token = await uploads.offer_upload(
+        request.app[POOL], config, request.app[KNOWN], account_id, happo_hash
+    )
     url = config.public(happo_image_path(str(account_id), happo_hash))
     if token is None:
         return web.json_response(

@@ -22,6 +22,19 @@ async def happo_image(
     return Blob(**row) if row else None
 
 
+async def has_happo_image(
+    db: asyncpg.Pool | asyncpg.Connection, account_id: uuid.UUID, happo_hash: str
+) -> bool:
+    """True when the account holds an image under its Happo hash: one primary-key lookup (the
+    foreign key vouches for the blob, so no join)."""
+    found = await db.fetchval(
+        "SELECT true FROM happo_images WHERE account_id = $1 AND hash = $2",
+        account_id,
+        happo_hash,
+    )
+    return bool(found)
+
+
 async def happo_images(
     conn: asyncpg.Connection, account_id: uuid.UUID, hashes: list[str]
 ) -> list[asyncpg.Record]:

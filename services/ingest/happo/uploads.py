@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+from cachetools import LRUCache
 
 from services.ingest import blobs
 from services.ingest import repo as shared_repo
@@ -24,14 +25,33 @@ from shared.storage import BlobStore
 _ACCEPTED = frozenset({PNG})
 
 
+#: Names known to be taken: (account id as an int, Happo hash) pairs read from the database
+#: (an int, not the UUID: ``UUID`` hashes and compares in Python, an int in C).
+Known = LRUCache[tuple[int, str], bool]
+
+
+def known_images() -> Known:
+    """An empty memory of taken names for :func:`offer_upload`."""
+    return LRUCache(maxsize=domain.KNOWN_CACHED)
+
+
 async def offer_upload(
-    pool: asyncpg.Pool, config: IngestConfig, account_id: uuid.UUID, happo_hash: str
+    pool: asyncpg.Pool,
+    config: IngestConfig,
+    known: Known,
+    account_id: uuid.UUID,
+    happo_hash: str,
 ) -> str | None:
     """A signed token for one upload of ``happo_hash`` into the account, or None when the
-    account already holds an image under that hash."""
-    async with pool.acquire() as conn:
-        found = await repo.happo_image(conn, account_id, happo_hash)
-    if found is not None:
+    account already holds an image under that hash.
+
+    A name once taken stays taken (Happo images are never deleted or renamed), so ``known``
+    remembers the names found taken and answers them again without the database; a name not
+    found is asked again every time, as it may be stored in the meantime.
+    """
+    name = (account_id.int, happo_hash)
+    if known.get(name) or await repo.has_happo_image(pool, account_id, happo_hash):
+        known[name] = True
         return None
     return domain.sign_upload_token(
         config.signing_key,

@@ -1,42 +1,56 @@
-"""Progimage's derivatives: asking processing for them and waiting for the answers, over the
-event stream.
+"""Progimage's derivatives, asked of processing by a direct call while the client waits.
 
-A request is a ``derivative.requested`` event written to ingest's outbox (so it survives a
-crash of the relay or the broker); any processing replica takes it from the shared queue. The
-answers, ``derivative.computed`` and ``derivative.failed``, reach every ingest process on a
-private broadcast queue, and the process that waits on that key wakes up.
+Rule 2 of the design: an on-demand derivative and the variants of an upload are questions
+someone holds a connection open for, so they are a signed internal ``POST`` to a processing
+replica (the contract in :mod:`shared.derivatives`), and the bytes come back in the answer. No
+event is written for the question; processing records the fact (``derivative.stored``).
 
-A derivative already in the store is never asked for: its key depends only on the original
-and the transform (see :mod:`shared.derivatives`), so its presence is the answer. When the last
-of this process's callers waiting for a key gives up (its client went away, or it timed out),
-the request is withdrawn with ``derivative.abandoned``, so processing does not spend a core on
-an image nobody will read.
+A derivative already in the store is never asked for: its key depends only on the original and
+the transform, so its presence is the answer. Callers of this process asking for the same key
+share one call (:class:`shared.flights.SingleFlight`); when the last of them gives up (its client
+went away, or it timed out), the call is cancelled, which closes its connection, and processing
+drops the job if nobody else waits for it.
+
+With several processing replicas (``DARKROOM_PROCESSING_URL`` lists them, comma-separated) each
+call goes to the replica with the fewest calls from here in flight. A replica that cannot be
+reached, or dies mid-call, is replaced by the next (a derivative is the same bytes whoever
+makes it); when none answers the request fails with 503 ``unavailable``: an upload is
+all-or-nothing, so its caller asks again and nothing half-made is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Iterable
+import itertools
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import asyncpg
+import aiohttp
+from cachetools import LRUCache
 
-from services.ingest import events
-from shared.derivatives import DERIVATIVE_COMPUTED, Transform, derivative_key
-from shared.events import BroadcastListener, Broker, Envelope, record_event
+from shared import errors
+from shared.derivatives import DERIVATIVES_PATH, Transform, derivative_key
+from shared.flights import SingleFlight, gather_all
+from shared.http import ANONYMOUS, InternalClient
 from shared.logging import get_logger
 from shared.storage import BlobStore
+from shared.store_keys import blob_key
 
 log = get_logger("darkroom.ingest.derivations")
+
+#: How many stored derivatives' sizes one process remembers (a few MB at most).
+SIZES_CACHED = 50_000
+
+#: What a caller is told when processing cannot be reached or answers unexpectedly.
+PROCESSING_UNAVAILABLE = "Image processing is unavailable; try again"
 
 
 @dataclass(frozen=True)
 class DerivativeRequest:
-    """One derivative wanted: an original (by hash, store key and type) through a transform."""
+    """One derivative wanted: an original (by hash and type) through a transform."""
 
     original_sha256: str
-    original_key: str
     original_media_type: str
     transform: Transform
 
@@ -45,13 +59,13 @@ class DerivativeRequest:
         """Where the derivative is (or will be) stored."""
         return derivative_key(self.original_sha256, self.transform)
 
-    def event_data(self) -> dict:
-        """The ``derivative.requested`` payload."""
+    def body(self) -> dict:
+        """What processing is asked (see :mod:`shared.derivatives`)."""
         return {
             "key": self.key,
             "original": {
                 "sha256": self.original_sha256,
-                "key": self.original_key,
+                "key": blob_key(self.original_sha256),
                 "media_type": self.original_media_type,
             },
             "transform": self.transform.as_dict(),
@@ -60,10 +74,12 @@ class DerivativeRequest:
 
 @dataclass(frozen=True)
 class Outcome:
-    """Processing's answer for one key: stored (``size`` bytes) or refused (``message``)."""
+    """Processing's answer for one key: stored (``size`` bytes; ``data`` when it was made for
+    this call, None when it was found in the store) or refused (``message``)."""
 
     key: str
     size: int = 0
+    data: bytes | None = None
     message: str | None = None
 
     @property
@@ -76,171 +92,98 @@ class ProcessingTimedOut(Exception):
     """Processing did not answer every request within the time allowed."""
 
 
-class PendingDerivatives:
-    """The derivatives this process has asked for and not yet heard back about."""
+class Derivatives:
+    """Asks processing's replicas for derivatives (see the module's docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, broker: Broker, store: BlobStore) -> None:
-        self.pool = pool
+    def __init__(self, client: InternalClient, replicas: Sequence[str], store: BlobStore) -> None:
+        if not replicas:
+            raise ValueError("at least one processing replica is needed")
+        self.client = client
+        self.replicas = list(replicas)
         self.store = store
-        self._waiting: dict[str, asyncio.Future[Outcome]] = {}
-        self._asked: dict[str, DerivativeRequest] = {}
-        # Callers waiting on each key, and the id of the request event this process sent for
-        # it: what an abandonment names.
-        self._waiters: dict[str, int] = {}
-        self._request_ids: dict[str, str] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self._listener = BroadcastListener(
-            broker,
-            "ingest.derivatives",
-            events.BROADCAST,
-            self._answered,
-            on_reconnect=self._reconnected,
-        )
-
-    async def start(self) -> None:
-        """Begin listening for answers."""
-        await self._listener.start()
-
-    async def stop(self) -> None:
-        """Stop listening; whoever still waits times out."""
-        await self._listener.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        self.flights: SingleFlight[str, Outcome] = SingleFlight()
+        # Sizes of derivatives known to be stored: immutable while their original is kept.
+        self._sizes: LRUCache[str, int] = LRUCache(maxsize=SIZES_CACHED)
+        self._busy = dict.fromkeys(self.replicas, 0)
+        self._turns = itertools.count()
 
     async def obtain(
         self, requests: Iterable[DerivativeRequest], timeout: float
     ) -> dict[str, Outcome]:
         """Make sure every requested derivative is stored; the outcome of each key.
 
-        Raises :class:`ProcessingTimedOut` when some answer takes longer than ``timeout``.
-        A caller cancelled or timed out stops waiting; a key nobody here waits for any more
-        is withdrawn (``derivative.abandoned``).
+        Raises :class:`ProcessingTimedOut` when some answer takes longer than ``timeout``
+        and :class:`errors.Unavailable` when processing cannot be reached. A caller cancelled
+        or timed out stops waiting; a call nobody here waits for any more is cancelled.
         """
-        futures: dict[str, asyncio.Future[Outcome]] = {}
-        to_ask: list[DerivativeRequest] = []
-        loop = asyncio.get_running_loop()
+        unique = {request.key: request for request in requests}
         try:
-            for request in requests:
-                key = request.key
-                if key in futures:
-                    continue
-                if key not in self._waiting:
-                    # Registered before looking in the store, so an answer that lands in
-                    # between still finds its waiter.
-                    self._waiting[key] = loop.create_future()
-                    self._asked[key] = request
-                    to_ask.append(request)
-                futures[key] = self._waiting[key]
-                self._waiters[key] = self._waiters.get(key, 0) + 1
-            unstored = []
-            for request in to_ask:
-                info = await self.store.stat(request.key)
-                if info is None:
-                    unstored.append(request)
-                else:
-                    self._settle(Outcome(request.key, size=info.size))
-            to_ask = unstored
-            if to_ask:
-                try:
-                    await self._ask(to_ask)
-                except BaseException:
-                    for request in to_ask:
-                        self._abandon(request.key)
-                    raise
             async with asyncio.timeout(timeout):
-                outcomes = await asyncio.gather(*(asyncio.shield(f) for f in futures.values()))
+                outcomes = await gather_all(
+                    self.flights.run(key, lambda r=request: self._one(r))
+                    for key, request in unique.items()
+                )
         except TimeoutError:
             raise ProcessingTimedOut() from None
-        finally:
-            self._leave(futures)
         return {outcome.key: outcome for outcome in outcomes}
 
-    def _leave(self, futures: dict[str, asyncio.Future[Outcome]]) -> None:
-        """One caller stops waiting on ``futures``' keys; a key left unanswered with nobody
-        waiting is withdrawn."""
-        abandoned = []
-        for key, future in futures.items():
-            left = self._waiters.get(key, 1) - 1
-            if left > 0:
-                self._waiters[key] = left
+    def forget(self, key: str) -> None:
+        """Stop taking ``key`` as stored (its bytes were found missing)."""
+        self._sizes.pop(key, None)
+
+    async def _one(self, request: DerivativeRequest) -> Outcome:
+        size = self._sizes.get(request.key)
+        if size is None:
+            info = await self.store.stat(request.key)
+            size = info.size if info is not None else None
+        if size is not None:
+            self._sizes[request.key] = size
+            return Outcome(request.key, size=size)
+        # A derivative is the same bytes whoever makes it, so a replica that cannot be reached
+        # or dies mid-call is replaced by the next one; 503 only when none answers.
+        for replica in self._by_load():
+            answer = await self._ask(replica, request)
+            if answer is None:
                 continue
-            self._waiters.pop(key, None)
-            if future.done() or self._waiting.get(key) is not future:
-                continue
-            request_id = self._request_ids.get(key)
-            self._abandon(key)
-            if request_id is not None:
-                abandoned.append({"key": key, "request": request_id})
-        if abandoned:
-            # Not awaited here: the caller may be a cancelled task.
-            self._spawn(self._withdraw(abandoned))
+            status, headers, data = answer
+            if status == 200:
+                self._sizes[request.key] = len(data)
+                return Outcome(request.key, size=len(data), data=data)
+            if status == 422:
+                return Outcome(request.key, message=_message(data))
+            log.warning("derivative.processing_refused", replica=replica, status=status)
+            retry_after = headers.get("Retry-After", "5")
+            raise errors.Unavailable(
+                PROCESSING_UNAVAILABLE,
+                retry_after=int(retry_after) if retry_after.isdigit() else 5,
+            )
+        raise errors.Unavailable(PROCESSING_UNAVAILABLE, retry_after=5)
 
-    async def _withdraw(self, abandoned: list[dict[str, str]]) -> None:
-        with contextlib.suppress(Exception):
-            async with self.pool.acquire() as conn, conn.transaction():
-                for data in abandoned:
-                    await record_event(conn, events.DERIVATIVE_ABANDONED, data)
-            log.info("derivatives.abandoned", count=len(abandoned))
+    async def _ask(
+        self, replica: str, request: DerivativeRequest
+    ) -> tuple[int, Mapping[str, str], bytes] | None:
+        """One replica's answer, or None when it could not be reached or died mid-call."""
+        self._busy[replica] += 1
+        try:
+            return await self.client.fetch(
+                "POST", replica, DERIVATIVES_PATH, ANONYMOUS, json_body=request.body(), timeout=None
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("derivative.processing_unreachable", replica=replica, error=repr(exc))
+            return None
+        finally:
+            self._busy[replica] -= 1
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _by_load(self) -> list[str]:
+        """The replicas, fewest calls in flight first; ties taken in turn."""
+        turn = next(self._turns) % len(self.replicas)
+        rotated = self.replicas[turn:] + self.replicas[:turn]
+        return sorted(rotated, key=self._busy.__getitem__)
 
-    async def _ask(self, requests: list[DerivativeRequest]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            sent = [
-                (
-                    request.key,
-                    await record_event(conn, events.DERIVATIVE_REQUESTED, request.event_data()),
-                )
-                for request in requests
-            ]
-        for key, envelope in sent:
-            if key in self._waiting:
-                self._request_ids[key] = envelope.id
 
-    async def _answered(self, envelope: Envelope) -> None:
-        key = envelope.data.get("key")
-        if not isinstance(key, str) or key not in self._waiting:
-            return
-        if envelope.type == DERIVATIVE_COMPUTED:
-            self._settle(Outcome(key, size=int(envelope.data.get("bytes") or 0)))
-        else:
-            message = str(envelope.data.get("message") or "The image cannot be processed")
-            self._settle(Outcome(key, message=message))
-
-    def _settle(self, outcome: Outcome) -> None:
-        self._asked.pop(outcome.key, None)
-        self._request_ids.pop(outcome.key, None)
-        future = self._waiting.pop(outcome.key, None)
-        if future is not None and not future.done():
-            future.set_result(outcome)
-
-    def _abandon(self, key: str) -> None:
-        self._asked.pop(key, None)
-        self._request_ids.pop(key, None)
-        future = self._waiting.pop(key, None)
-        if future is not None and not future.done():
-            future.cancel()
-
-    def _reconnected(self) -> None:
-        # Answers published while the broadcast queue was gone are lost: ask again. Processing
-        # answers a derivative it already stored at once, so this costs little.
-        self._spawn(self._ask_again())
-
-    async def _ask_again(self) -> None:
-        pending = list(self._asked.values())
-        if not pending:
-            return
-        with contextlib.suppress(Exception):
-            still = []
-            for request in pending:
-                info = await self.store.stat(request.key)
-                if info is not None:
-                    self._settle(Outcome(request.key, size=info.size))
-                else:
-                    still.append(request)
-            if still:
-                await self._ask(still)
-                log.info("derivatives.asked_again", count=len(still))
+def _message(body: bytes) -> str:
+    """The message of processing's error answer (the house error shape)."""
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return "The image cannot be processed"

@@ -25,6 +25,10 @@ SOURCE = "progimage"
 #: caller's credentials.
 DERIVED_CACHE_CONTROL = "private, max-age=31536000, immutable"
 
+#: How many (user, image) → original answers one process remembers for ``derived``: an image's
+#: owner and original never change, and images are never deleted, so no entry goes stale.
+ORIGINALS_CACHED = 100_000
+
 #: Sources an item of ``process`` may name; exactly one per item.
 ITEM_SOURCES = ("file", "remote_file_url", "image_id")
 #: The box of the ``thumb`` variant when the client gives neither ``thumb_w`` nor ``thumb_h``.

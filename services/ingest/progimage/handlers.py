@@ -13,7 +13,7 @@ from services.ingest.progimage import domain, repo
 from services.ingest.progimage.uploads import ProgimageUploads
 from services.ingest.upload_streaming import CHUNK
 from shared import errors, store_keys
-from shared.delivery import serve_blob
+from shared.delivery import serve_blob, serve_bytes
 from shared.http import Principal, read_json_object, require_account, unless_disconnected
 from shared.image_urls import progimage_file_path, progimage_variant_of
 from shared.pagination import offset_window
@@ -77,15 +77,30 @@ async def derived(request: web.Request) -> web.StreamResponse:
         request,
         request.app[PROGIMAGE].derived(user_id, image_id, list(request.query.items())),
     )
-    return await serve_blob(
-        request,
-        request.app[STORE],
-        derivative.key,
-        store_keys.entity_tag(derivative.key),
-        derivative.size,
-        derivative.media_type,
-        cache_control=domain.DERIVED_CACHE_CONTROL,
-    )
+    etag = store_keys.entity_tag(derivative.key)
+    if derivative.data is not None:
+        # Made for this request: the answer carried the bytes, no need to read them back.
+        return await serve_bytes(
+            request,
+            derivative.data,
+            etag,
+            derivative.media_type,
+            cache_control=domain.DERIVED_CACHE_CONTROL,
+        )
+    try:
+        return await serve_blob(
+            request,
+            request.app[STORE],
+            derivative.key,
+            etag,
+            derivative.size,
+            derivative.media_type,
+            cache_control=domain.DERIVED_CACHE_CONTROL,
+        )
+    except errors.NotFound:
+        # Its bytes went missing: the next request makes it again.
+        request.app[PROGIMAGE].forget(derivative.key)
+        raise
 
 
 async def serve_file(request: web.Request) -> web.StreamResponse:

@@ -3,8 +3,9 @@
 1. Every item's source is obtained (base64 decoded, remote URL fetched through the SSRF guard,
    or an existing image of the same user looked up) and validated like any upload.
 2. New originals are written to the blob store (content-addressed, so a repeat costs nothing).
-3. Each item's three derivatives (file, thumb, mini) are asked of the processing workers at
-   once, so a bulk request spreads over every replica; ingest waits for all of them.
+3. Each item's three derivatives (file, thumb, mini) are asked of processing at once, by
+   direct calls (:mod:`.derivations`), so a bulk request spreads over every replica; ingest
+   waits for all of them.
 4. Only when every derivative is stored does one transaction record the blob rows and the
    images. A bad item fails the whole request with a 422 naming its index; the originals that
    request wrote and their derivatives are released, so nothing of it is kept.
@@ -17,17 +18,18 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from cachetools import LRUCache
 
 from services.ingest import blobs, events
 from services.ingest import repo as shared_repo
 from services.ingest.config import IngestConfig
 from services.ingest.content_checks import WEB_IMAGES, Content, Limits, examine_off_loop
-from services.ingest.domain import stored_event_data
+from services.ingest.domain import Blob, stored_event_data
 from services.ingest.progimage import domain, repo
 from services.ingest.progimage.derivations import (
     DerivativeRequest,
+    Derivatives,
     Outcome,
-    PendingDerivatives,
     ProcessingTimedOut,
 )
 from shared import errors
@@ -61,11 +63,13 @@ class Plan:
 
 @dataclass(frozen=True)
 class Derivative:
-    """A stored derivative: where it is, how many bytes, what type."""
+    """A stored derivative: where it is, how many bytes, what type, and its bytes when they
+    were made for this request (None: read them from the store)."""
 
     key: str
     size: int
     media_type: str
+    data: bytes | None = None
 
 
 class ProgimageUploads:
@@ -75,16 +79,19 @@ class ProgimageUploads:
         self,
         pool: asyncpg.Pool,
         store: BlobStore,
-        pending: PendingDerivatives,
+        derivatives: Derivatives,
         fetcher: RemoteFetcher,
         config: IngestConfig,
     ) -> None:
         self.pool = pool
         self.store = store
-        self.pending = pending
+        self.derivatives = derivatives
         self.fetcher = fetcher
         self.config = config
         self._limits = Limits.of(config)
+        self._originals: LRUCache[tuple[uuid.UUID, uuid.UUID], Blob] = LRUCache(
+            maxsize=domain.ORIGINALS_CACHED
+        )
 
     async def process(
         self, account_id: uuid.UUID, user_id: uuid.UUID, request: domain.ProcessRequest
@@ -120,18 +127,23 @@ class ProgimageUploads:
         :class:`errors.InvalidRequest` for bad options or an original that cannot be
         processed and :class:`errors.Unavailable` when processing does not answer in time.
         """
-        async with self.pool.acquire() as conn:
-            original = await repo.progimage_original(conn, user_id, image_id)
+        original = self._originals.get((user_id, image_id))
         if original is None:
-            raise errors.NotFound("No such image")
+            async with self.pool.acquire() as conn:
+                original = await repo.progimage_original(conn, user_id, image_id)
+            if original is None:
+                raise errors.NotFound("No such image")
+            self._originals[(user_id, image_id)] = original
         transform = domain.parse_derived_query(pairs, original.media_type)
-        wanted = DerivativeRequest(
-            original.sha256, blob_key(original.sha256), original.media_type, transform
-        )
+        wanted = DerivativeRequest(original.sha256, original.media_type, transform)
         outcome = (await self._obtain([wanted]))[wanted.key]
         if not outcome.ok:
             raise errors.InvalidRequest(outcome.message or "The image cannot be processed")
-        return Derivative(wanted.key, outcome.size, transform.media_type)
+        return Derivative(wanted.key, outcome.size, transform.media_type, outcome.data)
+
+    def forget(self, key: str) -> None:
+        """Stop taking the derivative ``key`` as stored (its bytes were found missing)."""
+        self.derivatives.forget(key)
 
     async def _original(
         self,
@@ -177,20 +189,14 @@ class ProgimageUploads:
     async def _derive(self, plans: list[Plan], bulk: bool) -> dict[str, int]:
         """Have every variant computed (or found); the stored size of each derivative key."""
         requests = [
-            DerivativeRequest(
-                plan.original.sha256,
-                blob_key(plan.original.sha256),
-                plan.original.media_type,
-                transform,
-            )
+            DerivativeRequest(plan.original.sha256, plan.original.media_type, transform)
             for plan in plans
             for _name, transform in plan.variants.items()
         ]
         outcomes = await self._obtain(requests)
         for plan in plans:
             for _name, transform in plan.variants.items():
-                request = DerivativeRequest(plan.original.sha256, "", "", transform)
-                outcome = outcomes[request.key]
+                outcome = outcomes[DerivativeRequest(plan.original.sha256, "", transform).key]
                 if not outcome.ok:
                     label = domain.item_label(plan.item.index, bulk)
                     raise domain.ItemRefused(f"{label}: {outcome.message}")
@@ -199,7 +205,7 @@ class ProgimageUploads:
     async def _obtain(self, requests: list[DerivativeRequest]) -> dict[str, Outcome]:
         """Every derivative stored (or refused) within the processing timeout; 503 past it."""
         try:
-            return await self.pending.obtain(requests, self.config.processing_timeout_seconds)
+            return await self.derivatives.obtain(requests, self.config.processing_timeout_seconds)
         except ProcessingTimedOut:
             raise errors.Unavailable(
                 "Image processing is taking too long; try again", retry_after=5
@@ -227,7 +233,7 @@ class ProgimageUploads:
                     raise domain.ItemRefused("process: the image was deleted meanwhile")
                 variants = {}
                 for name, transform in plan.variants.items():
-                    key = DerivativeRequest(original.sha256, "", "", transform).key
+                    key = DerivativeRequest(original.sha256, "", transform).key
                     variants[name] = {
                         "key": key,
                         "bytes": sizes[key],
