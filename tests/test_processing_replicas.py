@@ -43,6 +43,11 @@ def stop(replica: subprocess.Popen) -> None:
         replica.wait()
 
 
+def client(stack, replicas: list[str]) -> Derivatives:
+    """Ingest's derivative client, over ``replicas`` instead of the stack's one."""
+    return Derivatives(stack.apps["ingest"][INTERNAL], replicas, stack.apps["ingest"][STORE])
+
+
 async def originals(
     stack, count: int, seed: int, size: tuple[int, int] = (480, 360), transform=None
 ) -> list[DerivativeRequest]:
@@ -62,13 +67,9 @@ async def test_two_processing_processes_share_the_calls(stack, http):
     replica = start_replica(stack, port)
     try:
         assert await wait_healthy(http, port, 30), "the second processing process did not start"
-        client = Derivatives(
-            stack.apps["ingest"][INTERNAL],
-            [stack.service_urls["processing"], f"http://127.0.0.1:{port}"],
-            stack.apps["ingest"][STORE],
-        )
+        both = client(stack, [stack.service_urls["processing"], f"http://127.0.0.1:{port}"])
         wanted = await originals(stack, 20, seed=1000)
-        outcomes = await client.obtain(wanted, timeout=60)
+        outcomes = await both.obtain(wanted, timeout=60)
         assert all(outcome.ok and outcome.data for outcome in outcomes.values())
         rows = await stack.apps["processing"][POOL].fetch(
             "SELECT worker FROM derivatives WHERE key = ANY($1::text[])", list(outcomes)
@@ -89,16 +90,12 @@ async def test_a_replica_killed_mid_call_is_replaced_by_the_other(stack, http):
     try:
         assert await wait_healthy(http, port, 30), "the second processing process did not start"
         # The dead-to-be replica first in the list, so the first calls go to it.
-        client = Derivatives(
-            stack.apps["ingest"][INTERNAL],
-            [f"http://127.0.0.1:{port}", stack.service_urls["processing"]],
-            stack.apps["ingest"][STORE],
-        )
+        both = client(stack, [f"http://127.0.0.1:{port}", stack.service_urls["processing"]])
         # Full-size work (a few hundred ms each), so the kill lands while calls are in flight.
         wanted = await originals(
             stack, 6, seed=2000, size=(2400, 1800), transform=Transform(rotation=90)
         )
-        calls = asyncio.ensure_future(client.obtain(wanted, timeout=60))
+        calls = asyncio.ensure_future(both.obtain(wanted, timeout=60))
         await asyncio.sleep(0.3)
         replica.kill()
         outcomes = await calls
@@ -117,15 +114,11 @@ async def test_a_replica_killed_mid_call_is_replaced_by_the_other(stack, http):
 
 
 async def test_with_no_replica_answering_the_caller_gets_a_503_at_once(stack):
-    client = Derivatives(
-        stack.apps["ingest"][INTERNAL],
-        [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"],
-        stack.apps["ingest"][STORE],
-    )
+    nobody = client(stack, [f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
     [wanted] = await originals(stack, 1, seed=3000)
     started = time.monotonic()
     with pytest.raises(errors.Unavailable) as raised:
-        await client.obtain([wanted], timeout=60)
+        await nobody.obtain([wanted], timeout=60)
     assert time.monotonic() - started < 5
     assert raised.value.status == 503 and raised.value.retry_after == 5
     assert not await stack.apps["ingest"][STORE].exists(wanted.key)
