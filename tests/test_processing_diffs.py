@@ -289,6 +289,19 @@ def pixelmatch(before: bytes, after: bytes, threshold: float) -> tuple[set, set]
     return counted, forgiven
 
 
+def diffed_as_pixelmatch(before: bytes, after: bytes, threshold: float) -> tuple[PixelDiff, set]:
+    """The diff of the pair, checked pixel by pixel against the pixelmatch reference: the same
+    pixels counted (red) and forgiven as anti-aliasing (yellow). Returns the diff and the
+    pixels pixelmatch counted."""
+    counted, forgiven = pixelmatch(before, after, threshold)
+    assert counted and forgiven
+    diff = diff_images(before, after, DiffOptions(threshold=threshold), LIMITS)
+    assert painted(diff, RED) == counted
+    assert painted(diff, YELLOW) == forgiven
+    assert (diff.changed_pixels, diff.anti_aliased_pixels) == (len(counted), len(forgiven))
+    return diff, counted
+
+
 @pytest.mark.parametrize(
     ("text", "font", "quarters", "crop"),
     [
@@ -306,12 +319,7 @@ def test_counted_and_forgiven_pixels_are_pixelmatchs(
         before, after = (
             png(pyvips.Image.new_from_buffer(d, "").crop(22, 22, 90, 12)) for d in (before, after)
         )
-    counted, forgiven = pixelmatch(before, after, threshold)
-    assert counted and forgiven
-    diff = diff_images(before, after, DiffOptions(threshold=threshold), LIMITS)
-    assert painted(diff, RED) == counted
-    assert painted(diff, YELLOW) == forgiven
-    assert (diff.changed_pixels, diff.anti_aliased_pixels) == (len(counted), len(forgiven))
+    diffed_as_pixelmatch(before, after, threshold)
 
 
 def from_array(rgb: np.ndarray) -> pyvips.Image:
@@ -350,12 +358,7 @@ def test_random_blocky_pictures_are_counted_and_forgiven_as_pixelmatch(
     seed: int, threshold: float
 ) -> None:
     before, after = blocky(seed)
-    counted, forgiven = pixelmatch(before, after, threshold)
-    assert counted and forgiven
-    diff = diff_images(before, after, DiffOptions(threshold=threshold), LIMITS)
-    assert painted(diff, RED) == counted
-    assert painted(diff, YELLOW) == forgiven
-    assert (diff.changed_pixels, diff.anti_aliased_pixels) == (len(counted), len(forgiven))
+    diff, counted = diffed_as_pixelmatch(before, after, threshold)
     if counted:
         xs, ys = zip(*counted, strict=True)
         box = (min(xs), min(ys), max(xs) - min(xs) + 1, max(ys) - min(ys) + 1)
