@@ -16,7 +16,8 @@ from shared.http import InternalClient, error_middleware, request_id_middleware
 
 
 def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> web.Application:
-    """The gateway: routing ``table``, credential cache, rate limiter, upstream client."""
+    """The gateway: routing ``table``, credential cache, rate limiter, edge cache, upstream
+    client."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, handlers.edge_middleware],
         client_max_size=config.max_body_bytes,
@@ -25,6 +26,7 @@ def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> we
     app[handlers.TABLE] = table
     app[handlers.CACHE] = domain.PrincipalCache(ttl=config.auth_cache_seconds)
     app[handlers.LIMITER] = domain.RateLimiter()
+    app[handlers.EDGE] = domain.EdgeCache(config.edge_cache_bytes)
     app.cleanup_ctx.extend([_upstream(config), runtime.broker(config), _revocations])
     # Before the routes: the gateway answers its own /metrics, never a service's.
     metrics.install(app, "gateway")

@@ -35,6 +35,12 @@ class GatewayConfig(CommonConfig):
         "How long a resolved credential is trusted before asking auth again"
         " (revocations evict at once).",
     )
+    edge_cache_bytes: int = setting(
+        "DARKROOM_EDGE_CACHE_BYTES",
+        32 * 1024 * 1024,
+        "Memory for answers the gateway replays to the same caller without asking a service"
+        " again (derived images of up to 256 kB, per caller and URL); 0 turns it off.",
+    )
     rate_oauth: tuple[int, float] = setting(
         "DARKROOM_RATE_OAUTH",
         (20, 5.0),

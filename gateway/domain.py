@@ -1,5 +1,5 @@
 """The gateway's rules as plain values: the routing table, the rate limiter, the credential
-cache and CORS. Time is passed in, so every rule is testable without waiting."""
+cache, the edge cache and CORS. Time is passed in, so every rule is testable without waiting."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import hashlib
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 from shared.http import Principal
 
@@ -173,6 +175,66 @@ class PrincipalCache:
                 keys.discard(key)
                 if not keys:
                     del self._by_credential[entry[0].credential_id]
+
+
+#: Largest answer the edge cache keeps (a thumbnail; a full-size derivative is streamed each time).
+EDGE_MAX_ANSWER = 256 * 1024
+#: What an entry costs beyond its body (key, headers, bookkeeping), for the byte budget.
+_EDGE_OVERHEAD = 512
+
+
+@dataclass(frozen=True)
+class KeptAnswer:
+    """A 200 answer kept by the edge cache: its body and what ``shared.delivery`` needs to
+    answer from it again (``etag`` unquoted)."""
+
+    body: bytes
+    etag: str
+    media_type: str
+    cache_control: str
+
+
+class EdgeCache:
+    """Answers a service marked as the same for the same caller and URL for good
+    (``shared.http.EDGE_CACHE_HEADER``), kept in memory up to ``max_bytes`` (least recently
+    used first out) and replayed without asking the service again.
+
+    Entries are per caller: the key is the principal (without its address) and the path with
+    its query, so a hit never shows anyone an answer the service did not give them. A hit is
+    looked up after authentication and the rate limit, so it changes neither.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._kept: LRUCache[tuple, KeptAnswer] = LRUCache(
+            maxsize=max(1, max_bytes), getsizeof=lambda answer: len(answer.body) + _EDGE_OVERHEAD
+        )
+
+    @staticmethod
+    def key(principal: Principal, path_qs: str) -> tuple:
+        """The entry of ``principal`` asking for ``path_qs``."""
+        return (
+            principal.kind,
+            principal.account_id,
+            principal.user_id,
+            principal.credential_id,
+            path_qs,
+        )
+
+    def get(self, key: tuple) -> KeptAnswer | None:
+        """The answer kept under ``key``, if any."""
+        return self._kept.get(key)
+
+    def keep(self, key: tuple, answer: KeptAnswer) -> bool:
+        """Keep ``answer`` under ``key`` when it fits; False when it is too large to keep."""
+        size = len(answer.body) + _EDGE_OVERHEAD
+        if len(answer.body) > EDGE_MAX_ANSWER or size > self.max_bytes:
+            return False
+        self._kept[key] = answer
+        return True
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

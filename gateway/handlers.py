@@ -18,8 +18,10 @@ from gateway import domain
 from gateway.config import GatewayConfig
 from shared import errors
 from shared.config import SERVICES
+from shared.delivery import CACHE_FOREVER, serve_bytes
 from shared.http import (
     ANONYMOUS,
+    EDGE_CACHE_HEADER,
     REQUEST_ID_HEADER,
     REVOKED_HEADER,
     SIGNED_HEADERS,
@@ -39,6 +41,7 @@ RESOLVER = web.AppKey("gateway.resolver", InternalClient)
 CACHE = web.AppKey("gateway.cache", domain.PrincipalCache)
 LIMITER = web.AppKey("gateway.limiter", domain.RateLimiter)
 TABLE = web.AppKey("gateway.table", domain.RoutingTable)
+EDGE = web.AppKey("gateway.edge", domain.EdgeCache)
 
 SESSION_COOKIE = "darkroom_session"
 _HOP_BY_HOP = frozenset(
@@ -56,7 +59,13 @@ _HOP_BY_HOP = frozenset(
     )
 )
 _NOT_FORWARDED = _HOP_BY_HOP | {h.lower() for h in (*SIGNED_HEADERS, "Authorization", "Cookie")}
-_NOT_RETURNED = _HOP_BY_HOP | {REVOKED_HEADER.lower(), "content-length"}
+_NOT_RETURNED = _HOP_BY_HOP | {
+    REVOKED_HEADER.lower(),
+    EDGE_CACHE_HEADER.lower(),
+    "content-length",
+}
+#: Methods an edge-cached answer is replayed to (it is kept from a GET).
+_REPLAYED = frozenset({"GET", "HEAD"})
 _CHUNK = 64 * 1024
 #: Upstream answers up to this size are read whole and answered in one write (not streamed).
 _SMALL_BODY = _CHUNK
@@ -135,7 +144,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
         raise errors.PayloadTooLarge(f"Request body exceeds {config.max_body_bytes} bytes")
-    return await _forward(request, route, principal, config)
+    edge = request.app[EDGE]
+    edge_key = None
+    if edge.max_bytes and request.method in _REPLAYED:
+        # After authentication and the rate limit: a replay is charged and refused alike.
+        edge_key = edge.key(principal, request.raw_path)
+        kept = edge.get(edge_key)
+        if kept is not None:
+            return await serve_bytes(
+                request, kept.body, kept.etag, kept.media_type, kept.cache_control
+            )
+    return await _forward(request, route, principal, config, edge_key)
 
 
 async def _authenticate(
@@ -239,7 +258,11 @@ def _client_address(request: web.Request, config: GatewayConfig) -> str:
 
 
 async def _forward(
-    request: web.Request, route: domain.Route, principal: Principal, config: GatewayConfig
+    request: web.Request,
+    route: domain.Route,
+    principal: Principal,
+    config: GatewayConfig,
+    edge_key: tuple | None,
 ) -> web.StreamResponse:
     rid = request_id_var.get() or ""
     service = route.service
@@ -267,7 +290,7 @@ async def _forward(
             allow_redirects=False,
             timeout=_upstream_timeout(config.upstream_timeout),
         ) as upstream:
-            return await _stream_back(request, upstream)
+            return await _stream_back(request, upstream, edge_key)
     except (aiohttp.ClientError, TimeoutError) as exc:
         if overflow:
             raise errors.PayloadTooLarge(
@@ -295,7 +318,7 @@ async def _limited_body(
 
 
 async def _stream_back(
-    request: web.Request, upstream: aiohttp.ClientResponse
+    request: web.Request, upstream: aiohttp.ClientResponse, edge_key: tuple | None
 ) -> web.StreamResponse:
     revoked = upstream.headers.get(REVOKED_HEADER)
     if revoked:
@@ -307,7 +330,17 @@ async def _stream_back(
     headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
     headers.update(domain.cors_headers(request.headers.get("Origin")))
     length = upstream.content_length
-    if (
+    etag = upstream.headers.get("ETag", "")
+    kept = (
+        edge_key is not None
+        and request.method == "GET"
+        and upstream.status == 200
+        and EDGE_CACHE_HEADER in upstream.headers
+        and length is not None
+        and length <= domain.EDGE_MAX_ANSWER
+        and etag.startswith('"')
+    )
+    if kept or (
         length is not None
         and 0 < length <= _SMALL_BODY
         and request.method != "HEAD"
@@ -316,6 +349,16 @@ async def _stream_back(
         # A small answer (JSON, mostly) is read whole and sent with its headers in one write:
         # streamed, the headers and the body cost a send each.
         body = await upstream.read()
+        if kept:
+            request.app[EDGE].keep(
+                edge_key,
+                domain.KeptAnswer(
+                    body,
+                    etag.strip('"'),
+                    upstream.headers.get("Content-Type", "application/octet-stream"),
+                    upstream.headers.get("Cache-Control", CACHE_FOREVER),
+                ),
+            )
         return web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=body
         )

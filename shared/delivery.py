@@ -13,6 +13,7 @@ One call serves a blob: ``await serve_blob(request, store, key, etag, size, medi
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -131,10 +132,15 @@ SMALL_BLOB = 256 * 1024
 
 
 def _planned(
-    request: web.Request, etag: str, size: int, media_type: str, cache_control: str | None
+    request: web.Request,
+    etag: str,
+    size: int,
+    media_type: str,
+    cache_control: str | None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> tuple[Delivery, dict[str, str]] | web.Response:
-    """The delivery plan of a GET or HEAD and its headers, or the whole answer when it carries
-    no bytes (416, 304)."""
+    """The delivery plan of a GET or HEAD and its headers (``extra_headers`` added), or the
+    whole answer when it carries no bytes (416, 304)."""
     try:
         plan = plan_delivery(
             etag,
@@ -150,9 +156,11 @@ def _planned(
             status=exc.status,
             headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"},
         )
-    headers = (
-        plan.headers if cache_control is None else {**plan.headers, "Cache-Control": cache_control}
-    )
+    headers = plan.headers
+    if cache_control is not None:
+        headers["Cache-Control"] = cache_control
+    if extra_headers:
+        headers.update(extra_headers)
     if plan.status == 304:
         return web.Response(status=304, headers=headers)
     return plan, headers
@@ -176,17 +184,19 @@ async def serve_blob(
     size: int,
     media_type: str,
     cache_control: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD of the immutable bytes under ``key`` in ``store`` (``size`` bytes of
     ``media_type``, entity tag ``etag`` unquoted): 200, 206, 304 or 416 as the request's
     ``If-None-Match``, ``Range`` and ``If-Range`` say, with the caching (``cache_control``
-    instead of :data:`CACHE_FOREVER` when given) and safety headers of :func:`plan_delivery`.
+    instead of :data:`CACHE_FOREVER` when given) and safety headers of :func:`plan_delivery`,
+    and ``extra_headers`` on every answer but a 416.
 
     The bytes are streamed from the store (read whole when at most :data:`SMALL_BLOB`). A key
     with no bytes behind it breaks the storage invariant: it is logged as an error and answered
     404 ``not_found``.
     """
-    planned = _planned(request, etag, size, media_type, cache_control)
+    planned = _planned(request, etag, size, media_type, cache_control, extra_headers)
     if isinstance(planned, web.Response):
         return planned
     plan, headers = planned
@@ -224,10 +234,12 @@ async def serve_bytes(
     etag: str,
     media_type: str,
     cache_control: str | None = None,
+    extra_headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
     """Answer a GET or HEAD as :func:`serve_blob` does, from ``data`` already in memory (a
-    derivative just made: the same bytes the store now holds under the key ``etag`` names)."""
-    planned = _planned(request, etag, len(data), media_type, cache_control)
+    derivative just made: the same bytes the store now holds under the key ``etag`` names;
+    an answer the gateway kept)."""
+    planned = _planned(request, etag, len(data), media_type, cache_control, extra_headers)
     if isinstance(planned, web.Response):
         return planned
     plan, headers = planned

@@ -42,6 +42,10 @@ SIGNED_HEADERS = (PRINCIPAL_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER)
 #: Set by auth on a response that revoked a credential, so the gateway that carried the request
 #: evicts it before answering; other gateways learn it from ``credential.revoked``.
 REVOKED_HEADER = "X-Darkroom-Revoked"
+#: Set by a service on an answer that is the same bytes for the same caller and URL for as long
+#: as the caller may see it (a derivative of an image that is never replaced): the gateway may
+#: keep it and replay it to that caller without asking again. Never returned to clients.
+EDGE_CACHE_HEADER = "X-Darkroom-Edge-Cache"
 #: Paths every process answers without a signed principal.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_CLOCK_SKEW = 60

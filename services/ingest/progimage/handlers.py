@@ -14,7 +14,13 @@ from services.ingest.progimage.uploads import ProgimageUploads
 from services.ingest.upload_streaming import CHUNK
 from shared import errors, store_keys
 from shared.delivery import serve_blob, serve_bytes
-from shared.http import Principal, read_json_object, require_account, unless_disconnected
+from shared.http import (
+    EDGE_CACHE_HEADER,
+    Principal,
+    read_json_object,
+    require_account,
+    unless_disconnected,
+)
 from shared.image_urls import progimage_file_path, progimage_variant_of
 from shared.pagination import offset_window
 from shared.runtime import POOL, STORE
@@ -62,6 +68,11 @@ async def image_list(request: web.Request) -> web.Response:
     )
 
 
+#: A derived image is the same bytes for its owner for good (its original is never replaced or
+#: deleted, and the key names the transform): the gateway may keep and replay it.
+_KEEP_AT_EDGE = {EDGE_CACHE_HEADER: "caller"}
+
+
 async def derived(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /user/images/{image_id}/derived?thumb_w&thumb_h&quality&rotation&filter
     &round_corners&format``: one of the caller's images through those options, made on the
@@ -86,6 +97,7 @@ async def derived(request: web.Request) -> web.StreamResponse:
             etag,
             derivative.media_type,
             cache_control=domain.DERIVED_CACHE_CONTROL,
+            extra_headers=_KEEP_AT_EDGE,
         )
     try:
         return await serve_blob(
@@ -96,6 +108,7 @@ async def derived(request: web.Request) -> web.StreamResponse:
             derivative.size,
             derivative.media_type,
             cache_control=domain.DERIVED_CACHE_CONTROL,
+            extra_headers=_KEEP_AT_EDGE,
         )
     except errors.NotFound:
         # Its bytes went missing: the next request makes it again.
