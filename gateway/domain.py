@@ -177,27 +177,27 @@ class PrincipalCache:
                     del self._by_credential[entry[0].credential_id]
 
 
-#: Largest answer the edge cache keeps (a thumbnail; a full-size derivative is streamed each time).
+#: Largest answer the edge cache keeps (a thumbnail, a JSON answer; a full-size derivative is
+#: streamed each time).
 EDGE_MAX_ANSWER = 256 * 1024
 #: What an entry costs beyond its body (key, headers, bookkeeping), for the byte budget.
-_EDGE_OVERHEAD = 512
+_EDGE_OVERHEAD = 1024
 
 
 @dataclass(frozen=True)
 class KeptAnswer:
-    """A 200 answer kept by the edge cache: its body and what ``shared.delivery`` needs to
-    answer from it again (``etag`` unquoted)."""
+    """A 200 answer kept by the edge cache, as its service gave it: headers (those a client
+    sees, less the ones every answer gets anew) and body."""
 
+    headers: tuple[tuple[str, str], ...]
     body: bytes
-    etag: str
-    media_type: str
-    cache_control: str
 
 
 class EdgeCache:
     """Answers a service marked as the same for the same caller and URL for good
-    (``shared.http.EDGE_CACHE_HEADER``), kept in memory up to ``max_bytes`` (least recently
-    used first out) and replayed without asking the service again.
+    (``shared.http.EDGE_CACHE_HEADER``: a derived image, a Happo image already uploaded), kept
+    in memory up to ``max_bytes`` (least recently used first out) and replayed as they were
+    given, without asking the service again.
 
     Entries are per caller: the key is the principal (without its address) and the path with
     its query, so a hit never shows anyone an answer the service did not give them. A hit is

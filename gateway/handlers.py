@@ -12,13 +12,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway import domain
 from gateway.config import GatewayConfig
 from shared import errors
 from shared.config import SERVICES
-from shared.delivery import CACHE_FOREVER, serve_bytes
 from shared.http import (
     ANONYMOUS,
     EDGE_CACHE_HEADER,
@@ -66,6 +66,11 @@ _NOT_RETURNED = _HOP_BY_HOP | {
 }
 #: Methods an edge-cached answer is replayed to (it is kept from a GET).
 _REPLAYED = frozenset({"GET", "HEAD"})
+#: Request headers that ask for something other than the whole answer: such requests go to
+#: the service, which knows how to answer them.
+_CONDITIONAL = ("If-None-Match", "If-Modified-Since", "Range", "If-Range")
+#: Headers every answer gets anew, never kept with an edge-cached one.
+_PER_ANSWER = frozenset({REQUEST_ID_HEADER.lower(), "date", "server"})
 _CHUNK = 64 * 1024
 #: Upstream answers up to this size are read whole and answered in one write (not streamed).
 _SMALL_BODY = _CHUNK
@@ -146,14 +151,16 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         raise errors.PayloadTooLarge(f"Request body exceeds {config.max_body_bytes} bytes")
     edge = request.app[EDGE]
     edge_key = None
-    if edge.max_bytes and request.method in _REPLAYED:
+    if (
+        edge.max_bytes
+        and request.method in _REPLAYED
+        and not any(name in request.headers for name in _CONDITIONAL)
+    ):
         # After authentication and the rate limit: a replay is charged and refused alike.
         edge_key = edge.key(principal, request.raw_path)
         kept = edge.get(edge_key)
         if kept is not None:
-            return await serve_bytes(
-                request, kept.body, kept.etag, kept.media_type, kept.cache_control
-            )
+            return web.Response(headers=CIMultiDict(kept.headers), body=kept.body)
     return await _forward(request, route, principal, config, edge_key)
 
 
@@ -327,10 +334,7 @@ async def _stream_back(
     for name in _NOT_RETURNED:
         if name in headers:
             del headers[name]
-    headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
-    headers.update(domain.cors_headers(request.headers.get("Origin")))
     length = upstream.content_length
-    etag = upstream.headers.get("ETag", "")
     kept = (
         edge_key is not None
         and request.method == "GET"
@@ -338,8 +342,12 @@ async def _stream_back(
         and EDGE_CACHE_HEADER in upstream.headers
         and length is not None
         and length <= domain.EDGE_MAX_ANSWER
-        and etag.startswith('"')
     )
+    if kept:
+        # As the service gave it, before this answer's own request id and CORS.
+        returned = tuple((k, v) for k, v in headers.items() if k.lower() not in _PER_ANSWER)
+    headers[REQUEST_ID_HEADER] = request_id_var.get() or ""
+    headers.update(domain.cors_headers(request.headers.get("Origin")))
     if kept or (
         length is not None
         and 0 < length <= _SMALL_BODY
@@ -352,12 +360,7 @@ async def _stream_back(
         if kept:
             request.app[EDGE].keep(
                 edge_key,
-                domain.KeptAnswer(
-                    body,
-                    etag.strip('"'),
-                    upstream.headers.get("Content-Type", "application/octet-stream"),
-                    upstream.headers.get("Cache-Control", CACHE_FOREVER),
-                ),
+                domain.KeptAnswer(returned, body),
             )
         return web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=body

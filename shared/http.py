@@ -19,6 +19,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import aiohttp
@@ -46,6 +47,8 @@ REVOKED_HEADER = "X-Darkroom-Revoked"
 #: as the caller may see it (a derivative of an image that is never replaced): the gateway may
 #: keep it and replay it to that caller without asking again. Never returned to clients.
 EDGE_CACHE_HEADER = "X-Darkroom-Edge-Cache"
+#: The headers that mark an answer so (pass them with it).
+KEEP_AT_EDGE = MappingProxyType({EDGE_CACHE_HEADER: "caller"})
 #: Paths every process answers without a signed principal.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_CLOCK_SKEW = 60

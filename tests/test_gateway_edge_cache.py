@@ -1,13 +1,16 @@
-"""The gateway's edge cache: a derived image is replayed to its owner by the gateway, with the
-headers ingest gave it, never to anyone else, and nothing a service did not mark is kept."""
+"""The gateway's edge cache: a derived image and a Happo image's "already uploaded" are
+replayed by the gateway to the caller who got them, as ingest gave them, never to anyone else;
+nothing a service did not mark is kept."""
 
 from __future__ import annotations
+
+import hashlib
 
 from gateway.domain import EDGE_MAX_ANSWER, EdgeCache, KeptAnswer
 from gateway.handlers import EDGE
 from shared.http import EDGE_CACHE_HEADER, Principal
 from tests.clients_support import bearer as token
-from tests.clients_support import upload
+from tests.clients_support import happo, post_image, upload, upload_url
 from tests.images_support import photo, random_png
 from tests.metrics_support import scrape, value
 from tests.progimage_support import b64, bearer
@@ -64,20 +67,22 @@ async def test_a_derived_image_is_replayed_by_the_gateway_to_its_owner_only(
     for cors in ("access-control-expose-headers", "vary"):
         replayed.pop(cors)
     assert replayed == first_headers
+    async with http.head(url, headers=bearer(account)) as head:
+        assert head.status == 200
+        assert int(head.headers["Content-Length"]) == len(body)
+        assert head.headers["ETag"] == first.headers["ETag"]
+    # Two answers, neither asked of ingest.
+    assert await ingest_gets(http, stack) == asked
+    # A conditional or partial request goes to ingest, which answers it.
     async with http.get(
         url, headers={**bearer(account), "If-None-Match": first.headers["ETag"]}
     ) as unchanged:
         assert unchanged.status == 304
-        assert unchanged.headers["ETag"] == first.headers["ETag"]
     async with http.get(url, headers={**bearer(account), "Range": "bytes=2-11"}) as part:
         assert part.status == 206
         assert await part.read() == body[2:12]
-        assert part.headers["Content-Range"] == f"bytes 2-11/{len(body)}"
-    async with http.head(url, headers=bearer(account)) as head:
-        assert head.status == 200
-        assert int(head.headers["Content-Length"]) == len(body)
-    # Five answers, none of them asked of ingest.
-    assert await ingest_gets(http, stack) == asked
+    assert await ingest_gets(http, stack) == asked + 2
+    asked += 2
 
     # Someone else asking for the same URL is asked about by ingest, and refused.
     async with http.get(url, headers=bearer(other_account)) as stranger:
@@ -108,12 +113,39 @@ async def test_a_deleted_hash_host_file_is_gone_at_once_through_the_gateway(stac
         assert response.status == 404
 
 
+async def test_an_image_already_uploaded_is_answered_by_the_gateway_to_that_account(
+    stack, http, account, other_account
+):
+    data = random_png()
+    md5 = hashlib.md5(data).hexdigest()  # noqa: S324 - what the Happo clients send
+    url = f"{stack.url}/api/images/{md5}/upload-url"
+    status, grant = await upload_url(http, stack, account, md5)
+    assert status == 200 and grant["uploadUrl"] is not None  # new: never kept
+    status, _ = await post_image(http, grant["uploadUrl"], account, data)
+    assert status == 200
+    async with http.get(url, headers=happo(account)) as first:
+        assert first.status == 200
+        answer = await first.json()
+    assert answer["uploadUrl"] is None
+    asked = await ingest_gets(http, stack)
+    for _ in range(3):
+        async with http.get(url, headers=happo(account)) as again:
+            assert again.status == 200
+            assert await again.json() == answer
+            assert again.headers["Content-Type"] == first.headers["Content-Type"]
+    assert await ingest_gets(http, stack) == asked
+    # Another account holds no such image: ingest is asked and offers it an upload.
+    status, theirs = await upload_url(http, stack, other_account, md5)
+    assert status == 200 and theirs["uploadUrl"] is not None
+    assert await ingest_gets(http, stack) == asked + 1
+
+
 def kept(size: int) -> KeptAnswer:
-    return KeptAnswer(b"x" * size, "tag", "image/jpeg", "private, immutable")
+    return KeptAnswer((("Content-Type", "image/jpeg"),), b"x" * size)
 
 
 def test_the_edge_cache_holds_to_its_byte_budget_least_recently_used_out_first():
-    cache = EdgeCache(max_bytes=3 * (100_000 + 512))
+    cache = EdgeCache(max_bytes=3 * (100_000 + 2048))  # three entries and their bookkeeping
     keys = [("token", "a", "u", "c", f"/p{i}") for i in range(4)]
     for key in keys[:3]:
         assert cache.keep(key, kept(100_000))

@@ -13,7 +13,7 @@ from services.ingest.happo import domain, repo, uploads
 from services.ingest.upload_streaming import Upload, read_body, read_upload
 from shared import errors
 from shared.delivery import serve_blob
-from shared.http import read_json_object, require_account
+from shared.http import KEEP_AT_EDGE, read_json_object, require_account
 from shared.image_urls import HAPPO_HASH, happo_image_path
 from shared.runtime import FAULTS, POOL, STORE
 from shared.store_keys import blob_key
@@ -40,8 +40,11 @@ async def upload_url(request: web.Request) -> web.Response:
     )
     url = config.public(happo_image_path(str(account_id), happo_hash))
     if token is None:
+        # Happo images are never deleted: for this caller the answer stays the same, so the
+        # gateway may keep and replay it (a run asks this for every snapshot it uploaded).
         return web.json_response(
-            {"message": domain.ALREADY_UPLOADED, "uploadUrl": None, "url": url}
+            {"message": domain.ALREADY_UPLOADED, "uploadUrl": None, "url": url},
+            headers=KEEP_AT_EDGE,
         )
     return web.json_response({"uploadUrl": config.public(domain.UPLOAD_PATH + token), "url": url})
 

@@ -15,7 +15,7 @@ from services.ingest.upload_streaming import CHUNK
 from shared import errors, store_keys
 from shared.delivery import serve_blob, serve_bytes
 from shared.http import (
-    EDGE_CACHE_HEADER,
+    KEEP_AT_EDGE,
     Principal,
     read_json_object,
     require_account,
@@ -68,11 +68,6 @@ async def image_list(request: web.Request) -> web.Response:
     )
 
 
-#: A derived image is the same bytes for its owner for good (its original is never replaced or
-#: deleted, and the key names the transform): the gateway may keep and replay it.
-_KEEP_AT_EDGE = {EDGE_CACHE_HEADER: "caller"}
-
-
 async def derived(request: web.Request) -> web.StreamResponse:
     """``GET|HEAD /user/images/{image_id}/derived?thumb_w&thumb_h&quality&rotation&filter
     &round_corners&format``: one of the caller's images through those options, made on the
@@ -89,6 +84,8 @@ async def derived(request: web.Request) -> web.StreamResponse:
         request.app[PROGIMAGE].derived(user_id, image_id, list(request.query.items())),
     )
     etag = store_keys.entity_tag(derivative.key)
+    # The same bytes for their owner for good (the original is never replaced or deleted, and
+    # the key names the transform): the gateway may keep and replay the answer (KEEP_AT_EDGE).
     if derivative.data is not None:
         # Made for this request: the answer carried the bytes, no need to read them back.
         return await serve_bytes(
@@ -97,7 +94,7 @@ async def derived(request: web.Request) -> web.StreamResponse:
             etag,
             derivative.media_type,
             cache_control=domain.DERIVED_CACHE_CONTROL,
-            extra_headers=_KEEP_AT_EDGE,
+            extra_headers=KEEP_AT_EDGE,
         )
     try:
         return await serve_blob(
@@ -108,7 +105,7 @@ async def derived(request: web.Request) -> web.StreamResponse:
             derivative.size,
             derivative.media_type,
             cache_control=domain.DERIVED_CACHE_CONTROL,
-            extra_headers=_KEEP_AT_EDGE,
+            extra_headers=KEEP_AT_EDGE,
         )
     except errors.NotFound:
         # Its bytes went missing: the next request makes it again.
