@@ -173,11 +173,19 @@ def test_thumbnail_fits_the_box_keeping_the_aspect() -> None:
         ((640, 480), (300, 300), 2),
         ((400, 300), (300, 300), 1),
         ((4000, 500), (300, 300), 8),  # a panorama is bound by its width only
+        ((5, 3000), (300, 100), 4),  # a sliver: 8 would decode it 0 px wide
+        ((3, 3000), (300, 100), 2),
+        ((3000, 1), (100, 300), 1),
     ],
 )
 def test_a_jpeg_decodes_at_the_largest_dct_scale_that_covers_the_box(size, box, shrink) -> None:
     assert jpeg_shrink(Header(*size, 1, "JPEG"), box) == shrink
     assert jpeg_shrink(Header(*size, 1, "PNG"), box) == 1
+
+
+def test_a_sliver_of_a_jpeg_is_thumbnailed_not_refused_as_corrupt() -> None:
+    image = decode(derive(jpeg(natural(5, 3000)), Transform(thumb_w=300, thumb_h=100), LIMITS))
+    assert (image.width, image.height) == (1, 100)
 
 
 def test_a_jpeg_thumbnail_shrunk_on_load_is_upright_and_exactly_sized() -> None:

@@ -176,8 +176,10 @@ def jpeg_shrink(header: Header, box: tuple[int, int]) -> int:
     if header.format_name != "JPEG":
         return 1
     scale = min(box[0] / header.upright_width, box[1] / header.upright_height)
+    # The loader floors each side: a sliver (5x3000) decoded at 1/8 would be 0 pixels wide.
+    shortest = min(header.upright_width, header.upright_height)
     for shrink in (8, 4, 2):
-        if shrink * scale <= 1.0:
+        if shrink * scale <= 1.0 and shrink <= shortest:
             return shrink
     return 1
 
