@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pyvips
@@ -16,6 +15,7 @@ from services.processing.deriving import Derivations
 from services.processing.handlers import DERIVATIONS
 from services.processing.routes import setup_routes
 from services.processing.transforms import Limits
+from services.processing.works import WorkerThreads
 from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
@@ -25,7 +25,7 @@ HERE = Path(__file__).parent
 log = get_logger("darkroom.processing")
 
 #: The worker threads every image job runs in (open while the app runs).
-WORKERS = web.AppKey("processing.workers", ThreadPoolExecutor)
+WORKERS = web.AppKey("processing.workers", WorkerThreads)
 
 
 def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
@@ -52,21 +52,21 @@ def image_works(config: ProcessingConfig) -> runtime.CleanupContext:
                 workers=config.workers,
                 db_pool_max=config.db_pool_max,
             )
-        executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="vips")
+        threads = WorkerThreads(config.workers)
         shared = (
             app[runtime.STORE],
-            executor,
+            threads,
             Limits(max_pixels=config.max_pixels),
             runtime.worker_name(),
             metrics.of(app),
         )
-        app[WORKERS] = executor
+        app[WORKERS] = threads
         app[ANALYSES] = AnalysisWorks(*shared)
         app[COMPARISONS] = ComparisonWorks(*shared, concurrency=config.workers)
         try:
             yield
         finally:
-            executor.shutdown(wait=True)
+            threads.shutdown()
 
     return context
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 from aiohttp import web
 
 from services.processing import domain, repo
 from services.processing.config import ProcessingConfig
-from services.processing.diffs import DiffOptions, diff_images
 from services.processing.quality import analyse
 from services.processing.works import MISSING_ORIGINAL, Works
 from shared.analysis import (
@@ -40,8 +40,26 @@ from shared.flights import gather_all
 from shared.logging import get_logger
 from shared.storage import BlobNotFound
 
+if TYPE_CHECKING:
+    from services.processing.diffs import DiffOptions, PixelDiff
+    from services.processing.transforms import Limits
+
 log = get_logger("darkroom.processing.consumers")
 T = TypeVar("T")
+
+
+def _diffs() -> ModuleType:
+    """:mod:`services.processing.diffs`, imported with the first comparison: it needs numpy,
+    ~14 MB of resident memory a process that only makes derivatives never uses."""
+    from services.processing import diffs
+
+    return diffs
+
+
+def diff_images(before: bytes, after: bytes, options: DiffOptions, limits: Limits) -> PixelDiff:
+    """:func:`services.processing.diffs.diff_images` (imported by :func:`_diffs`)."""
+    return _diffs().diff_images(before, after, options, limits)
+
 
 #: The competing consumer (and queue) of analysis requests.
 ANALYSES_CONSUMER = "processing.analyses"
@@ -78,12 +96,12 @@ class AnalysisWorks(Works):
             await self._completed(conn, request, row["result"], row["aux"], cached=True)
             return
         try:
-            original = await self.store.read(request.original_key)
+            analysis, seconds = await self.run(
+                analyse, self.limits, reading=(request.original_key,)
+            )
         except BlobNotFound:
             await self._failed(conn, image_id, sha256, MISSING_ORIGINAL)
             return
-        try:
-            analysis, seconds = await self.run(analyse, original, self.limits)
         except InvalidRequest as exc:
             await self._failed(conn, image_id, sha256, exc.message)
             return
@@ -221,7 +239,9 @@ class ComparisonWorks(Works):
             include_anti_aliasing,
         )
         slots = asyncio.Semaphore(self.concurrency)
-        options = DiffOptions(threshold, include_anti_aliasing)
+        # In a thread: importing numpy takes ~0.1-0.2 s the event loop would otherwise stall for.
+        diffs = await asyncio.to_thread(_diffs)
+        options = diffs.DiffOptions(threshold, include_anti_aliasing)
 
         async def answer(pair: domain.DiffPair) -> tuple[dict[str, Any], dict[str, Any] | None]:
             async with slots:
@@ -249,15 +269,18 @@ class ComparisonWorks(Works):
             known["diff_key"] is None or await self.store.exists(known["diff_key"])
         ):
             return domain.diff_result(pair, known, cached=True), None
-        images = []
-        for side, name in ((pair.before, "before"), (pair.after, "after")):
-            try:
-                images.append(await self.store.read(side.key))
-            except BlobNotFound:
-                message = MISSING_IMAGE.format(side=name)
-                return domain.error_result(pair.before.sha256, pair.after.sha256, message), None
         try:
-            diff, seconds = await self.run(diff_images, *images, options, self.limits)
+            diff, seconds = await self.run(
+                diff_images,
+                options,
+                self.limits,
+                reading=(pair.before.key, pair.after.key),
+            )
+        except BlobNotFound as exc:
+            # Read before the after image: when both are missing, the message names it.
+            name = "before" if exc.key == pair.before.key else "after"
+            message = MISSING_IMAGE.format(side=name)
+            return domain.error_result(pair.before.sha256, pair.after.sha256, message), None
         except InvalidRequest as exc:
             return domain.error_result(pair.before.sha256, pair.after.sha256, exc.message), None
         key = None

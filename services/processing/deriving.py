@@ -73,10 +73,11 @@ class Derivations(Works):
             else:
                 return Answer(data, row["media_type"], row["width"], row["height"], cached=True)
         try:
-            original = await self.store.read(request.original_key)
+            derived, seconds = await self.run(
+                derive, request.transform, self.limits, reading=(request.original_key,)
+            )
         except BlobNotFound:
             raise InvalidRequest(MISSING_ORIGINAL) from None
-        derived, seconds = await self.run(derive, original, request.transform, self.limits)
         # Stored before the row commits: a crash in between leaves bytes the next request
         # overwrites with the same bytes, never a row without its bytes.
         await self.store.put(request.key, derived.data)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from shared.storage.base import (
     CHUNK_SIZE,
@@ -33,7 +34,9 @@ from shared.storage.base import (
     validate_key,
 )
 from shared.storage.local import LocalBlobStore
-from shared.storage.s3 import S3BlobStore
+
+if TYPE_CHECKING:
+    from shared.storage.s3 import S3BlobStore
 
 __all__ = [
     "CHUNK_SIZE",
@@ -48,6 +51,16 @@ __all__ = [
     "open_blob_store",
     "validate_key",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``S3BlobStore``, imported on first use: aiobotocore and botocore cost a process ~10 MB
+    of resident memory, and only one configured for S3 needs them."""
+    if name == "S3BlobStore":
+        from shared.storage.s3 import S3BlobStore
+
+        return S3BlobStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def open_blob_store(
@@ -65,6 +78,8 @@ async def open_blob_store(
     on the first upload; the S3 bucket is created if missing.
     """
     if s3_bucket:
+        from shared.storage.s3 import S3BlobStore
+
         return await S3BlobStore.connect(
             s3_endpoint_url, s3_bucket, s3_region, s3_access_key, s3_secret_key
         )
