@@ -60,14 +60,19 @@ async def works_on(tmp_path) -> tuple[Works, CountingStore, WorkerThreads, Metri
     return Works(store, threads, Limits(max_pixels=10**8), "test", metrics), store, threads, metrics
 
 
+def start(works: Works, gate: Gate, indexes) -> list[asyncio.Future]:
+    """One job per index, each reading the blob of that index."""
+    return [
+        asyncio.ensure_future(works.run(gate, str(i), reading=(f"sha256/{i:064x}",)))
+        for i in indexes
+    ]
+
+
 async def test_waiting_jobs_hold_nothing_read_until_a_thread_is_free(tmp_path):
     works, store, threads, _ = await works_on(tmp_path)
     gate = Gate()
     try:
-        jobs = [
-            asyncio.ensure_future(works.run(gate, str(i), reading=(f"sha256/{i:064x}",)))
-            for i in range(8)
-        ]
+        jobs = start(works, gate, range(8))
         await until(lambda: len(gate.started) == WORKERS)
         await asyncio.sleep(0.2)  # time for any read that would run ahead of its thread
         assert store.reads == WORKERS
@@ -86,12 +91,9 @@ async def test_a_caller_gone_before_its_turn_leaves_no_job_and_no_slot_taken(tmp
     works, store, threads, metrics = await works_on(tmp_path)
     gate = Gate()
     try:
-        running = [
-            asyncio.ensure_future(works.run(gate, str(i), reading=(f"sha256/{i:064x}",)))
-            for i in range(WORKERS)
-        ]
+        running = start(works, gate, range(WORKERS))
         await until(lambda: len(gate.started) == WORKERS)
-        waiting = asyncio.ensure_future(works.run(gate, "gone", reading=(f"sha256/{7:064x}",)))
+        (waiting,) = start(works, gate, (7,))
         await asyncio.sleep(0.1)
         waiting.cancel()
         await asyncio.gather(waiting, return_exceptions=True)
@@ -100,10 +102,7 @@ async def test_a_caller_gone_before_its_turn_leaves_no_job_and_no_slot_taken(tmp
         await asyncio.gather(*running)
         # Both slots came back: two more jobs run side by side.
         later = Gate()
-        more = [
-            asyncio.ensure_future(works.run(later, str(i), reading=(f"sha256/{i:064x}",)))
-            for i in (2, 3)
-        ]
+        more = start(works, later, (2, 3))
         await until(lambda: len(later.started) == WORKERS)
         later.opened.set()
         await asyncio.gather(*more)
