@@ -225,10 +225,13 @@ class EdgeCache:
         """The answer kept under ``key``, if any."""
         return self._kept.get(key)
 
+    def fits(self, body_bytes: int) -> bool:
+        """Whether an answer of ``body_bytes`` may be kept (the caller reads it whole if so)."""
+        return body_bytes <= EDGE_MAX_ANSWER and body_bytes + _EDGE_OVERHEAD <= self.max_bytes
+
     def keep(self, key: tuple, answer: KeptAnswer) -> bool:
         """Keep ``answer`` under ``key`` when it fits; False when it is too large to keep."""
-        size = len(answer.body) + _EDGE_OVERHEAD
-        if len(answer.body) > EDGE_MAX_ANSWER or size > self.max_bytes:
+        if not self.fits(len(answer.body)):
             return False
         self._kept[key] = answer
         return True

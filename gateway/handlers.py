@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from gateway import domain
@@ -273,10 +273,7 @@ async def _forward(
 ) -> web.StreamResponse:
     rid = request_id_var.get() or ""
     service = route.service
-    headers = request.headers.copy()
-    for name in _NOT_FORWARDED:
-        if name in headers:
-            del headers[name]
+    headers = _without(request.headers, _NOT_FORWARDED)
     if route.pass_authorization and "Authorization" in request.headers:
         headers["Authorization"] = request.headers["Authorization"]
     headers.update(
@@ -307,6 +304,17 @@ async def _forward(
         raise errors.Unavailable(f"The {service} service is unavailable", retry_after=2) from exc
 
 
+def _without(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], names: frozenset[str]
+) -> CIMultiDict[str]:
+    """A copy of ``headers`` without any of ``names`` (lower-cased)."""
+    copied = headers.copy()
+    for name in names:
+        if name in copied:
+            del copied[name]
+    return copied
+
+
 @functools.cache
 def _upstream_timeout(total: float) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=total, sock_connect=5)
@@ -330,10 +338,7 @@ async def _stream_back(
     revoked = upstream.headers.get(REVOKED_HEADER)
     if revoked:
         request.app[CACHE].evict_credential(revoked)
-    headers = upstream.headers.copy()
-    for name in _NOT_RETURNED:
-        if name in headers:
-            del headers[name]
+    headers = _without(upstream.headers, _NOT_RETURNED)
     length = upstream.content_length
     kept = (
         edge_key is not None
@@ -341,7 +346,7 @@ async def _stream_back(
         and upstream.status == 200
         and EDGE_CACHE_HEADER in upstream.headers
         and length is not None
-        and length <= domain.EDGE_MAX_ANSWER
+        and request.app[EDGE].fits(length)
     )
     if kept:
         # As the service gave it, before this answer's own request id and CORS.
@@ -358,10 +363,7 @@ async def _stream_back(
         # streamed, the headers and the body cost a send each.
         body = await upstream.read()
         if kept:
-            request.app[EDGE].keep(
-                edge_key,
-                domain.KeptAnswer(returned, body),
-            )
+            request.app[EDGE].keep(edge_key, domain.KeptAnswer(returned, body))
         return web.Response(
             status=upstream.status, reason=upstream.reason, headers=headers, body=body
         )
