@@ -39,7 +39,8 @@ class GatewayConfig(CommonConfig):
         "DARKROOM_EDGE_CACHE_BYTES",
         32 * 1024 * 1024,
         "Memory for answers the gateway replays to the same caller without asking a service"
-        " again (derived images of up to 256 kB, per caller and URL); 0 turns it off.",
+        " again (answers up to 256 kB its services mark as unchanging: derived images, Happo's"
+        " already uploaded; per caller and URL); 0 turns it off.",
     )
     rate_oauth: tuple[int, float] = setting(
         "DARKROOM_RATE_OAUTH",
