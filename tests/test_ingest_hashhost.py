@@ -5,13 +5,14 @@ stored), deletion and the orphan sweeper."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 
 import pytest
 
 from services.ingest.blobs import OrphanSweeper
-from shared.runtime import POOL, STORE
+from shared.runtime import FAULTS, POOL, STORE
 from shared.store_keys import blob_key
 from tests.clients_support import LIMIT, bearer, form, snapshot, upload
 from tests.images_support import png_bomb, random_png
@@ -137,8 +138,6 @@ async def test_conditional_and_range_requests(client, stack):
 
 
 async def _json(body: bytes) -> dict:
-    import json
-
     return json.loads(body)
 
 
@@ -376,3 +375,220 @@ async def test_pages_upload_and_my_files_with_delete(client, stack, other_accoun
     async with client.get(f"{stack.url}/files", headers=session) as response:
         assert sha256 not in await response.text()
     assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 404
+
+
+# --- several files per request (pomf's files[]), paging, confirmation, ShareX ------------------
+
+
+async def _post(client, url: str, request: dict) -> tuple[int, dict | str]:
+    async with client.post(url, **request) as response:
+        json_body = response.content_type == "application/json"
+        return response.status, await (response.json() if json_body else response.text())
+
+
+async def test_pomf_files_field_stores_every_file_and_answers_in_pomf_shape(client, stack, account):
+    png, text = random_png(), b"plain words\n" * 10
+    before = await snapshot(stack)
+    request = _multipart([("files[]", "a.png", png), ("files[]", "notes.txt", text)])
+    status, answer = await _post(client, f"{stack.url}/api/upload", request)
+    assert status == 200, answer
+    assert answer["success"] is True and len(answer["files"]) == 2
+    for entry, data, name, ext in ((0, png, "a.png", "png"), (1, text, "notes.txt", "txt")):
+        got, sha256 = answer["files"][entry], hashlib.sha256(data).hexdigest()
+        assert (got["hash"], got["name"], got["size"]) == (sha256, name, len(data))
+        assert got["url"] == f"{stack.url}/f/{sha256}.{ext}" == got["urls"]["ext"]
+        assert got["delete_token"]  # anonymous: one token per file
+        assert (await fetch(client, got["url"]))[:2] == (200, data)
+    after = await snapshot(stack)
+    assert after[1][:2] == (before[1][0] + 2, before[1][1] + 2)  # two blobs, two records
+    # Repeated `file` fields (curl -F file=@a -F file=@b) with a token: registered, same shape.
+    others = [random_png(), random_png()]
+    request = _multipart([("file", f"{i}.png", data) for i, data in enumerate(others)])
+    status, answer = await _post(
+        client, f"{stack.url}/api/upload", _with_auth(request, account["token"])
+    )
+    assert status == 200, answer
+    assert [f["hash"] for f in answer["files"]] == [hashlib.sha256(d).hexdigest() for d in others]
+    assert all("delete_token" not in f for f in answer["files"])
+    # One file in files[] is still pomf's shape; one in `file` is still ours, unchanged.
+    status, answer = await _post(
+        client, f"{stack.url}/api/upload", _multipart([("files[]", "one.png", random_png())])
+    )
+    assert (status, answer["success"], len(answer["files"])) == (200, True, 1)
+    status, answer = await _post(
+        client, f"{stack.url}/api/upload", _multipart([("file", "one.png", random_png())])
+    )
+    assert status == 200 and set(answer) == {"hash", "status", "urls", "delete_token"}
+
+
+async def test_api_1_answers_a_line_per_file(client, stack):
+    datas = [random_png(), random_png()]
+    request = _multipart([("api", None, b"1"), *[("files[]", "x.png", d) for d in datas]])
+    status, text = await _post(client, f"{stack.url}/upload", request)
+    assert status == 200
+    assert text == "\n".join(f"OK {hashlib.sha256(d).hexdigest()}" for d in datas)
+
+
+#: A request whose second (or last) file is refused: nothing of it may be kept.
+REFUSED_BATCHES = {
+    "a decompression bomb": (lambda: [random_png(), png_bomb()], 422, "invalid_request"),
+    "a truncated png": (lambda: [random_png(), random_png(64, 64)[:-40]], 422, "invalid_request"),
+    "an empty file": (lambda: [random_png(), b""], 400, "bad_request"),
+    "too big together": (
+        lambda: [os.urandom(LIMIT // 2), os.urandom(LIMIT // 2 + 10)],
+        413,
+        "payload_too_large",
+    ),
+    "too many files": (lambda: [random_png(8, 8) for _ in range(11)], 400, "bad_request"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BATCHES)
+async def test_one_refused_file_refuses_the_whole_request(client, stack, account, case):
+    make, status, code = REFUSED_BATCHES[case]
+    datas = make()
+    before = await snapshot(stack)
+    for field in ("files[]", "file"):
+        request = _multipart([(field, f"{i}.bin", d) for i, d in enumerate(datas)])
+        got, answer = await _post(
+            client, f"{stack.url}/api/upload", _with_auth(request, account["token"])
+        )
+        assert got == status, answer
+        assert answer["success"] is False and answer["errorcode"] == status
+        assert answer["description"] == answer["error"]["message"]
+        assert answer["error"]["code"] == code
+        got, text = await _post(client, f"{stack.url}/upload?api=1", request)
+        assert (got, text.startswith("ERROR ")) == (status, True), text
+    assert await snapshot(stack) == before
+    status, answer = await _post(
+        client,
+        f"{stack.url}/api/upload",
+        _multipart([("files[]", "a.png", random_png()), ("other", "b.png", random_png())]),
+    )
+    assert status == 400 and "files[]" in answer["description"]
+    assert await snapshot(stack) == before
+
+
+async def test_a_write_failing_part_way_takes_back_the_files_before_it(client, stack, account):
+    """The second file's write fails (as if the database went away): the first file's record
+    and bytes, already committed, are removed again and the client gets the error."""
+    faults = stack.apps["ingest"][FAULTS]
+    calls = []
+
+    def fail_second(point: str) -> None:
+        calls.append(point)
+        if len(calls) == 2:
+            raise ConnectionResetError("the database went away")
+
+    before = await snapshot(stack)
+    faults.reach = fail_second  # an injected failure in the real write path, not a mock
+    try:
+        request = _multipart([("files[]", f"{i}.png", random_png()) for i in range(3)])
+        for auth in ({}, bearer(account["token"])):
+            calls.clear()
+            async with client.post(
+                f"{stack.url}/api/upload",
+                data=request["data"],
+                headers={**request["headers"], **auth},
+            ) as response:
+                assert response.status == 503  # a dependency failed: retry later
+    finally:
+        del faults.reach
+    after = await snapshot(stack)
+    assert after[1][:2] == before[1][:2]  # no blob row, no record
+    # The failed file's bytes were put before its commit failed: the orphan the sweeper takes,
+    # as after a crash at that point. The first file's were removed with its record.
+    assert len(after[0]) == len(before[0]) + 1  # the same second file both times
+    await OrphanSweeper(stack.apps["ingest"][POOL], stack.apps["ingest"][STORE], 0).sweep_once()
+    assert (await snapshot(stack))[0] == before[0]
+
+
+async def test_files_are_listed_a_page_at_a_time(client, stack):
+    account = stack.create_account("Grace Pager")  # a fresh account: it holds only these files
+    token = bearer(account["token"])
+    hashes = []
+    for _ in range(6):  # 53 files, ten to a request
+        datas = [random_png(8, 8) for _ in range(10 if len(hashes) < 50 else 3)]
+        request = _multipart([("files[]", "p.png", d) for d in datas])
+        status, answer = await _post(
+            client, f"{stack.url}/api/upload", _with_auth(request, account["token"])
+        )
+        assert status == 200, answer
+        hashes += [f["hash"] for f in answer["files"]]
+    assert len(hashes) == 53
+    async with client.get(f"{stack.url}/api/files", headers=token) as response:
+        first = await response.json()
+    assert (first["count"], len(first["results"]), first["previous"]) == (53, 50, None)
+    assert first["next"] == f"{stack.url}/api/files?page=2"
+    async with client.get(first["next"], headers=token) as response:
+        second = await response.json()
+    assert len(second["results"]) == 3 and second["next"] is None
+    listed = [f["hash"] for f in first["results"] + second["results"]]
+    assert sorted(listed) == sorted(hashes)  # every file once, none twice
+    entry = second["results"][0]
+    assert entry["url"] == f"{stack.url}/f/{entry['hash']}.png" and entry["size"] > 0
+    for query, status in (("page=3", 404), ("page=x", 400), ("page=0", 400)):
+        async with client.get(f"{stack.url}/api/files?{query}", headers=token) as response:
+            assert response.status == status
+    async with client.get(f"{stack.url}/api/files") as response:
+        assert response.status == 401
+    session = await _sign_in(client, stack, account)
+    async with client.get(f"{stack.url}/files", headers=session) as response:
+        page = await response.text()
+    assert page.count('class="delete"') == 50 and 'href="/files?page=2"' in page
+    assert "page 1 of 2" in page and "53 files" in page
+    async with client.get(f"{stack.url}/files?page=2", headers=session) as response:
+        page = await response.text()
+    assert page.count('class="delete"') == 3 and 'rel="prev" href="/files"' in page
+    assert 'loading="lazy"' in page and 'width="64" height="64"' in page
+    async with client.get(
+        f"{stack.url}/files?page=7", headers=session, allow_redirects=False
+    ) as response:
+        assert (response.status, response.headers["Location"]) == (303, "/files?page=2")
+
+
+async def test_delete_from_the_page_asks_first(client, stack, account):
+    answer = await upload(client, stack, random_png(), headers=bearer(account["token"]))
+    sha256 = answer["hash"]
+    session = await _sign_in(client, stack, account)
+    async with client.get(f"{stack.url}/files/{sha256}/delete?page=2", headers=session) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "Delete this file?" in page and f'action="/files/{sha256}/delete"' in page
+    assert 'name="page" value="2"' in page and 'href="/files?page=2"' in page
+    assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 200  # asking changed nothing
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', page)[1]
+    async with client.post(
+        f"{stack.url}/files/{sha256}/delete",
+        data={"csrf": csrf, "page": "2"},
+        headers=session,
+        allow_redirects=False,
+    ) as response:
+        assert (response.status, response.headers["Location"]) == (303, "/files?page=2")
+    assert (await fetch(client, f"{stack.url}/f/{sha256}"))[0] == 404
+    async with client.get(f"{stack.url}/files/{sha256}/delete", headers=session) as response:
+        assert response.status == 404
+
+
+async def test_sharex_uploader_config_uploads_as_sharex_would(client, stack, account):
+    async with client.get(f"{stack.url}/files/sharex.sxcu") as response:
+        assert response.status == 200
+        assert response.headers["Content-Disposition"] == 'attachment; filename="darkroom.sxcu"'
+        config = json.loads(await response.read())
+    assert config["RequestMethod"] == "POST" and config["Body"] == "MultipartFormData"
+    assert config["RequestURL"] == f"{stack.url}/api/upload"
+    assert config["FileFormName"] == "files[]" and config["URL"] == "{json:files[0].url}"
+    authorization = config["Headers"]["Authorization"]
+    assert authorization == "Bearer PASTE_YOUR_API_TOKEN_HERE"
+    # What ShareX sends once the user has pasted a token, and the URL it reads back.
+    data = random_png()
+    request = _multipart([(config["FileFormName"], "Screenshot.png", data)])
+    headers = {**request["headers"], "Authorization": f"Bearer {account['token']}"}
+    async with client.post(config["RequestURL"], data=request["data"], headers=headers) as response:
+        url = (await response.json())["files"][0]["url"]
+    assert (await fetch(client, url))[:2] == (200, data)
+    async with client.get(f"{stack.url}/files/assets/hashhost.js") as response:
+        assert response.status == 200
+        assert response.content_type == "application/javascript"
+    async with client.get(f"{stack.url}/files/assets/other.js") as response:
+        assert response.status == 404

@@ -6,14 +6,19 @@ from gateway.openapi.common import (
     BYTES,
     HOST,
     HTML,
+    INT,
+    KEYS,
     MULTIPART,
     NONE,
+    NULLABLE_STR,
     OBJ,
     OPTIONAL,
     PAGE,
     Op,
     S,
+    array,
     obj,
+    ref,
     t,
 )
 
@@ -25,7 +30,29 @@ SCHEMAS: dict[str, dict] = {
         urls=OBJ,
         delete_token=t(S),
     ),
+    "PomfFile": obj(
+        ("hash", "name", "url", "size"),
+        hash=t(S),
+        name=t(S),
+        url=t(S),
+        size=INT,
+        urls=OBJ,
+        delete_token=t(S),
+    ),
     "Deleted": obj(("hash", "deleted"), hash=t(S), deleted=t("boolean")),
+    "FilePage": obj(
+        ("count", "next", "previous", "results"),
+        count=INT,
+        next=NULLABLE_STR,
+        previous=NULLABLE_STR,
+        results=array(OBJ),
+    ),
+}
+SCHEMAS["UploadAnswerOrPomf"] = {
+    "oneOf": [
+        ref("UploadAnswer"),
+        obj(("success", "files"), success=t("boolean"), files=array(ref("PomfFile"))),
+    ]
 }
 
 
@@ -34,11 +61,24 @@ OPERATIONS: list[Op] = [
         "POST",
         "/api/upload",
         HOST,
-        "Upload a file",
+        "Upload a file, or several (pomf's `files[]`)",
         OPTIONAL,
         body="Multipart",
         body_type=MULTIPART,
-        content="UploadAnswer",
+        content="UploadAnswerOrPomf",
+        description="One file in `file`: `{hash, status, urls}`. Pomf's `files[]`, or several "
+        "files (at most 10, their bytes together within the upload limit): "
+        "`{success, files: [{hash, name, url, size, urls}]}`; all are stored or none, a "
+        "refusal being `{success: false, errorcode, description, error}`.",
+    ),
+    Op(
+        "GET",
+        "/api/files",
+        HOST,
+        "The caller's files, newest first, a page at a time",
+        KEYS,
+        content="FilePage",
+        query=("page", "page_size"),
     ),
     Op(
         "DELETE",
@@ -69,6 +109,39 @@ OPERATIONS: list[Op] = [
         content=HTML,
         query=("api",),
     ),
-    Op("GET", "/files", HOST, "The signed-in user's files", PAGE, content=HTML),
+    Op(
+        "GET",
+        "/files",
+        HOST,
+        "The signed-in user's files, a page at a time",
+        PAGE,
+        content=HTML,
+        query=("page",),
+    ),
+    Op(
+        "GET",
+        "/files/{hash}/delete",
+        HOST,
+        "Confirm deleting one of the user's files (page)",
+        PAGE,
+        content=HTML,
+        query=("page",),
+    ),
     Op("POST", "/files/{hash}/delete", HOST, "Delete one of the user's files (form)", PAGE, ok=303),
+    Op(
+        "GET",
+        "/files/sharex.sxcu",
+        HOST,
+        "A ShareX custom uploader for this host (download)",
+        PAGE,
+        content={"application/json": {"schema": OBJ}},
+    ),
+    Op(
+        "GET",
+        "/files/assets/{name}",
+        HOST,
+        "The pages' scripts",
+        PAGE,
+        content={"application/javascript": {"schema": {"type": "string"}}},
+    ),
 ]

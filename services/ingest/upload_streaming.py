@@ -1,6 +1,7 @@
 """Reading upload bodies while they stream in, never buffering past the limit.
 
-Multipart uploads carry the file in the ``file`` field. Errors of the upload's shape, the same
+Multipart uploads carry the file in the ``file`` field (the hash host's may carry several, in
+``file`` or ``files[]``: :func:`read_uploads`). Errors of the upload's shape, the same
 on every upload path: no body, no ``file`` field, a file in another field or an empty file →
 400 ``bad_request``; a body that is not multipart → 415 ``unsupported_media_type``; too big →
 413 ``payload_too_large``. Raw bodies (a signed ``PUT``, an internal PNG) are counted the same
@@ -67,6 +68,70 @@ async def read_upload(request: web.Request, limit: int, upload: Upload) -> Uploa
     if not upload.data:
         raise errors.BadRequest("The file is empty")
     return upload
+
+
+@dataclass
+class Uploads:
+    """The files of a multipart upload that may carry several (in the order sent), the field
+    names they came in, and the small text fields sent with them."""
+
+    files: list[Upload] = field(default_factory=list)
+    #: The file fields used and how many file parts were sent (counted before each is read, so
+    #: an error part-way still tells how the client shaped its request).
+    file_fields: set[str] = field(default_factory=set)
+    sent: int = 0
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+async def read_uploads(
+    request: web.Request, limit: int, max_files: int, names: tuple[str, ...], uploads: Uploads
+) -> Uploads:
+    """Fill ``uploads`` with every file of the multipart body sent in one of the fields
+    ``names`` (several per field allowed), fields read before an error staying in it.
+
+    ``limit`` bounds the files' bytes together, so a request never holds more in memory than a
+    single upload may; more than ``max_files`` files is a 400 ``bad_request``, as is a file in
+    another field or an empty file. Other errors as :func:`read_upload`.
+    """
+    wanted = " or ".join(f"`{name}`" for name in names)
+    if not request.body_exists or request.content_length == 0:
+        raise errors.BadRequest(f"No file: send multipart/form-data with the files in {wanted}")
+    if request.content_type != "multipart/form-data":
+        raise errors.UnsupportedMediaType(f"Send multipart/form-data with the files in {wanted}")
+    too_big = f"The files exceed {limit} bytes together"
+    if request.content_length is not None and request.content_length > limit + FORM_OVERHEAD:
+        raise errors.PayloadTooLarge(too_big)
+    total = 0
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, aiohttp.BodyPartReader):
+                raise errors.BadRequest("Nested multipart bodies are not accepted")
+            if part.name in names:
+                uploads.file_fields.add(part.name)
+                uploads.sent += 1
+                if uploads.sent > max_files:
+                    raise errors.BadRequest(f"Too many files: at most {max_files} per request")
+                try:
+                    data = await _read_part(part, limit - total)
+                except errors.PayloadTooLarge:
+                    raise errors.PayloadTooLarge(too_big) from None
+                total += len(data)
+                uploads.files.append(Upload(data=data, filename=part.filename))
+            elif part.filename is not None:
+                raise errors.BadRequest(f"Files must be sent in {wanted}, not `{part.name}`")
+            elif part.name and part.name not in uploads.fields:
+                raw = await _read_part(part, FIELD_LIMIT, field_name=part.name)
+                uploads.fields[part.name] = raw.decode("utf-8", "replace")
+    except (ValueError, HttpProcessingError, aiohttp.ClientPayloadError) as exc:
+        raise errors.BadRequest(f"Malformed multipart body: {exc}") from exc
+    if not uploads.files:
+        raise errors.BadRequest(f"No {wanted} field in the multipart body")
+    for number, upload in enumerate(uploads.files, 1):
+        if not upload.data:
+            which = f" (file {number} of {len(uploads.files)})" if len(uploads.files) > 1 else ""
+            raise errors.BadRequest(f"The file is empty{which}")
+    return uploads
 
 
 async def _read_part(part: aiohttp.BodyPartReader, limit: int, field_name: str = "") -> bytes:

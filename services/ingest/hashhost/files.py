@@ -1,6 +1,7 @@
-"""The hash file host's writes as use cases: storing a file (registered to an account, or
-anonymous with a delete token shown once) and removing one record of a file through the blob
-protocol (its bytes go when nothing references them any more)."""
+"""The hash file host's writes as use cases: storing the files of one upload (registered to an
+account, or anonymous with a delete token each, shown once), all of them or none, and removing
+one record of a file through the blob protocol (its bytes go when nothing references them any
+more)."""
 
 from __future__ import annotations
 
@@ -15,29 +16,76 @@ from services.ingest.domain import stored_event_data
 from services.ingest.hashhost import domain, repo
 from services.ingest.upload_streaming import Upload
 from shared.faults import Faults
+from shared.logging import get_logger
 from shared.storage import BlobStore
+
+log = get_logger("darkroom.ingest.hashhost")
 
 
 @dataclass(frozen=True)
 class StoredFile:
-    """A stored upload: its content, display name and, when anonymous, its delete token."""
+    """A stored upload: its content, display name, when anonymous its delete token, and whether
+    its record is new (an account's second upload of the same content adds none)."""
 
     content: Content
     filename: str
     delete_token: str | None
+    created: bool = True
 
 
-async def store_file(
+async def store_files(
     pool: asyncpg.Pool,
     store: BlobStore,
     faults: Faults,
     limits: Limits,
     account_id: str | None,
+    uploads: list[Upload],
+) -> list[StoredFile]:
+    """Validate and store the files of one upload request, all or none.
+
+    Every file is checked before anything is written, so a refused one (422, 415 …) leaves no
+    record and no bytes; should a write fail part-way (the database gone), the records this
+    call added are removed again before the error goes on.
+    """
+    contents = [await examine_off_loop(upload.data, limits) for upload in uploads]
+    stored: list[StoredFile] = []
+    try:
+        for upload, content in zip(uploads, contents, strict=True):
+            stored.append(await _store(pool, store, faults, account_id, upload, content))
+    except BaseException:
+        await _forget(pool, store, account_id, stored)
+        raise
+    return stored
+
+
+async def _forget(
+    pool: asyncpg.Pool, store: BlobStore, account_id: str | None, stored: list[StoredFile]
+) -> None:
+    for done in stored:
+        if not done.created:
+            continue  # the account held it before this request: not ours to take back
+        try:
+            await remove_file(
+                pool,
+                store,
+                done.content.sha256,
+                account_id=account_id,
+                delete_token=done.delete_token,
+            )
+        except Exception:  # the original error is the one to answer; this one is logged
+            log.exception("hashhost.undo_failed", hash=done.content.sha256)
+
+
+async def _store(
+    pool: asyncpg.Pool,
+    store: BlobStore,
+    faults: Faults,
+    account_id: str | None,
     upload: Upload,
+    content: Content,
 ) -> StoredFile:
-    """Validate and store an upload of any type; registered to ``account_id`` (once per
-    content), or anonymous (``account_id`` None) with a fresh delete token."""
-    content = await examine_off_loop(upload.data, limits)
+    """Store one examined upload; registered to ``account_id`` (once per content), or
+    anonymous (``account_id`` None) with a fresh delete token."""
     filename = domain.clean_filename(upload.filename)
     delete_token = None
     if account_id is not None:
@@ -55,8 +103,8 @@ async def store_file(
             return True
 
     event = stored_event_data(content, account_id, domain.SOURCE)
-    await blobs.store_content(pool, store, content, upload.data, register, event, faults)
-    return StoredFile(content, filename, delete_token)
+    created = await blobs.store_content(pool, store, content, upload.data, register, event, faults)
+    return StoredFile(content, filename, delete_token, created)
 
 
 async def remove_file(

@@ -90,13 +90,35 @@ async def served_file(conn: asyncpg.Connection, sha256: str) -> Blob | None:
     return Blob(**row) if row else None
 
 
-async def files_of(conn: asyncpg.Connection, account_id: uuid.UUID, limit: int) -> list[FileRecord]:
-    """An account's hash-host files, newest first, at most ``limit``."""
+async def files_of(
+    conn: asyncpg.Connection, account_id: uuid.UUID, offset: int, limit: int
+) -> list[FileRecord]:
+    """One page of an account's hash-host files, newest first: skip ``offset``, at most
+    ``limit`` (ties broken by hash, so pages never repeat or skip a file)."""
     rows = await conn.fetch(
         "SELECT f.sha256, f.filename, f.media_type, b.size, f.created_at"
         " FROM files f JOIN blobs b USING (sha256) WHERE f.account_id = $1"
-        " ORDER BY f.created_at DESC LIMIT $2",
+        " ORDER BY f.created_at DESC, f.sha256 LIMIT $2 OFFSET $3",
         account_id,
         limit,
+        offset,
     )
     return [FileRecord(**row) for row in rows]
+
+
+async def count_files(conn: asyncpg.Connection, account_id: uuid.UUID) -> int:
+    """How many hash-host files an account holds."""
+    return await conn.fetchval("SELECT count(*) FROM files WHERE account_id = $1", account_id)
+
+
+async def file_of(
+    conn: asyncpg.Connection, account_id: uuid.UUID, sha256: str
+) -> FileRecord | None:
+    """An account's record of ``sha256`` (for the page that confirms its deletion)."""
+    row = await conn.fetchrow(
+        "SELECT f.sha256, f.filename, f.media_type, b.size, f.created_at"
+        " FROM files f JOIN blobs b USING (sha256) WHERE f.account_id = $1 AND f.sha256 = $2",
+        account_id,
+        sha256,
+    )
+    return FileRecord(**row) if row else None
