@@ -1,5 +1,5 @@
 """The operator CLI, ``darkroom``: prepare the platform, manage accounts, OAuth clients and
-dead letters.
+dead letters, sign Happo JWTs.
 
 It talks to the database directly with the same configuration the services read (environment,
 ``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
@@ -11,10 +11,13 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import secrets
+import shlex
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -40,6 +43,17 @@ CONSUMERS = (
     DIFFS_CONSUMER,
     MAIL_CONSUMER,
 )
+
+#: Where ``--format env`` puts each field of a command's answer: variables a shell can ``eval``.
+ENV_NAMES = {
+    "account_id": "DARKROOM_ACCOUNT_ID",
+    "user_id": "DARKROOM_USER_ID",
+    "api_key": "DARKROOM_API_KEY",
+    "api_secret": "DARKROOM_API_SECRET",
+    "token": "DARKROOM_TOKEN",
+    "client_id": "DARKROOM_CLIENT_ID",
+    "client_secret": "DARKROOM_CLIENT_SECRET",
+}
 
 #: Secrets ``darkroom secrets`` generates when missing: variable → generator.
 GENERATED_SECRETS = {
@@ -123,6 +137,11 @@ async def _create_oauth_client(
     except ValueError as exc:
         raise CommandError(f"--account must be an account id (a UUID), not {account_id!r}") from exc
     redirect_uri = auth_oauth.validate_redirect_uri(redirect_uri)
+    # The consent page names the application: without a name it would show the raw client id,
+    # so the host people will be sent back to stands in for one.
+    name = name.strip() or urlsplit(redirect_uri).netloc
+    if len(name) > 200:
+        raise CommandError("--name must be at most 200 characters")
     await db.ensure_database(config.database_url)
     conn = await db.connect(config.database_url, "auth")
     try:
@@ -157,6 +176,20 @@ async def _dead_letters(
         await broker.close()
 
 
+def _happo_jwt(key: str | None, secret: str | None) -> str:
+    if not key or not secret:
+        raise CommandError(
+            "give --key and --secret, or set DARKROOM_API_KEY and DARKROOM_API_SECRET"
+            ' (`eval "$(darkroom account create … --format env)"` does)'
+        )
+    return auth_domain.sign_jwt(key, secret)
+
+
+def _as_env(result: dict) -> str:
+    """``export NAME=value`` lines, quoted for any POSIX shell."""
+    return "\n".join(f"export {ENV_NAMES[k]}={shlex.quote(str(v))}" for k, v in result.items())
+
+
 def _generate_secrets(folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
@@ -183,6 +216,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--email", required=True)
     create.add_argument("--password", required=True)
+    _format_option(create)
     oauth_client = commands.add_parser("oauth-client", help="manage OAuth 2.0 applications")
     oauth_commands = oauth_client.add_subparsers(dest="action", required=True)
     register = oauth_commands.add_parser(
@@ -190,7 +224,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     register.add_argument("--account", required=True, help="id of the owning account")
     register.add_argument("--redirect-uri", required=True, help="the one allowed redirect URI")
-    register.add_argument("--name", default="", help="shown to users on the consent page")
+    register.add_argument(
+        "--name", default="", help="shown on the consent page (default: the redirect URI's host)"
+    )
+    _format_option(register)
+    jwt = commands.add_parser(
+        "happo-jwt", help="print a Happo JWT (HS256, kid = key, payload {key}) for curl"
+    )
+    # From the environment by default, so the secret needs no place on a command line.
+    jwt.add_argument(
+        "--key", default=os.environ.get("DARKROOM_API_KEY"), help="default: $DARKROOM_API_KEY"
+    )
+    jwt.add_argument(
+        "--secret",
+        default=os.environ.get("DARKROOM_API_SECRET"),
+        help="default: $DARKROOM_API_SECRET",
+    )
     dead = commands.add_parser(
         "dead-letters", help="list or replay events a consumer gave up on (poison messages)"
     )
@@ -211,6 +260,15 @@ def _parser() -> argparse.ArgumentParser:
                 "--event", action="append", default=[], help="only this event id (repeatable)"
             )
     return parser
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--format",
+        choices=("json", "env"),
+        default="json",
+        help='json (default), or env: `export DARKROOM_…=…` lines for `eval "$(…)"`',
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
                     getattr(args, "event", []),
                 )
             )
+        elif args.command == "happo-jwt":
+            result = _happo_jwt(args.key, args.secret)
         elif args.command == "oauth-client":
             result = asyncio.run(
                 _create_oauth_client(
@@ -250,4 +310,9 @@ def main(argv: list[str] | None = None) -> None:
         # Some connection errors carry no message: their type is then the only clue.
         print(f"darkroom: {exc or type(exc).__name__}", file=sys.stderr)
         raise SystemExit(1) from None
-    print(json.dumps(result, indent=2))
+    if isinstance(result, str):
+        print(result)
+    elif getattr(args, "format", "json") == "env":
+        print(_as_env(result))
+    else:
+        print(json.dumps(result, indent=2))
