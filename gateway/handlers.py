@@ -17,7 +17,7 @@ from yarl import URL
 
 from gateway import domain
 from gateway.config import GatewayConfig
-from shared import errors
+from shared import errors, layout
 from shared.config import SERVICES
 from shared.http import (
     ANONYMOUS,
@@ -128,7 +128,7 @@ async def edge_middleware(
     except errors.DarkroomError as exc:
         # Answered here rather than by the outer error middleware so errors carry CORS too:
         # a browser client must be able to read a 401 or a 429.
-        response = error_response(exc)
+        response = error_response(exc, request)
     if not response.prepared:
         response.headers.update(domain.cors_headers(origin))
     return response
@@ -414,10 +414,21 @@ async def openapi_json(request: web.Request) -> web.Response:
     )
 
 
+@functools.cache
+def _docs_html() -> str:
+    # The gateway's own page: no viewer known here, so the header's account links are left out.
+    return (
+        layout.environment(_STATIC)
+        .get_template("docs.html")
+        .render(nav=layout.navigation("docs.html"), user=None, account=False, csrf="")
+    )
+
+
 async def docs_page(_request: web.Request) -> web.Response:
-    """``GET /docs``: the document rendered by Swagger UI, every asset served from here."""
+    """``GET /docs``: the document rendered by Swagger UI, every asset served from here, under
+    the site header."""
     return web.Response(
-        body=(_STATIC / "docs.html").read_bytes(),
+        text=_docs_html(),
         content_type="text/html",
         charset="utf-8",
         headers={"Content-Security-Policy": DOCS_CSP, "X-Content-Type-Options": "nosniff"},

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
-from shared import errors
+from shared import errors, layout
 from shared.db import CONNECTION_ERRORS, UNSTORABLE_TEXT
 from shared.logging import get_logger, new_request_id, request_id_var
 
@@ -159,12 +159,17 @@ def require_account(request: web.Request) -> Principal:
     return principal
 
 
-def error_response(error: errors.DarkroomError) -> web.Response:
-    """The JSON error shape for ``error`` (with ``Retry-After`` when it carries one)."""
-    headers = {}
+def error_response(error: errors.DarkroomError, request: web.Request | None = None) -> web.Response:
+    """The answer to ``error`` (with ``Retry-After`` when it carries one): the JSON error shape,
+    or, when ``request`` is a browser's for a page (:func:`shared.layout.wants_page`), the same
+    status as an HTML page in the shared layout. The one place that choice is made."""
+    if request is not None and layout.wants_page(request):
+        response = layout.error_page(error)
+    else:
+        response = web.json_response(error.body(), status=error.status)
     if error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
-    return web.json_response(error.body(), status=error.status, headers=headers)
+        response.headers["Retry-After"] = str(max(1, int(error.retry_after + 0.999)))
+    return response
 
 
 @web.middleware
@@ -204,23 +209,23 @@ async def error_middleware(
     try:
         return await handler(request)
     except errors.DarkroomError as exc:
-        return error_response(exc)
+        return error_response(exc, request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(errors.for_status(exc.status, exc.reason))
+        response = error_response(errors.for_status(exc.status, exc.reason), request)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
     except CONNECTION_ERRORS as exc:
         log.warning("dependency.unavailable", error=repr(exc))
-        return error_response(errors.Unavailable(retry_after=2))
+        return error_response(errors.Unavailable(retry_after=2), request)
     except UNSTORABLE_TEXT:
         # PostgreSQL text cannot hold NUL: whatever field carried one, the client sent it.
-        return error_response(errors.BadRequest("Text must not contain NUL characters"))
+        return error_response(errors.BadRequest("Text must not contain NUL characters"), request)
     except Exception:
         log.exception("http.unhandled", method=request.method, path=request.path)
-        return error_response(errors.DarkroomError())
+        return error_response(errors.DarkroomError(), request)
 
 
 def internal_auth_middleware(key: str) -> Callable:

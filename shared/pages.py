@@ -9,17 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jinja2
 from aiohttp import web
 
-from shared import errors
+from shared import errors, layout
 from shared.http import InternalClient, Principal
 from shared.logging import get_logger
 from shared.signing import FORM, Signer
 
 log = get_logger(__name__)
 
-_SHARED_TEMPLATES = Path(__file__).with_name("templates")
 #: The form field the token travels in.
 ANTI_FORGERY_FIELD = "csrf"
 
@@ -41,22 +39,14 @@ def form_token(signer: Signer, principal: Principal) -> str:
 
 
 class Pages:
-    """Renders a service's templates (its ``templates/`` folder, then the shared layout)."""
+    """Renders a service's templates (its ``templates/`` folder, then the shared layout), each
+    with the site navigation (:func:`shared.layout.navigation`) its template belongs under."""
 
     def __init__(self, service_templates: Path, signing_key: str) -> None:
         #: The one signer of this service's form tokens (forms never expire on their own: the
         #: token dies with the session it names).
         self.form_signer = Signer(FORM, signing_key)
-        self.env = jinja2.Environment(
-            loader=jinja2.ChoiceLoader(
-                [
-                    jinja2.FileSystemLoader(service_templates),
-                    jinja2.FileSystemLoader(_SHARED_TEMPLATES),
-                ]
-            ),
-            autoescape=True,
-            undefined=jinja2.StrictUndefined,
-        )
+        self.env = layout.environment(service_templates)
 
     def render(
         self,
@@ -69,17 +59,11 @@ class Pages:
         """An HTML response of ``template`` with ``context``, and ``csrf``: the viewer's form
         token (see :func:`form_token`; "" when no ``principal`` is given)."""
         csrf = form_token(self.form_signer, principal) if principal is not None else ""
-        html = self.env.get_template(template).render(**context, csrf=csrf)
+        html = self.env.get_template(template).render(
+            {"nav": layout.navigation(template), **context}, csrf=csrf
+        )
         return web.Response(
-            text=html,
-            status=status,
-            content_type="text/html",
-            headers={
-                "Content-Security-Policy": "default-src 'self'; style-src 'unsafe-inline';"
-                " frame-ancestors 'none'; form-action 'self'",
-                "X-Frame-Options": "DENY",
-                "Cache-Control": "no-store",
-            },
+            text=html, status=status, content_type="text/html", headers=dict(layout.PAGE_HEADERS)
         )
 
     def check_form_token(self, principal: Principal, form: Mapping[str, Any]) -> None:

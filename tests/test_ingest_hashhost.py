@@ -444,22 +444,36 @@ REFUSED_BATCHES = {
 
 
 @pytest.mark.parametrize("case", REFUSED_BATCHES)
-async def test_one_refused_file_refuses_the_whole_request(client, stack, account, case):
+async def test_one_refused_file_refuses_the_whole_request(client, stack, account, case, resilience):
     make, status, code = REFUSED_BATCHES[case]
     datas = make()
     before = await snapshot(stack)
+    answers: list[int] = []
     for field in ("files[]", "file"):
         request = _multipart([(field, f"{i}.bin", d) for i, d in enumerate(datas)])
         got, answer = await _post(
             client, f"{stack.url}/api/upload", _with_auth(request, account["token"])
         )
+        answers.append(got)
         assert got == status, answer
         assert answer["success"] is False and answer["errorcode"] == status
         assert answer["description"] == answer["error"]["message"]
         assert answer["error"]["code"] == code
         got, text = await _post(client, f"{stack.url}/upload?api=1", request)
+        answers.append(got)
         assert (got, text.startswith("ERROR ")) == (status, True), text
     assert await snapshot(stack) == before
+    resilience.row(
+        "hash host",
+        f"several files in one upload, one of them {case}",
+        injected=f"{len(datas)} files in files[] and in repeated file fields, to /api/upload"
+        " (pomf JSON) and /upload?api=1 (text)",
+        observed=f"{status} {code} to all {len(answers)} requests, in pomf's error shape with"
+        " the house error beside it; no record, no blob, no bytes kept of the good files",
+        accepted=sum(a < 400 for a in answers),
+        effects=0,
+        errors_5xx=sum(a >= 500 for a in answers),
+    )
     status, answer = await _post(
         client,
         f"{stack.url}/api/upload",

@@ -145,7 +145,7 @@ async def test_compare_equal_added_deleted_and_statuses(client, stack, account, 
     assert result["compareUrl"] == f"{stack.url}/comparisons/{result['id']}"
     async with client.get(result["statusImageUrl"]) as r:  # public, for pull requests
         assert r.status == 200 and r.content_type == "image/svg+xml"
-        assert "2 diffs" in await r.text()
+        assert "2 changes" in await r.text()  # as the page counts: 0 diffs, 1 added, 1 deleted
     async with client.get(result["statusImageUrl"].replace(".svg", "0.svg")) as r:
         assert r.status == 404
     status = await call(

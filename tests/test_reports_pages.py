@@ -54,10 +54,17 @@ class Html(HTMLParser):
         elif tag == "a" and "href" in a:
             self.links.append(a["href"])
         elif tag == "form":
-            self._form = {"action": a.get("action"), "method": a.get("method"), "fields": {}}
+            self._form = {
+                "action": a.get("action"),
+                "method": a.get("method"),
+                "fields": {},
+                "buttons": {},
+            }
             self.forms.append(self._form)
         elif tag == "input" and self._form is not None and a.get("name"):
             self._form["fields"][a["name"]] = a.get("value", "")
+        elif tag == "button" and self._form is not None and a.get("name"):
+            self._form["buttons"][a.get("value", "")] = a
         elif tag == "article":
             self.articles.append(a.get("id", ""))
         elif tag in ("h1", "h2"):
@@ -87,8 +94,26 @@ class Html(HTMLParser):
         return [i["src"] for i in self.imgs if cls in i.get("class", "").split()]
 
     def review_forms(self) -> dict[str, dict]:
-        """The accept/reject forms by decision."""
-        return {f["fields"]["decision"]: f for f in self.forms if f["action"].endswith("/review")}
+        """The "… all remaining" form, by the decision of each of its buttons (enabled ones)."""
+        return {
+            value: {"action": f["action"], "fields": {**f["fields"], "decision": value}}
+            for f in self.forms
+            if f["action"].endswith("/review")
+            for value, button in f["buttons"].items()
+            if "disabled" not in button
+        }
+
+    def change_forms(self) -> dict[int, dict[str, dict]]:
+        """Each change's decision form, by position, then by the decision of each button."""
+        found: dict[int, dict[str, dict]] = {}
+        for f in self.forms:
+            if "/changes/" in f["action"]:
+                position = int(f["action"].rsplit("/", 1)[1])
+                found[position] = {
+                    value: {"action": f["action"], "fields": {**f["fields"], "decision": value}}
+                    for value in f["buttons"]
+                }
+        return found
 
 
 def path_of(url: str) -> str:
@@ -184,6 +209,22 @@ async def review(session, stack, comparison_id: int, fields: dict) -> aiohttp.Cl
         return r
 
 
+async def review_change(session, stack, form: dict, **headers: str) -> aiohttp.ClientResponse:
+    """Post one change's decision form as the page's button would."""
+    async with session.post(
+        f"{stack.url}{form['action']}",
+        data=form["fields"],
+        headers={"Origin": stack.url, **headers},
+        allow_redirects=False,
+    ) as r:
+        await r.read()
+        return r
+
+
+def text_of_h1(result: dict) -> str:
+    return f"Comparison {result['sha1']} → {result['sha2']}"
+
+
 async def a_comparison_with_a_diff(client, stack, account, images) -> dict:
     """Button changed, Modal deleted, Chip added, Card unchanged."""
     before, after = sha(), sha()
@@ -267,36 +308,47 @@ async def test_comparison_page_shows_changes_and_hides_unchanged(
     result = await a_comparison_with_a_diff(client, stack, account, images)
     html = await page(person, stack, path_of(result["compareUrl"]))
     text = html.text
-    assert "awaiting review" in text and "Changes wait for a review." in text
+    assert "awaiting review" in text and "3 of 3 changes wait for a review." in text
     assert "1 diff, 1 added, 1 deleted, 1 unchanged" in text  # the summary
     assert "Tweak <buttons>" in text and "https://x/pr/9" in html.links
-    assert "1 unchanged (not shown)" in text
-    assert "Card" not in text  # the unchanged snapshot is hidden
-    assert html.headings[1:] == ["Diffs", "Added", "Deleted"]
+    assert "3 changes: 1 diff 1 added 1 deleted 1 unchanged ( show )" in text
+    assert "Card" not in text  # the unchanged snapshot is hidden, until asked for
+    assert html.headings == [text_of_h1(result), "Diffs", "Added", "Deleted", "Changes"]
     [diff] = result["diffImages"]
     assert html.srcs("diffimg") == [path_of(diff["url"])]
     a, a2 = path_of(images["a"].url), path_of(images["a2"].url)
-    # side by side, then the overlay stacks the same two images
-    assert html.srcs("before") == [a, a] and html.srcs("after") == [a2, a2]
+    # side by side, then the overlay and the swipe stack the same two images
+    assert html.srcs("before") == [a, a, a] and html.srcs("after") == [a2, a2, a2]
     assert "100 of 3072 pixels changed" in text
     added = [i["alt"] for i in html.imgs if i["src"] == path_of(images["b"].url)]
-    assert added == ["Chip: default on chrome", "Modal: default on chrome"]
+    assert added == ["Chip: default on chrome (added)", "Modal: default on chrome (deleted)"]
     # the before and after reports are linked
     before_report = await call(
         client, stack, "GET", f"/api/reports/{result['sha1']}/status", jwt_auth(account)
     )
     assert f"/reports/{before_report['id']}" in html.links
-    # the overlay's controls, with no script anywhere
+    # no inline script: the one script is the workspace's own file, which the policy allows
     async with person.get(result["compareUrl"]) as r:
-        assert "<script" not in await r.text()
+        body = await r.text()
+    assert body.count("<script") == 1
+    assert '<script src="/comparisons/review.js" defer></script>' in body
+    async with person.get(f"{stack.url}/comparisons/review.js") as r:
+        assert r.status == 200 and r.content_type == "application/javascript"
+        assert "keydown" in await r.text()
+    # the unchanged snapshot on demand
+    shown = await page(person, stack, path_of(result["compareUrl"]) + "?unchanged=1")
+    assert "Card" in shown.text and shown.headings[-2] == "Unchanged"
     # the diff image loads for the signed-in person
     async with person.get(f"{stack.url}{html.srcs('diffimg')[0]}") as r:
         assert r.status == 200 and r.content_type == "image/png"
     # review forms for the person; none for API credentials
     forms = html.review_forms()
     assert set(forms) == {"accept", "reject"} and len(forms["accept"]["fields"]["csrf"]) == 64
+    changes = html.change_forms()
+    assert sorted(len(by_decision) for by_decision in changes.values()) == [3, 3, 4]
     html = await page(client, stack, path_of(result["compareUrl"]), headers=basic_auth(account))
-    assert html.review_forms() == {} and html.srcs("diffimg") == [path_of(diff["url"])]
+    assert html.review_forms() == {} and html.change_forms() == {}
+    assert html.srcs("diffimg") == [path_of(diff["url"])]
 
 
 async def test_the_diffs_list_paginates(client, stack, account, person):
@@ -329,18 +381,23 @@ async def test_the_diffs_list_paginates(client, stack, account, person):
     assert result["summary"] == "25 diffs, 1 added, 1 deleted, 2 unchanged"
     path = path_of(result["compareUrl"])
     first = await page(person, stack, path)
-    assert len(first.articles) == 20 and first.headings[1:] == ["Diffs"]
-    assert "Changes 1\N{EN DASH}20 of 27, page 1 of 2." in first.text
+    assert len(first.articles) == 20 and first.headings[1:] == ["Diffs", "Changes"]
+    assert "Items 1\N{EN DASH}20 of 27, page 1 of 2." in first.text
     assert f"{path}?page=2" in first.links
     second = await page(person, stack, f"{path}?page=2")
-    assert len(second.articles) == 5 and second.headings[1:] == ["Diffs", "Added", "Deleted"]
-    assert "Fresh" in second.text and "Gone" in second.text and "Fresh" not in first.text
+    assert len(second.articles) == 7  # 5 diffs, then the added and the deleted snapshot
+    assert second.headings[1:] == ["Diffs", "Added", "Deleted", "Changes"]
+    alts = {name: {i.get("alt") for i in html.imgs} for name, html in (("1", first), ("2", second))}
+    assert {"Fresh: default on chrome (added)", "Gone: default on chrome (deleted)"} <= alts["2"]
+    assert "Fresh: default on chrome (added)" not in alts["1"]
+    # the list beside the viewer names every change on every page, each linked to its page
+    assert f"{path}?page=2#entry-0" in first.links and f"{path}#entry-1" in second.links
     assert path in second.links  # back to page 1
-    assert "Same1" not in first.text + second.text and "2 unchanged (not shown)" in second.text
+    assert "Same1" not in first.text + second.text and "2 unchanged ( show )" in second.text
     # the pages together show every diff image the API lists, each once, in order
     shown = first.srcs("diffimg") + second.srcs("diffimg")
     assert shown == [path_of(d["url"]) for d in result["diffImages"]]
-    assert [a.split("-")[1] for a in first.articles + second.articles] == [
+    assert [a.split("-")[1] for a in (first.articles + second.articles)[:25]] == [
         s.rsplit("/", 1)[1].removesuffix(".png") for s in shown
     ]
     # a review from page 2 comes back to page 2
@@ -363,7 +420,7 @@ async def test_accept_then_reject_sets_the_api_status(client, stack, account, im
     assert r.status == 303 and r.headers["Location"] == path
     assert await api_status(client, stack, account, result) == "success"
     html = await page(person, stack, path)
-    assert "Accepted by you on" in html.text
+    assert "Accepted; the last decision by you on" in html.text
     # the Comparison object and the badge agree
     job = await call(
         client,
@@ -374,11 +431,13 @@ async def test_accept_then_reject_sets_the_api_status(client, stack, account, im
         {},
     )
     assert job["status"] == "success"
-    # a second look: rejected after all
-    r = await review(person, stack, result["id"], html.review_forms()["reject"]["fields"])
+    # nothing is left to decide at once; a second look rejects one change after all
+    assert html.review_forms() == {}
+    [first, *_] = html.change_forms().values()
+    r = await review_change(person, stack, first["reject"])
     assert r.status == 303
     assert await api_status(client, stack, account, result) == "failure"
-    assert "Rejected by you on" in (await page(person, stack, path)).text
+    assert "Rejected; the last decision by you on" in (await page(person, stack, path)).text
 
 
 async def test_refused_reviews_change_nothing(

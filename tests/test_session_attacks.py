@@ -249,6 +249,9 @@ async def page_forms(
             "/applications", {"name": "forged", "redirect_uri": "https://f.example/cb"}, ok=201
         ),
         "POST /applications/{client_pk}/delete": Form(f"/applications/{client_pk}/delete", {}),
+        "POST /comparisons/{id}/changes/{position}": Form(
+            f"/comparisons/{comparison}/changes/0", {"decision": "reject"}
+        ),
         "POST /comparisons/{id}/review": Form(
             f"/comparisons/{comparison}/review", {"decision": "reject"}
         ),
@@ -294,7 +297,7 @@ async def reviewed(http: aiohttp.ClientSession, stack: Stack, victim: Browser, f
     ) as response:
         page = await response.text()
     assert response.status == 200, page
-    return "rejected" in page.lower()
+    return 'class="status status-failure"' in page
 
 
 async def test_every_signed_in_form_needs_its_token(

@@ -59,7 +59,17 @@ def create_app(config: AuthConfig) -> web.Application:
     database, broker, relay, consuming = runtime.service_contexts(
         config, SCHEMA, HERE / "migrations", consumers.SUBSCRIPTIONS
     )
-    app.cleanup_ctx.extend([database, use_cases(config, box), broker, relay, consuming])
+    # The internal client: the home page asks reports for the account's work.
+    app.cleanup_ctx.extend(
+        [
+            database,
+            use_cases(config, box),
+            broker,
+            relay,
+            runtime.internal_client(config),
+            consuming,
+        ]
+    )
     app.router.add_routes(health_routes(lambda: runtime.dependency_checks(app)))
     setup_routes(app)
     return app

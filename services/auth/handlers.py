@@ -8,7 +8,7 @@ from urllib.parse import urlencode, urlsplit
 
 from aiohttp import web
 
-from services.auth import domain, oauth, repo
+from services.auth import domain, home, oauth, repo
 from services.auth.applications import Applications
 from services.auth.config import AuthConfig
 from services.auth.credentials import Credentials
@@ -25,6 +25,7 @@ from shared.http import (
     require_account,
 )
 from shared.pages import Pages, redirect, safe_next
+from shared.runtime import INTERNAL
 
 CONFIG = web.AppKey("auth.config", AuthConfig)
 PAGES = web.AppKey("auth.pages", Pages)
@@ -104,9 +105,17 @@ async def revoke_credential(request: web.Request) -> web.Response:
 
 
 async def home_page(request: web.Request) -> web.Response:
-    """``GET /``: what Darkroom is, with links to sign in or to the keys."""
+    """``GET /``: what Darkroom is and how to start; signed in, the account's work too (its
+    projects, recent reports, comparisons awaiting review and jobs, as reports summarises
+    them: see :mod:`services.auth.home`)."""
+    user = await _page_user(request)
+    summary = home.Summary()
+    if user is not None:
+        summary = await home.account_work(
+            request.app[INTERNAL], request.app[CONFIG].service_url("reports"), principal_of(request)
+        )
     return request.app[PAGES].render(
-        "home.html", user=await _page_user(request), principal=principal_of(request)
+        "home.html", user=user, principal=principal_of(request), summary=summary
     )
 
 

@@ -19,6 +19,7 @@ from services.reports.handlers import (
     JOBS,
     NOTICES,
     RENDER_REQUESTS,
+    REVIEWS,
     SUBMISSIONS,
     SUBSCRIPTIONS,
 )
@@ -28,6 +29,7 @@ from services.reports.mail import open_mailer
 from services.reports.notices import Notices
 from services.reports.pages import PAGES, create_pages
 from services.reports.render_requests import RenderRequests
+from services.reports.reviewing import Reviews
 from services.reports.routes import setup_routes
 from services.reports.submissions import Submissions
 from services.reports.subscriptions import Subscriptions
@@ -42,8 +44,9 @@ log = get_logger("darkroom.reports")
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
     """The use cases over the pool: writing and reading reports, snap requests to render,
-    running comparisons, jobs, ignored diffs, subscriptions, badges, sending notices. The
-    signers of the badge and unsubscribe links are the configuration's (built once)."""
+    running and reviewing comparisons, jobs, ignored diffs, subscriptions, badges, sending
+    notices. The signers of the badge and unsubscribe links are the configuration's (built
+    once)."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         pool = app[runtime.POOL]
@@ -55,6 +58,7 @@ def reporting(config: ReportsConfig) -> runtime.CleanupContext:
         comparisons = Comparisons(pool, app[runtime.BROKER], config)
         mailer = open_mailer(config.smtp_url, Path(config.mail_dir), config.smtp_timeout)
         app[COMPARISONS] = comparisons
+        app[REVIEWS] = Reviews(pool, config.public_url)
         app[NOTICES] = Notices(pool, mailer, config)
         app[JOBS] = Jobs(pool)
         app[IGNORED_DIFFS] = IgnoredDiffs(pool, config.public_url)

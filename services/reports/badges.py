@@ -30,10 +30,10 @@ def badge_message(status: str, tally: Tally | None) -> str:
         return "no diffs"
     if status == SUCCESS:
         return "accepted"
-    if status == FAILURE and tally.diffs + tally.added + tally.deleted == 0:
+    if status == FAILURE and tally.changes == 0:
         return "rejected"
-    changes = tally.diffs + tally.added + tally.deleted
-    return f"{changes} diff" if changes == 1 else f"{changes} diffs"
+    # The comparison page's headline counts the same thing: "N changes: d diffs, a added, …".
+    return f"{tally.changes} change" if tally.changes == 1 else f"{tally.changes} changes"
 
 
 class Badges:

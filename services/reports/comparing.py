@@ -31,7 +31,7 @@ _POLL_SECONDS = 0.5
 
 
 class Comparisons:
-    """Starts, advances, awaits, reads and reviews comparisons."""
+    """Starts, advances, awaits and reads comparisons (reviewing them is :mod:`reviewing`)."""
 
     def __init__(self, pool: asyncpg.Pool, broker: Broker, config: ReportsConfig) -> None:
         self.pool = pool
@@ -138,17 +138,6 @@ class Comparisons:
             return await repo.comparisons.comparisons_of_sha(
                 conn, str(principal.account_id), project, sha
             )
-
-    async def review(self, principal: Principal, comparison_id: int, decision: str) -> None:
-        """A person of the account accepts or rejects a finished comparison (409 while it
-        runs)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Locked, so a comparison being re-run (which clears its review) is not reviewed
-            # half-way through.
-            comparison = await own_comparison(conn, principal, comparison_id, lock=True)
-            if not comparison.done:
-                raise errors.Conflict("The comparison is still running: review it once it is done")
-            await repo.comparisons.review(conn, comparison.id, decision, principal.user_id)
 
     # --- steps ---------------------------------------------------------------------------------
 

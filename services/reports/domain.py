@@ -451,6 +451,45 @@ def comparison_status(done: bool, equal: bool | None, review: str | None) -> str
     return SUCCESS if equal else AWAITING_REVIEW
 
 
+#: The kinds of entries that are changes a person reviews (the order a comparison page lists
+#: them in); unchanged entries are only counted.
+CHANGE_KINDS = ("diff", "added", "deleted")
+#: A review form's word for what a person decides about a change, and the decision stored.
+#: ``ignore`` applies to diffs only: it also marks the pair of images as noise for later runs.
+ENTRY_DECISIONS = {"accept": "accepted", "reject": "rejected", "ignore": "ignored"}
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """How a comparison's changes stand: how many wait and how many were decided each way."""
+
+    undecided: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    ignored: int = 0
+
+    @classmethod
+    def of(cls, counts: Mapping[str | None, int]) -> Decisions:
+        """From counts by stored decision (None for a change nobody decided yet)."""
+        return cls(
+            undecided=counts.get(None, 0),
+            accepted=counts.get("accepted", 0),
+            rejected=counts.get("rejected", 0),
+            ignored=counts.get("ignored", 0),
+        )
+
+    @property
+    def review(self) -> str | None:
+        """The comparison's review, derived from its changes: ``rejected`` as soon as one
+        is, ``accepted`` once every change is accepted or ignored, None while any waits (a
+        comparison without changes needs no review)."""
+        if self.rejected:
+            return "rejected"
+        if self.undecided == 0 and (self.accepted or self.ignored):
+            return "accepted"
+        return None
+
+
 def build_status(comparison_state: str) -> str:
     """The Comparison object's ``status`` (and a job's): only ``success`` or ``failure`` once
     decided; a comparison awaiting review is a failing build until someone accepts it."""

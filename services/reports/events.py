@@ -5,6 +5,9 @@ Published:
 * ``report.completed`` ``{report_id, account_id, project, sha, snapshot_count}`` — a report is
   whole (posted whole, its partials completed, cloned, or an async report finalised).
 * ``comparison.requested`` and ``comparison.completed`` — see :mod:`shared.comparisons`.
+* ``comparison.reviewed`` ``{comparison_id, account_id, project, sha1, sha2, status,
+  previous_status, review, reviewed_by, summary, compare_url}`` — a person's decisions on the
+  comparison page changed its review (accepted, rejected, or back to awaiting review: None).
 
 Consumed: ``report.completed`` (runs the comparisons scheduled on it), ``comparison.diffed``
 (processing's pixel diffs), ``comparison.completed`` (e-mails to subscribers).
@@ -13,10 +16,12 @@ Consumed: ``report.completed`` (runs the comparisons scheduled on it), ``compari
 from shared.comparisons import COMPARISON_COMPLETED, COMPARISON_DIFFED, COMPARISON_REQUESTED
 
 REPORT_COMPLETED = "report.completed"
+COMPARISON_REVIEWED = "comparison.reviewed"
 
 __all__ = [
     "COMPARISON_COMPLETED",
     "COMPARISON_DIFFED",
     "COMPARISON_REQUESTED",
+    "COMPARISON_REVIEWED",
     "REPORT_COMPLETED",
 ]

@@ -19,6 +19,7 @@ from services.reports.jobs import Jobs, JobView
 from services.reports.matching import Entry
 from services.reports.notices import Notices
 from services.reports.render_requests import RenderItem, RenderRequests
+from services.reports.reviewing import Reviews
 from services.reports.submissions import Submissions
 from services.reports.subscriptions import Subscriptions
 from shared import errors, store_keys
@@ -36,6 +37,7 @@ JOBS = web.AppKey("reports.jobs", Jobs)
 IGNORED_DIFFS = web.AppKey("reports.ignored_diffs", IgnoredDiffs)
 SUBSCRIPTIONS = web.AppKey("reports.subscriptions", Subscriptions)
 BADGES = web.AppKey("reports.badges", Badges)
+REVIEWS = web.AppKey("reports.reviews", Reviews)
 
 # --- reading requests -------------------------------------------------------------------------
 

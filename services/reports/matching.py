@@ -38,6 +38,8 @@ class Entry:
     error: str | None = None
     #: Its place in the comparison once stored (names its diff image).
     position: int | None = None
+    #: A person's decision on this change once stored: accepted, rejected, ignored or None.
+    decision: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,11 @@ class Tally:
             unchanged=kinds.get("unchanged", 0),
             pending=kinds.get("pending", 0),
         )
+
+    @property
+    def changes(self) -> int:
+        """What a person reviews: diffs, added and deleted snapshots (the badge's number)."""
+        return self.diffs + self.added + self.deleted
 
     @property
     def equal(self) -> bool:

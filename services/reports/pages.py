@@ -1,10 +1,12 @@
-"""Reports's web pages: a report, a comparison (each diff side by side, as an overlay and as the
-diff image; accept or reject), a job, and the unsubscribe link of the notification e-mails.
+"""Reports's web pages: a report, a comparison (the review workspace: the list of changes, each
+diff side by side, as an overlay and as the diff image, accepted, rejected or ignored one by
+one), a job, and the unsubscribe link of the notification e-mails.
 
 Each handler parses HTTP, calls a use case (or reads a page of records), and renders a
-template of ``templates/`` on the shared layout. The pages are server-rendered with no script
-at all: the overlay's fade and flicker are radio buttons and CSS, which the shared
-Content-Security-Policy (``default-src 'self'``, inline styles only) allows as it is.
+template of ``templates/`` on the shared layout. The pages are server-rendered and work without
+script: the overlay's fade and flicker are radio buttons and CSS, decisions are plain forms.
+``review.js`` (a same-origin file, which the shared ``default-src 'self'`` policy allows) adds
+the keyboard, the opacity and swipe sliders, the zoom and decisions without a reload.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from aiohttp import web
 
 from services.reports import domain, repo
 from services.reports.comparing import own_comparison
-from services.reports.domain import Comparison
-from services.reports.handlers import COMPARISONS, CONFIG, JOBS, SUBSCRIPTIONS
+from services.reports.domain import CHANGE_KINDS, ENTRY_DECISIONS, Comparison, Decisions
+from services.reports.handlers import CONFIG, JOBS, REVIEWS, SUBSCRIPTIONS
 from services.reports.matching import Entry, Tally
+from services.reports.reviewing import Verdict
 from shared import errors
 from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
@@ -35,15 +38,27 @@ log = get_logger("darkroom.reports.pages")
 
 PAGES = web.AppKey("reports.pages", Pages)
 TEMPLATES = Path(__file__).with_name("templates")
+REVIEW_SCRIPT = Path(__file__).with_name("static") / "review.js"
 
 #: Lines of a comparison's diffs list per page: a comparison of thousands of snapshots is read
 #: and drawn a page at a time.
 DIFFS_PER_PAGE = 20
 #: Snapshots per page of a report (a report may hold 20 000).
 SNAPSHOTS_PER_PAGE = 100
-#: What a comparison page lists, in this order; unchanged entries are only counted.
-SHOWN_KINDS = ("diff", "added", "deleted")
-DECISIONS = {"accept": "accepted", "reject": "rejected"}
+#: The changes a comparison page's list names at most (the pages below show every one).
+CHANGES_LISTED = 2000
+#: What "… all remaining" may decide.
+REMAINING_DECISIONS = {"accept": "accepted", "reject": "rejected"}
+#: How the pages name each kind of entry, and the sections of a comparison page in order.
+KIND_NAMES = {"diff": "diff", "added": "added", "deleted": "deleted", "unchanged": "unchanged"}
+SECTION_TITLES = (
+    ("diff", "Diffs"),
+    ("added", "Added"),
+    ("deleted", "Deleted"),
+    ("unchanged", "Unchanged"),
+)
+#: The list's mark for each decision (the words are beside it for screen readers).
+MARKS = {None: "·", "accepted": "✓", "rejected": "✗", "ignored": "~"}
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -55,6 +70,9 @@ def create_pages(public_url: str, signing_key: str) -> Pages:
     pages.env.filters["project_name"] = project_name
     pages.env.filters["web_link"] = web_link
     pages.env.filters["local"] = functools.partial(local_url, public_url.rstrip("/"))
+    pages.env.globals.update(
+        KIND_NAMES=KIND_NAMES, CHANGE_KINDS=CHANGE_KINDS, MARKS=MARKS, SECTION_TITLES=SECTION_TITLES
+    )
     return pages
 
 
@@ -158,7 +176,7 @@ class _SignInFirst(Exception):
         self.next_path = next_path
 
 
-def _page(handler: Handler) -> Handler:
+def page_handler(handler: Handler) -> Handler:
     """A page handler: anonymous visitors are sent to sign in; client errors are a page."""
 
     @functools.wraps(handler)
@@ -173,7 +191,7 @@ def _page(handler: Handler) -> Handler:
             return request.app[PAGES].render(
                 "problem.html",
                 status=exc.status,
-                user=await _header_user(request, principal_of(request)),
+                user=await header_user(request, principal_of(request)),
                 principal=principal_of(request),
                 status_code=exc.status,
                 message=exc.message,
@@ -182,7 +200,7 @@ def _page(handler: Handler) -> Handler:
     return page
 
 
-def _viewer(request: web.Request) -> Principal:
+def viewer(request: web.Request) -> Principal:
     """Whoever may look at an account's pages: a signed-in person or API credentials."""
     principal = principal_of(request)
     if not principal.authenticated:
@@ -197,14 +215,15 @@ def _object_id(request: web.Request) -> int:
     return value
 
 
-def _page_number(request: web.Request) -> int:
+def page_number(request: web.Request) -> int:
+    """The ``page`` of the query (1 when absent); 400 for anything but a whole number."""
     value = domain.parse_id(request.query.get("page", "1"), 1_000_000)
     if value is None:
         raise errors.BadRequest("`page` must be a whole number from 1")
     return value
 
 
-async def _header_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
+async def header_user(request: web.Request, principal: Principal) -> dict[str, str] | None:
     """Who the layout's header names: for a session, the user as auth knows them (this service
     does not keep people's names; see :func:`shared.pages.page_user` for when auth cannot
     say); nobody for API credentials, which cannot sign out."""
@@ -218,11 +237,11 @@ async def _header_user(request: web.Request, principal: Principal) -> dict[str, 
 # --- report -----------------------------------------------------------------------------------
 
 
-@_page
+@page_handler
 async def report_page(request: web.Request) -> web.StreamResponse:
     """``GET /reports/:id``: a report's snapshots grouped by component, a page at a time."""
-    principal = _viewer(request)
-    report_id, page = _object_id(request), _page_number(request)
+    principal = viewer(request)
+    report_id, page = _object_id(request), page_number(request)
     async with request.app[POOL].acquire() as conn:
         report = await repo.reports.report_by_id(conn, report_id)
         if report is None or report.account_id != principal.account_id:
@@ -238,7 +257,7 @@ async def report_page(request: web.Request) -> web.StreamResponse:
     ]
     return request.app[PAGES].render(
         "report.html",
-        user=await _header_user(request, principal),
+        user=await header_user(request, principal),
         principal=principal,
         report=report,
         groups=groups,
@@ -257,18 +276,62 @@ class Line:
     entry: Entry
 
 
-@_page
+@dataclass(frozen=True)
+class ListedChange:
+    """One change as the review list names it, with the page that shows it."""
+
+    position: int
+    kind: str
+    target: str
+    decision: str | None
+    page: int
+
+
+@dataclass(frozen=True)
+class ChangeGroup:
+    """The changes of one component and variant, across targets."""
+
+    component: str
+    variant: str
+    items: list[ListedChange]
+
+
+def change_groups(rows: Sequence[Mapping], per_page: int) -> list[ChangeGroup]:
+    """Group the listed changes (in page order) by component and variant, in the order each
+    group first appears, so one change seen on several targets reads as one line of work."""
+    groups: dict[tuple[str, str], ChangeGroup] = {}
+    for index, row in enumerate(rows):
+        key = (row["component"], row["variant"] or "")
+        group = groups.setdefault(key, ChangeGroup(key[0], key[1], []))
+        group.items.append(
+            ListedChange(
+                position=row["position"],
+                kind=row["kind"],
+                target=row["target"] or "",
+                decision=row["decision"],
+                page=index // per_page + 1,
+            )
+        )
+    return list(groups.values())
+
+
+@page_handler
 async def comparison_page(request: web.Request) -> web.StreamResponse:
-    """``GET /comparisons/:id``: status and summary, then a page of diffs (side by side, as an
-    overlay, the diff image), added and deleted snapshots; unchanged ones only counted."""
-    principal = _viewer(request)
-    comparison_id, page = _object_id(request), _page_number(request)
-    sections: dict[str, list[Line]] = {kind: [] for kind in SHOWN_KINDS}
+    """``GET /comparisons/:id[?unchanged=1]``: the review workspace. Status and summary, the
+    list of changes grouped by component and variant, then a page of changes (diffs, added,
+    deleted; unchanged snapshots too when asked for), each with its decision."""
+    principal = viewer(request)
+    comparison_id, page = _object_id(request), page_number(request)
+    with_unchanged = request.query.get("unchanged") == "1"
+    kinds = (*CHANGE_KINDS, "unchanged") if with_unchanged else CHANGE_KINDS
+    sections: dict[str, list[Line]] = {kind: [] for kind in kinds}
     async with request.app[POOL].acquire() as conn:
         comparison = await own_comparison(conn, principal, comparison_id)
         counts = await repo.comparisons.kind_counts(conn, comparison.id)
-        pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in SHOWN_KINDS))
-        for kind, offset, limit in windows(counts, SHOWN_KINDS, pager.offset, pager.size):
+        decisions = Decisions.of(await repo.comparisons.decision_counts(conn, comparison.id))
+        listed = await repo.comparisons.changes(conn, comparison.id, CHANGES_LISTED)
+        pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in kinds))
+        for kind, offset, limit in windows(counts, kinds, pager.offset, pager.size):
             found = await repo.comparisons.entries(
                 conn, comparison.id, (kind,), limit=limit, offset=offset
             )
@@ -276,16 +339,25 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
     session = principal.kind == "session"
     return request.app[PAGES].render(
         "comparison.html",
-        user=await _header_user(request, principal),
+        user=await header_user(request, principal),
         principal=principal,
         comparison=comparison,
         outcome=comparison.status,
         tally=Tally.of(counts),
+        decisions=decisions,
+        groups=change_groups(listed, DIFFS_PER_PAGE),
+        listed_all=len(listed),
         sections=sections,
+        with_unchanged=with_unchanged,
         pager=pager,
         reviewer=_reviewer(comparison, principal),
         can_review=session and comparison.done,
     )
+
+
+async def review_script(request: web.Request) -> web.StreamResponse:
+    """``GET /comparisons/review.js``: the workspace's script (keyboard, sliders, zoom)."""
+    return web.FileResponse(REVIEW_SCRIPT, headers={"Cache-Control": "public, max-age=300"})
 
 
 def _reviewer(comparison: Comparison, principal: Principal) -> str | None:
@@ -300,41 +372,75 @@ def _reviewer(comparison: Comparison, principal: Principal) -> str | None:
     return f"another member of this account (user {comparison.reviewed_by[:8]})"
 
 
-@_page
-async def review(request: web.Request) -> web.StreamResponse:
-    """``POST /comparisons/:id/review`` (form ``decision=accept|reject``, ``csrf``): a signed-in
-    person of the account accepts or rejects a finished comparison; back to its page (303)."""
-    comparison_id = _object_id(request)
+async def _review_form(request: web.Request, comparison_id: int) -> tuple[Principal, dict]:
+    """The signed-in reviewer and their form (its anti-forgery token checked)."""
     principal = principal_of(request)
     if not principal.authenticated:
         raise _SignInFirst(f"/comparisons/{comparison_id}")
     if principal.kind != "session":
         raise errors.Forbidden("A comparison is reviewed by a person signed in on its page")
-    form = await read_form(request)
+    form = dict(await read_form(request))
     request.app[PAGES].check_form_token(principal, form)
-    decision = DECISIONS.get(str(form.get("decision", "")))
-    if decision is None:
-        raise errors.InvalidRequest("`decision` must be accept or reject")
-    await request.app[COMPARISONS].review(principal, comparison_id, decision)
-    log.info("comparison.reviewed", comparison_id=comparison_id, decision=decision)
-    back = f"/comparisons/{comparison_id}"
+    return principal, form
+
+
+def _reviewed(request: web.Request, form: Mapping, verdict: Verdict) -> web.StreamResponse:
+    """The answer to a review form: JSON for review.js, else back to the page it came from."""
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return web.json_response(verdict.to_api(), headers={"Cache-Control": "no-store"})
+    back = f"/comparisons/{verdict.comparison_id}"
     page = domain.parse_id(str(form.get("page", "")), 1_000_000)
     if page is not None and page > 1:
         back += f"?page={page}"
+    if verdict.position is not None:
+        back += f"#entry-{verdict.position}"
     return redirect(back)
+
+
+@page_handler
+async def review(request: web.Request) -> web.StreamResponse:
+    """``POST /comparisons/:id/review`` (form ``decision=accept|reject``, ``csrf``): a signed-in
+    person of the account accepts or rejects every change of a finished comparison that nobody
+    decided yet; back to its page (303), or the verdict as JSON when asked for."""
+    comparison_id = _object_id(request)
+    principal, form = await _review_form(request, comparison_id)
+    decision = REMAINING_DECISIONS.get(str(form.get("decision", "")))
+    if decision is None:
+        raise errors.InvalidRequest("`decision` must be accept or reject")
+    verdict = await request.app[REVIEWS].decide_remaining(principal, comparison_id, decision)
+    log.info("comparison.reviewed", comparison_id=comparison_id, remaining=decision)
+    return _reviewed(request, form, verdict)
+
+
+@page_handler
+async def review_change(request: web.Request) -> web.StreamResponse:
+    """``POST /comparisons/:id/changes/:position`` (form ``decision=accept|reject|ignore|undo``,
+    ``csrf``): a signed-in person decides one change (``undo`` takes the decision back)."""
+    comparison_id = _object_id(request)
+    position = domain.parse_id(request.match_info["position"], 10_000_000, minimum=0)
+    if position is None:
+        raise errors.NotFound("No such change")
+    principal, form = await _review_form(request, comparison_id)
+    word = str(form.get("decision", ""))
+    if word != "undo" and word not in ENTRY_DECISIONS:
+        raise errors.InvalidRequest("`decision` must be accept, reject, ignore or undo")
+    decision = ENTRY_DECISIONS.get(word)
+    verdict = await request.app[REVIEWS].decide(principal, comparison_id, position, decision)
+    log.info("comparison.change_reviewed", comparison_id=comparison_id, position=position)
+    return _reviewed(request, form, verdict)
 
 
 # --- job --------------------------------------------------------------------------------------
 
 
-@_page
+@page_handler
 async def job_page(request: web.Request) -> web.StreamResponse:
     """``GET /jobs/:id``: the shas, each project's status and comparison, the combined status."""
-    principal = _viewer(request)
+    principal = viewer(request)
     job, status, lines = await request.app[JOBS].lines(principal, _object_id(request))
     return request.app[PAGES].render(
         "job.html",
-        user=await _header_user(request, principal),
+        user=await header_user(request, principal),
         principal=principal,
         job=job,
         outcome=status,
@@ -345,7 +451,7 @@ async def job_page(request: web.Request) -> web.StreamResponse:
 # --- unsubscribe ------------------------------------------------------------------------------
 
 
-@_page
+@page_handler
 async def unsubscribe_page(request: web.Request) -> web.StreamResponse:
     """``GET /unsubscribe/:token``: asks first. Mail scanners and link previews fetch links,
     so a GET changes nothing; the button (or a mail client's one-click POST) does."""
@@ -360,7 +466,7 @@ async def unsubscribe_page(request: web.Request) -> web.StreamResponse:
     )
 
 
-@_page
+@page_handler
 async def unsubscribe(request: web.Request) -> web.StreamResponse:
     """``POST /unsubscribe/:token``: the confirm button, and RFC 8058 one-click (a mail client
     posts ``List-Unsubscribe=One-Click``). The signed token is the authority, so the body is

@@ -3,7 +3,7 @@ clients call, diff images and status badges (the HTML pages are in :mod:`pages`)
 
 from aiohttp import web
 
-from services.reports import handlers, pages
+from services.reports import handlers, listings, pages
 
 
 def setup_routes(app: web.Application) -> None:
@@ -47,9 +47,14 @@ def setup_routes(app: web.Application) -> None:
             web.get("/comparisons/{id}/diffs/{position}.png", handlers.diff_image),
             web.get("/badges/{badge}.svg", handlers.status_badge),
             # pages
+            web.get("/reports", listings.reports_page),
+            web.get("/comparisons", listings.comparisons_page),
+            web.get("/internal/summary", listings.summary),
             web.get("/reports/{id}", pages.report_page),
+            web.get("/comparisons/review.js", pages.review_script),
             web.get("/comparisons/{id}", pages.comparison_page),
             web.post("/comparisons/{id}/review", pages.review),
+            web.post("/comparisons/{id}/changes/{position}", pages.review_change),
             web.get("/jobs/{id}", pages.job_page),
             web.get("/unsubscribe/{token}", pages.unsubscribe_page),
             web.post("/unsubscribe/{token}", pages.unsubscribe),

@@ -11,7 +11,8 @@ from services.reports.domain import Comparison, Report, Snapshot
 from services.reports.matching import Entry, PixelResult
 
 
-def _comparison(row: asyncpg.Record | None) -> Comparison | None:
+def comparison_of(row: asyncpg.Record | None) -> Comparison | None:
+    """A comparisons row as a Comparison (None for no row)."""
     if row is None:
         return None
     values = dict(row)
@@ -32,7 +33,7 @@ async def comparison(
         sha1,
         sha2,
     )
-    return _comparison(row)
+    return comparison_of(row)
 
 
 async def comparison_by_id(
@@ -41,7 +42,7 @@ async def comparison_by_id(
     """A comparison by id (``lock`` holds it for this transaction)."""
     suffix = " FOR UPDATE" if lock else ""
     row = await conn.fetchrow(f"SELECT * FROM comparisons WHERE id = $1{suffix}", comparison_id)
-    return _comparison(row)
+    return comparison_of(row)
 
 
 async def comparisons_of_sha(
@@ -55,7 +56,7 @@ async def comparisons_of_sha(
         project,
         sha,
     )
-    return [c for c in map(_comparison, rows) if c is not None]
+    return [c for c in map(comparison_of, rows) if c is not None]
 
 
 async def scheduled_comparisons(
@@ -229,7 +230,8 @@ async def entries(
     kind walks the (comparison, kind, position) index)."""
     rows = await conn.fetch(
         "SELECT position, kind, component, before, after, ignored, changed_pixels,"
-        " total_pixels, bbox, diff_key, error FROM comparison_entries WHERE comparison_id = $1"
+        " total_pixels, bbox, diff_key, error, decision FROM comparison_entries"
+        " WHERE comparison_id = $1"
         " AND ($2::text[] IS NULL OR kind = ANY($2::text[]))"
         " ORDER BY position LIMIT $3 OFFSET $4",
         comparison_id,
@@ -250,6 +252,7 @@ async def entries(
             diff_key=row["diff_key"],
             error=row["error"],
             position=row["position"],
+            decision=row["decision"],
         )
         for row in rows
     ]
@@ -264,13 +267,89 @@ async def entry_diff_key(conn: asyncpg.Connection, comparison_id: int, position:
     )
 
 
-async def review(
+#: The kinds that are changes, as SQL (domain.CHANGE_KINDS).
+_CHANGES = "kind IN ('diff', 'added', 'deleted')"
+
+
+async def decide(
+    conn: asyncpg.Connection,
+    comparison_id: int,
+    position: int,
+    decision: str | None,
+    user_id: str | None,
+) -> Entry | None:
+    """Record (or, with None, clear) a person's decision on one change of a comparison; the
+    change as it was, or None when ``position`` names no change of it."""
+    row = await conn.fetchrow(
+        "UPDATE comparison_entries SET decision = $3, decided_by = $4,"
+        " decided_at = CASE WHEN $3::text IS NULL THEN NULL ELSE now() END"
+        f" WHERE comparison_id = $1 AND position = $2 AND {_CHANGES}"
+        " RETURNING kind, component, before, after",
+        comparison_id,
+        position,
+        decision,
+        uuid.UUID(user_id) if user_id and decision else None,
+    )
+    if row is None:
+        return None
+    return Entry(
+        kind=row["kind"],
+        component=row["component"],
+        before=Snapshot.from_record(row["before"]) if row["before"] else None,
+        after=Snapshot.from_record(row["after"]) if row["after"] else None,
+        position=position,
+        decision=decision,
+    )
+
+
+async def decide_remaining(
     conn: asyncpg.Connection, comparison_id: int, decision: str, user_id: str | None
-) -> None:
-    """Record a person's decision on a comparison."""
-    await conn.execute(
-        "UPDATE comparisons SET review = $2, reviewed_by = $3, reviewed_at = now() WHERE id = $1",
+) -> int:
+    """Give every change nobody decided yet the same decision; how many there were."""
+    result = await conn.execute(
+        "UPDATE comparison_entries SET decision = $2, decided_by = $3, decided_at = now()"
+        f" WHERE comparison_id = $1 AND decision IS NULL AND {_CHANGES}",
         comparison_id,
         decision,
         uuid.UUID(user_id) if user_id else None,
+    )
+    return int(result.split()[-1])
+
+
+async def decision_counts(conn: asyncpg.Connection, comparison_id: int) -> dict[str | None, int]:
+    """How many changes of a comparison carry each decision (None: undecided)."""
+    rows = await conn.fetch(
+        "SELECT decision, count(*)::int AS n FROM comparison_entries"
+        f" WHERE comparison_id = $1 AND {_CHANGES} GROUP BY decision",
+        comparison_id,
+    )
+    return {row["decision"]: row["n"] for row in rows}
+
+
+async def changes(conn: asyncpg.Connection, comparison_id: int, limit: int) -> list[asyncpg.Record]:
+    """The first ``limit`` changes of a comparison, as its page lists them (diffs, then added,
+    then deleted, each in position order), with what the review list shows of each."""
+    return await conn.fetch(
+        "SELECT position, kind, component, decision, bbox,"
+        " coalesce(after->>'variant', before->>'variant') AS variant,"
+        " coalesce(after->>'target', before->>'target') AS target"
+        f" FROM comparison_entries WHERE comparison_id = $1 AND {_CHANGES}"
+        " ORDER BY array_position(ARRAY['diff', 'added', 'deleted'], kind), position"
+        " LIMIT $2",
+        comparison_id,
+        limit,
+    )
+
+
+async def review(
+    conn: asyncpg.Connection, comparison_id: int, review: str | None, user_id: str | None
+) -> None:
+    """Record a comparison's review as derived from its changes' decisions (None: it waits),
+    and who made the decision that settled it."""
+    await conn.execute(
+        "UPDATE comparisons SET review = $2, reviewed_by = $3,"
+        " reviewed_at = CASE WHEN $2::text IS NULL THEN NULL ELSE now() END WHERE id = $1",
+        comparison_id,
+        review,
+        uuid.UUID(user_id) if user_id and review else None,
     )

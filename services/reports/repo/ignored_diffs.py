@@ -51,13 +51,16 @@ async def ignored_pairs(
 
 
 async def ignores_a_diff_of(conn: asyncpg.Connection, comparison: Comparison) -> bool:
-    """True when an ignored diff now covers one of a comparison's diffs (it is out of date)."""
+    """True when an ignored diff now covers one of a comparison's diffs (it is out of date).
+    A diff ignored on the comparison's own page does not count: its decision already says so,
+    and re-running would throw away the other decisions made there."""
     return bool(
         await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM comparison_entries e JOIN ignored_diffs i"
             " ON i.account_id = $2 AND i.first_sha256 = least(e.before->>'sha256' COLLATE \"C\","
             " e.after->>'sha256') AND i.second_sha256 = greatest(e.before->>'sha256' COLLATE"
-            " \"C\", e.after->>'sha256') WHERE e.comparison_id = $1 AND e.kind = 'diff')",
+            " \"C\", e.after->>'sha256') WHERE e.comparison_id = $1 AND e.kind = 'diff'"
+            " AND e.decision IS DISTINCT FROM 'ignored')",
             comparison.id,
             uuid.UUID(comparison.account_id),
         )

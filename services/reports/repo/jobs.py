@@ -11,7 +11,8 @@ import asyncpg
 from services.reports.domain import Job
 
 
-def _job(row: asyncpg.Record | None) -> Job | None:
+def job_of(row: asyncpg.Record | None) -> Job | None:
+    """A jobs row as a Job (None for no row)."""
     if row is None:
         return None
     values = dict(row)
@@ -31,18 +32,18 @@ async def job(
         sha2,
         project,
     )
-    return _job(row)
+    return job_of(row)
 
 
 async def job_by_id(conn: asyncpg.Connection, job_id: int) -> Job | None:
     """A job by id."""
-    return _job(await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id))
+    return job_of(await conn.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id))
 
 
 async def children(conn: asyncpg.Connection, job_id: int) -> list[Job]:
     """The per-project jobs of an orchestration job."""
     rows = await conn.fetch("SELECT * FROM jobs WHERE parent_id = $1 ORDER BY id", job_id)
-    return [j for j in map(_job, rows) if j is not None]
+    return [j for j in map(job_of, rows) if j is not None]
 
 
 async def create_job(
@@ -78,7 +79,7 @@ async def create_job(
             existing = await job_by_id(conn, existing.id)
             assert existing is not None
         return existing
-    created = _job(row)
+    created = job_of(row)
     assert created is not None
     return created
 

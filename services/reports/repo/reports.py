@@ -10,7 +10,7 @@ import asyncpg
 
 from services.reports.domain import Report, SnapInput, Snapshot
 
-_REPORT_COLUMNS = (
+REPORT_COLUMNS = (
     "r.id, r.account_id, r.project, r.sha, r.link, r.message, r.partial, r.nonce,"
     " r.completed_at, r.created_at, r.revision, r.cloned_from, r.skipped,"
     " r.complete_when_rendered, r.render_errors,"
@@ -18,7 +18,8 @@ _REPORT_COLUMNS = (
 )
 
 
-def _report(row: asyncpg.Record | None) -> Report | None:
+def report_of(row: asyncpg.Record | None) -> Report | None:
+    """A reports row (selected with :data:`REPORT_COLUMNS`) as a Report (None for no row)."""
     if row is None:
         return None
     values = dict(row)
@@ -32,19 +33,19 @@ async def report(
     """The report of (account, project, sha)."""
     suffix = " FOR UPDATE OF r" if lock else ""
     row = await conn.fetchrow(
-        f"SELECT {_REPORT_COLUMNS} FROM reports r"
+        f"SELECT {REPORT_COLUMNS} FROM reports r"
         f" WHERE r.account_id = $1 AND r.project = $2 AND r.sha = $3{suffix}",
         uuid.UUID(account_id),
         project,
         sha,
     )
-    return _report(row)
+    return report_of(row)
 
 
 async def report_by_id(conn: asyncpg.Connection, report_id: int) -> Report | None:
     """A report by its id."""
-    row = await conn.fetchrow(f"SELECT {_REPORT_COLUMNS} FROM reports r WHERE r.id = $1", report_id)
-    return _report(row)
+    row = await conn.fetchrow(f"SELECT {REPORT_COLUMNS} FROM reports r WHERE r.id = $1", report_id)
+    return report_of(row)
 
 
 async def first_report(
@@ -52,7 +53,7 @@ async def first_report(
 ) -> Report | None:
     """The first of ``shas`` (in their order) that has a complete report."""
     row = await conn.fetchrow(
-        f"SELECT {_REPORT_COLUMNS} FROM reports r"
+        f"SELECT {REPORT_COLUMNS} FROM reports r"
         " JOIN unnest($3::text[]) WITH ORDINALITY AS wanted(sha, n) ON wanted.sha = r.sha"
         " WHERE r.account_id = $1 AND r.project = $2 AND r.completed_at IS NOT NULL"
         " ORDER BY wanted.n LIMIT 1",
@@ -60,7 +61,7 @@ async def first_report(
         project,
         list(shas),
     )
-    return _report(row)
+    return report_of(row)
 
 
 async def start_report(
