@@ -62,6 +62,7 @@ EXEMPT: dict[str, str] = {
     "GET /uploads/image/file/{image_id}/{name}": "Progimage variant URLs are public by id: the "
     "upload answer hands them to browsers",
     "GET /f/{tail}": "the hash file host serves every file to anyone by its content hash",
+    "GET /files/assets/{name}": "the hash host pages' own script, the same for everyone",
     "PUT /api/v1/uploads/{token}": "a signed upload URL: the signature is the authority",
     "GET /api/v1/files/{token}": "a signed file URL: the signature is the authority",
     "GET /badges/{badge}.svg": "a signed status badge, public for pull requests and READMEs",
@@ -101,6 +102,7 @@ PROBLEM_PAGES = {
     "GET /reports/{id}",
     "GET /comparisons/{id}",
     "POST /comparisons/{id}/review",
+    "POST /comparisons/{id}/changes/{position}",
     "GET /jobs/{id}",
 }
 
@@ -176,6 +178,10 @@ CSRF_FORMS: dict[str, Callable[[Tenant], dict[str, str]]] = {
     "POST /files/{hash}/delete": lambda b: {"csrf": b.auth_csrf},
     "POST /keys/{credential_id}/revoke": lambda b: {"csrf": b.auth_csrf},
     "POST /comparisons/{id}/review": lambda b: {"csrf": b.review_csrf, "decision": "reject"},
+    "POST /comparisons/{id}/changes/{position}": lambda b: {
+        "csrf": b.review_csrf,
+        "decision": "reject",
+    },
 }
 
 NO_FACTORY = (

@@ -22,6 +22,22 @@ OPERATIONS: list[Op] = [
         NONE,
         content={"image/svg+xml": {"schema": {"type": "string"}}},
     ),
+    Op(
+        "GET",
+        "/reports",
+        HAPPO_REP,
+        "The account's reports, newest first (page)",
+        PAGE,
+        content=HTML,
+    ),
+    Op(
+        "GET",
+        "/comparisons",
+        HAPPO_REP,
+        "The account's comparisons, newest first; ?status=awaiting-review (page)",
+        PAGE,
+        content=HTML,
+    ),
     Op("GET", "/reports/{id}", HAPPO_REP, "Report page", PAGE, content=HTML),
     Op("GET", "/comparisons/{id}", HAPPO_REP, "Comparison page", PAGE, content=HTML),
     Op(
