@@ -53,6 +53,18 @@ async def test_sign_up_generate_token_use_it_and_sign_out(stack, http):
             assert r.status == 200 and (await r.json())["email"] == email
         async with session.get(f"{stack.url}/api/keys") as r:
             token_id = (await r.json())["tokens"][0]["id"]
+        # the list's Invalidate asks first; looking at the question changes nothing
+        async with session.get(f"{stack.url}/keys") as r:
+            assert f'href="/keys/{token_id}/revoke"' in await r.text()
+        async with session.get(f"{stack.url}/keys/{token_id}/revoke") as r:
+            question = await r.text()
+            assert r.status == 200 and "Invalidate this token?" in question
+            assert f'action="/keys/{token_id}/revoke"' in question and form_token(question) == csrf
+        async with http.get(f"{stack.url}/user", headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+        for unknown in (str(uuid.uuid4()), "not-a-uuid"):
+            async with session.get(f"{stack.url}/keys/{unknown}/revoke") as r:
+                assert r.status == 404
         async with session.post(
             f"{stack.url}/keys/{token_id}/revoke",
             data={"csrf": csrf},
@@ -62,6 +74,9 @@ async def test_sign_up_generate_token_use_it_and_sign_out(stack, http):
             assert r.status == 303
         async with http.get(f"{stack.url}/user", headers={"Authorization": f"Bearer {token}"}) as r:
             assert r.status == 401
+        # an invalidated credential is asked about no more
+        async with session.get(f"{stack.url}/keys/{token_id}/revoke") as r:
+            assert r.status == 404
         async with session.post(
             f"{stack.url}/signout",
             data={"csrf": csrf},

@@ -65,5 +65,13 @@ OPERATIONS: list[Op] = [
         body_type=FORM,
         content=HTML,
     ),
+    Op(
+        "GET",
+        "/keys/{credential_id}/revoke",
+        ACC,
+        "Asks before invalidating a credential (page)",
+        PAGE,
+        content=HTML,
+    ),
     Op("POST", "/keys/{credential_id}/revoke", ACC, "Invalidate a credential (form)", PAGE, ok=303),
 ]

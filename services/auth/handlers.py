@@ -197,6 +197,32 @@ async def keys_create(request: web.Request) -> web.Response:
     return await _render_keys(request, user, created=created, status=201)
 
 
+async def keys_revoke_confirm(request: web.Request) -> web.Response:
+    """``GET /keys/{id}/revoke``: "Invalidate this credential?", a form that posts it (with
+    the page's token) and a way back; nothing changes until it is posted."""
+    user = await _page_user(request)
+    if user is None:
+        return redirect("/signin?next=/keys")
+    credential_id = str(_uuid(request.match_info["credential_id"]))
+    found = await request.app[CREDENTIALS].of_account(user.account_id)
+    live = [
+        (kind, c)
+        for kind in ("tokens", "keys")
+        for c in found[kind]
+        if str(c["id"]) == credential_id and not c["revoked_at"]
+    ]
+    if not live:
+        raise errors.NotFound("No such live credential in this account")
+    kind, credential = live[0]
+    return request.app[PAGES].render(
+        "keys_revoke.html",
+        user=user,
+        principal=principal_of(request),
+        kind=kind,
+        credential=credential,
+    )
+
+
 async def keys_revoke(request: web.Request) -> web.Response:
     """``POST /keys/{id}/revoke`` (form): invalidate, then back to the list."""
     user = await _page_user(request)

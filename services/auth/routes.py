@@ -21,6 +21,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/signout", handlers.sign_out)
     app.router.add_get("/keys", handlers.keys_page)
     app.router.add_post("/keys", handlers.keys_create)
+    app.router.add_get("/keys/{credential_id}/revoke", handlers.keys_revoke_confirm)
     app.router.add_post("/keys/{credential_id}/revoke", handlers.keys_revoke)
     app.router.add_get("/oauth/authorize", handlers.authorize_page)
     app.router.add_post("/oauth/authorize", handlers.authorize_decision)
