@@ -517,6 +517,39 @@ async def test_a_write_failing_part_way_takes_back_the_files_before_it(client, s
     assert (await snapshot(stack))[0] == before[0]
 
 
+async def test_an_images_thumbnail_is_made_once_for_its_owner(
+    client, stack, account, other_account
+):
+    import pyvips
+
+    data = random_png(300, 200)
+    sha256 = (await upload(client, stack, data, headers=bearer(account["token"])))["hash"]
+    url = f"{stack.url}/files/{sha256}/thumbnail"
+    status, body, headers = await fetch(client, url, bearer(account["token"]))
+    assert status == 200 and headers["Content-Type"] == "image/webp", body[:200]
+    thumb = pyvips.Image.new_from_buffer(body, "")
+    assert (thumb.width, thumb.height) == (128, 85)  # fits the 128 px box, aspect kept
+    assert headers["Cache-Control"] == "private, max-age=31536000, immutable"
+    # asked again: the stored bytes, the same tag, and 304 for a client that has them
+    again, body_again, headers_again = await fetch(client, url, bearer(account["token"]))
+    assert (again, body_again, headers_again["ETag"]) == (200, body, headers["ETag"])
+    status, _, _ = await fetch(
+        client, url, {**bearer(account["token"]), "If-None-Match": headers["ETag"]}
+    )
+    assert status == 304
+    # nobody else's, no file that is no web image, and nobody signed out
+    text = await upload(client, stack, b"plain words\n", headers=bearer(account["token"]))
+    for path, auth, expected in [
+        (url, bearer(other_account["token"]), 404),
+        (f"{stack.url}/files/{text['hash']}/thumbnail", bearer(account["token"]), 404),
+        (f"{stack.url}/files/{'0' * 64}/thumbnail", bearer(account["token"]), 404),
+        (f"{stack.url}/files/not-a-hash/thumbnail", bearer(account["token"]), 404),
+        (url, {}, 401),
+    ]:
+        status, body, _ = await fetch(client, path, auth)
+        assert status == expected, (path, status, body[:200])
+
+
 async def test_files_are_listed_a_page_at_a_time(client, stack):
     account = stack.create_account("Grace Pager")  # a fresh account: it holds only these files
     token = bearer(account["token"])

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from services.ingest.progimage.derivations import DerivativeRequest, Derivatives
+from services.ingest.derivations import DerivativeRequest, Derivatives
 from shared import errors
 from shared.derivatives import Transform
 from shared.runtime import INTERNAL, POOL, STORE

@@ -130,6 +130,14 @@ OPERATIONS: list[Op] = [
     Op("POST", "/files/{hash}/delete", HOST, "Delete one of the user's files (form)", PAGE, ok=303),
     Op(
         "GET",
+        "/files/{hash}/thumbnail",
+        HOST,
+        "A small WebP of one of the caller's images (made once, then stored)",
+        [*KEYS, *PAGE],
+        content={"image/webp": {"schema": {"type": "string", "format": "binary"}}},
+    ),
+    Op(
+        "GET",
         "/files/sharex.sxcu",
         HOST,
         "A ShareX custom uploader for this host (download)",

@@ -10,10 +10,10 @@ from aiohttp import web
 from services.ingest import consumers
 from services.ingest.blobs import SWEEPER, OrphanSweeper
 from services.ingest.config import CONFIG, IngestConfig
+from services.ingest.derivations import Derivatives
 from services.ingest.happo.handlers import KNOWN
 from services.ingest.happo.uploads import known_images
-from services.ingest.hashhost.handlers import PAGES
-from services.ingest.progimage.derivations import Derivatives
+from services.ingest.hashhost.handlers import DERIVATIVES, PAGES
 from services.ingest.progimage.handlers import PROGIMAGE
 from services.ingest.progimage.uploads import ProgimageUploads
 from services.ingest.routes import setup_routes
@@ -42,12 +42,14 @@ def orphan_sweeper(config: IngestConfig) -> runtime.CleanupContext:
 
 
 def progimage(config: IngestConfig) -> runtime.CleanupContext:
-    """The Progimage uploads: a remote fetcher and the client of processing's replicas."""
+    """The client of processing's replicas (every dialect's derivatives) and the Progimage
+    uploads, with their remote fetcher."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         fetcher = RemoteFetcher(RemotePolicy.from_config(config))
         replicas = [url.strip().rstrip("/") for url in config.service_url("processing").split(",")]
         derivatives = Derivatives(app[runtime.INTERNAL], replicas, app[runtime.STORE])
+        app[DERIVATIVES] = derivatives
         try:
             app[PROGIMAGE] = ProgimageUploads(
                 app[runtime.POOL], app[runtime.STORE], derivatives, fetcher, config

@@ -1,6 +1,6 @@
 """The hash file host's rules: display file names, the extension of a file's ``ext`` URL,
-anonymous uploads' delete tokens, how many files one request may carry, the pages' paging and
-sizes, and the ShareX uploader configuration.
+anonymous uploads' delete tokens, how many files one request may carry, the pages' paging,
+sizes and thumbnails, and the ShareX uploader configuration.
 
 Nothing here touches the database or the network. The ``/f/`` paths are
 :mod:`shared.image_urls`'.
@@ -12,6 +12,8 @@ import hashlib
 import re
 import secrets
 import unicodedata
+
+from shared.derivatives import Transform
 
 #: The longest display file name kept (characters; a longer one is cut).
 MAX_FILENAME = 200
@@ -28,6 +30,14 @@ FILES_PER_PAGE = 50
 THUMBNAIL_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 #: Edge of the square thumbnail box on "my files" (CSS pixels).
 THUMBNAIL_EDGE = 64
+#: The thumbnail drawn in that box: made once by processing and stored like any derivative,
+#: twice the box for high-density screens, so a page of 50 files costs a few kB each instead of
+#: the originals.
+THUMBNAIL = Transform(
+    format="webp", quality=75, thumb_w=2 * THUMBNAIL_EDGE, thumb_h=2 * THUMBNAIL_EDGE
+)
+#: Thumbnails are shown to their owner only; the bytes never change for a key.
+THUMBNAIL_CACHE_CONTROL = "private, max-age=31536000, immutable"
 #: What the ShareX configuration carries where the user's API token goes.
 TOKEN_PLACEHOLDER = "PASTE_YOUR_API_TOKEN_HERE"  # noqa: S105 (a placeholder, not a secret)
 #: Where a file is deleted through the API (its hash follows).

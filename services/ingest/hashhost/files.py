@@ -1,7 +1,7 @@
-"""The hash file host's writes as use cases: storing the files of one upload (registered to an
-account, or anonymous with a delete token each, shown once), all of them or none, and removing
-one record of a file through the blob protocol (its bytes go when nothing references them any
-more)."""
+"""The hash file host's use cases: storing the files of one upload (registered to an account,
+or anonymous with a delete token each, shown once), all of them or none; removing one record of
+a file through the blob protocol (its bytes go when nothing references them any more); and an
+image's thumbnail for its owner."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import asyncpg
 
 from services.ingest import blobs
 from services.ingest.content_checks import Content, Limits, examine_off_loop
+from services.ingest.derivations import DerivativeRequest, Derivatives, Outcome
 from services.ingest.domain import stored_event_data
 from services.ingest.hashhost import domain, repo
 from services.ingest.upload_streaming import Upload
+from shared import errors
 from shared.faults import Faults
 from shared.logging import get_logger
 from shared.storage import BlobStore
@@ -130,3 +132,25 @@ async def remove_file(
             return await repo.remove_account_file(conn, owner, sha256)
 
     return await blobs.remove_record(pool, store, sha256, unregister)
+
+
+async def thumbnail(
+    pool: asyncpg.Pool,
+    derivatives: Derivatives,
+    account_id: str,
+    sha256: str,
+    timeout: float,
+) -> Outcome:
+    """The thumbnail of one of the account's web images (:data:`.domain.THUMBNAIL`), made by
+    processing on the first request and stored after. 404 for a file the account does not
+    have or that is not a web image; 422 for one processing cannot read; 503 past
+    ``timeout``."""
+    async with pool.acquire() as conn:
+        record = await repo.file_of(conn, uuid.UUID(account_id), sha256)
+    if record is None or record.media_type not in domain.THUMBNAIL_TYPES:
+        raise errors.NotFound("No such image of yours")
+    wanted = DerivativeRequest(sha256, record.media_type, domain.THUMBNAIL)
+    outcome = (await derivatives.obtain_for_caller([wanted], timeout))[wanted.key]
+    if not outcome.ok:
+        raise errors.InvalidRequest(outcome.message or "The image cannot be processed")
+    return outcome

@@ -18,19 +18,22 @@ from aiohttp import web
 from services.ingest import content_checks
 from services.ingest.config import CONFIG, IngestConfig
 from services.ingest.content_checks import Limits
+from services.ingest.derivations import Derivatives
 from services.ingest.hashhost import domain, files, repo
 from services.ingest.upload_streaming import Uploads, read_uploads
 from shared import errors
-from shared.delivery import serve_blob
+from shared.delivery import serve_blob, serve_bytes
 from shared.http import principal_of, read_form
 from shared.image_urls import FILE_PREFIX, file_hash_of_path, file_paths
 from shared.pages import Pages, page_user, redirect
 from shared.pagination import page_answer, page_window
 from shared.runtime import FAULTS, INTERNAL, POOL, STORE
-from shared.store_keys import blob_key, is_sha256
+from shared.store_keys import blob_key, entity_tag, is_sha256
 
 #: The pages' renderer (the upload form and "my files").
 PAGES = web.AppKey("ingest.pages", Pages)
+#: The client of processing's replicas (every dialect's derivatives).
+DERIVATIVES = web.AppKey("ingest.derivatives", Derivatives)
 #: The usual extension of each sniffed type (a listed file's ``ext`` URL when its name has none).
 _EXTENSIONS = {
     kind.media_type: kind.extension
@@ -292,10 +295,50 @@ def _shown(config: IngestConfig, record: repo.FileRecord) -> dict:
         "record": record,
         # Each file links to its "full" URL, the one with its own name.
         "url": config.public(paths["full"]),
-        "thumbnail": paths["hash"] if record.media_type in domain.THUMBNAIL_TYPES else None,
+        "thumbnail": f"/files/{record.sha256}/thumbnail"
+        if record.media_type in domain.THUMBNAIL_TYPES
+        else None,
         "edge": domain.THUMBNAIL_EDGE,
         "size": domain.human_size(record.size),
     }
+
+
+async def thumbnail(request: web.Request) -> web.StreamResponse:
+    """``GET|HEAD /files/{hash}/thumbnail``: a small WebP of one of the caller's images, as
+    "my files" shows it (made on the first request; ETag, 304, cached for good)."""
+    principal = principal_of(request)
+    if not principal.authenticated:
+        raise errors.BadCredentials("Sign in, or send your API token, to see your thumbnails")
+    sha256 = request.match_info["hash"].lower()
+    if not is_sha256(sha256):
+        raise errors.NotFound("No such image of yours")
+    derivatives = request.app[DERIVATIVES]
+    outcome = await files.thumbnail(
+        request.app[POOL],
+        derivatives,
+        principal.account_id,
+        sha256,
+        request.app[CONFIG].processing_timeout_seconds,
+    )
+    media_type = domain.THUMBNAIL.media_type
+    etag = entity_tag(outcome.key)
+    if outcome.data is not None:  # made for this request: the answer carried the bytes
+        return await serve_bytes(
+            request, outcome.data, etag, media_type, cache_control=domain.THUMBNAIL_CACHE_CONTROL
+        )
+    try:
+        return await serve_blob(
+            request,
+            request.app[STORE],
+            outcome.key,
+            etag,
+            outcome.size,
+            media_type,
+            cache_control=domain.THUMBNAIL_CACHE_CONTROL,
+        )
+    except errors.NotFound:
+        derivatives.forget(outcome.key)  # its bytes went missing: the next request makes it
+        raise
 
 
 async def files_delete_confirm(request: web.Request) -> web.Response:

@@ -17,5 +17,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/files", handlers.files_page)
     app.router.add_get("/files/sharex.sxcu", handlers.sharex_config)
     app.router.add_get("/files/assets/{name}", handlers.asset)
+    app.router.add_get("/files/{hash}/thumbnail", handlers.thumbnail)
     app.router.add_get("/files/{hash}/delete", handlers.files_delete_confirm)
     app.router.add_post("/files/{hash}/delete", handlers.files_delete)

@@ -4,8 +4,8 @@
    or an existing image of the same user looked up) and validated like any upload.
 2. New originals are written to the blob store (content-addressed, so a repeat costs nothing).
 3. Each item's three derivatives (file, thumb, mini) are asked of processing at once, by
-   direct calls (:mod:`.derivations`), so a bulk request spreads over every replica; ingest
-   waits for all of them.
+   direct calls (:mod:`services.ingest.derivations`), so a bulk request spreads over every
+   replica; ingest waits for all of them.
 4. Only when every derivative is stored does one transaction record the blob rows and the
    images. A bad item fails the whole request with a 422 naming its index; the originals that
    request wrote and their derivatives are released, so nothing of it is kept.
@@ -24,14 +24,13 @@ from services.ingest import blobs, events
 from services.ingest import repo as shared_repo
 from services.ingest.config import IngestConfig
 from services.ingest.content_checks import WEB_IMAGES, Content, Limits, examine_off_loop
-from services.ingest.domain import Blob, stored_event_data
-from services.ingest.progimage import domain, repo
-from services.ingest.progimage.derivations import (
+from services.ingest.derivations import (
     DerivativeRequest,
     Derivatives,
     Outcome,
-    ProcessingTimedOut,
 )
+from services.ingest.domain import Blob, stored_event_data
+from services.ingest.progimage import domain, repo
 from shared import errors
 from shared.events import record_event
 from shared.logging import get_logger
@@ -204,12 +203,9 @@ class ProgimageUploads:
 
     async def _obtain(self, requests: list[DerivativeRequest]) -> dict[str, Outcome]:
         """Every derivative stored (or refused) within the processing timeout; 503 past it."""
-        try:
-            return await self.derivatives.obtain(requests, self.config.processing_timeout_seconds)
-        except ProcessingTimedOut:
-            raise errors.Unavailable(
-                "Image processing is taking too long; try again", retry_after=5
-            ) from None
+        return await self.derivatives.obtain_for_caller(
+            requests, self.config.processing_timeout_seconds
+        )
 
     async def _record(
         self,

@@ -1,4 +1,5 @@
-"""Progimage's derivatives, asked of processing by a direct call while the client waits.
+"""Derivatives (Progimage's variants and derived images, the hash host's thumbnails), asked of
+processing by a direct call while the client waits.
 
 Rule 2 of the design: an on-demand derivative and the variants of an upload are questions
 someone holds a connection open for, so they are a signed internal ``POST`` to a processing
@@ -126,6 +127,18 @@ class Derivatives:
         except TimeoutError:
             raise ProcessingTimedOut() from None
         return {outcome.key: outcome for outcome in outcomes}
+
+    async def obtain_for_caller(
+        self, requests: Iterable[DerivativeRequest], timeout: float
+    ) -> dict[str, Outcome]:
+        """:meth:`obtain` for a request someone waits on: past ``timeout`` it is a 503
+        ``unavailable`` with ``Retry-After``, as a client is told to try again."""
+        try:
+            return await self.obtain(requests, timeout)
+        except ProcessingTimedOut:
+            raise errors.Unavailable(
+                "Image processing is taking too long; try again", retry_after=5
+            ) from None
 
     def forget(self, key: str) -> None:
         """Stop taking ``key`` as stored (its bytes were found missing)."""
