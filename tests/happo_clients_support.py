@@ -13,8 +13,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,15 +26,11 @@ import pyvips
 from aiohttp import web
 
 from services.auth.domain import sign_jwt
+from tests.npm_support import npm_modules
 
 CLIENTS = Path(__file__).resolve().parent / "happo_clients"
 NODE = shutil.which("node") or "/usr/bin/node"
 RUN_TIMEOUT = 150  # seconds per client subprocess (happo.io retries failures for up to ~31 s)
-NETWORK_TROUBLE = re.compile(
-    r"ENOTFOUND|EAI_AGAIN|ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENETUNREACH|EHOSTUNREACH"
-    r"|socket hang up|network|request to \S+ failed",
-    re.IGNORECASE,
-)
 
 
 # --- the npm install, once per machine -------------------------------------------------------
@@ -46,42 +40,9 @@ NETWORK_TROUBLE = re.compile(
 def happo_modules() -> Path:
     """``node_modules`` with the pinned clients, installed with ``npm ci`` into the user's cache
     (keyed by the manifest and lockfile), reused by later sessions."""
-    manifest = (CLIENTS / "package.json").read_bytes()
-    lock = (CLIENTS / "package-lock.json").read_bytes()
-    digest = hashlib.sha256(manifest + b"\0" + lock).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    base = cache / "darkroom" / "happo-clients"
-    home = base / digest
-    if (home / "installed.json").exists():
-        return home / "node_modules"
-    npm = shutil.which("npm")
-    assert npm, "npm is needed to install the Happo clients (it comes with Node)"
-    base.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=base))
-    try:
-        shutil.copy(CLIENTS / "package.json", work)
-        shutil.copy(CLIENTS / "package-lock.json", work)
-        command = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"]
-        try:
-            done = subprocess.run(
-                command, cwd=work, capture_output=True, text=True, timeout=300, check=False
-            )
-        except subprocess.TimeoutExpired:
-            pytest.skip("npm's registry is unreachable: `npm ci` of the Happo clients hung 300 s")
-        if done.returncode != 0:
-            output = f"{done.stdout}\n{done.stderr}".strip()
-            if NETWORK_TROUBLE.search(output):
-                pytest.skip(f"npm's registry is unreachable; `npm ci` said:\n{output[-2000:]}")
-            pytest.fail(f"`npm ci` of the Happo clients failed:\n{output[-4000:]}")
-        (work / "installed.json").write_text(
-            json.dumps({"at": time.time(), "node": NODE, "command": command})
-        )
-        with contextlib.suppress(OSError):  # another session may have won the race: use its
-            work.rename(home)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    assert (home / "node_modules" / ".bin" / "happo").exists()
-    return home / "node_modules"
+    modules = npm_modules(CLIENTS, "happo-clients")
+    assert (modules / ".bin" / "happo").exists()
+    return modules
 
 
 # --- running a client ------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """npm packages a test needs (pinned by a ``package.json`` and lockfile in a folder of tests/),
 installed with ``npm ci`` once per machine into the user's cache, keyed by the two files, never
-into the repo. The way tests/happo_clients_support.py installs the Happo clients, for any
-folder."""
+into the repo: the Happo clients (tests/happo_clients) and axe-core (tests/axe)."""
 
 from __future__ import annotations
 
