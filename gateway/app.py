@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from gateway import consumers, domain, events, handlers
+from gateway import consumers, domain, events, handlers, limiting
 from gateway.config import GatewayConfig
 from gateway.routes import ROUTES, setup_routes
 from shared import metrics, runtime
@@ -25,9 +25,11 @@ def create_app(config: GatewayConfig, table: domain.RoutingTable = ROUTES) -> we
     app[handlers.CONFIG] = config
     app[handlers.TABLE] = table
     app[handlers.CACHE] = domain.PrincipalCache(ttl=config.auth_cache_seconds)
-    app[handlers.LIMITER] = domain.RateLimiter()
+    app[handlers.LIMITER] = limiting.Limiter(
+        config.redis_url, config.redis_prefix, config.redis_timeout
+    )
     app[handlers.EDGE] = domain.EdgeCache(config.edge_cache_bytes)
-    app.cleanup_ctx.extend([_upstream(config), runtime.broker(config), _revocations])
+    app.cleanup_ctx.extend([_upstream(config), runtime.broker(config), _revocations, _limiter])
     # Before the routes: the gateway answers its own /metrics, never a service's.
     metrics.install(app, "gateway")
     setup_routes(app)
@@ -72,3 +74,8 @@ async def _revocations(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await listener.stop()
+
+
+async def _limiter(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[handlers.LIMITER].close()

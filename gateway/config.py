@@ -8,11 +8,12 @@ from shared.config import CommonConfig, setting
 
 
 def parse_rate(raw: str) -> tuple[int, float]:
-    """``"20/5"`` → 20 requests per 5 seconds."""
+    """``"20/5"`` → 20 requests per 5 seconds (whole seconds: budgets live in Redis keys that
+    expire by the second)."""
     count, _, seconds = raw.partition("/")
     parsed = int(count), float(seconds or 1)
-    if parsed[0] < 1 or parsed[1] <= 0:
-        raise ValueError(f"rate must be N/SECONDS with N ≥ 1: {raw!r}")
+    if parsed[0] < 1 or parsed[1] < 1 or not parsed[1].is_integer():
+        raise ValueError(f"rate must be N/SECONDS with N ≥ 1 and whole SECONDS ≥ 1: {raw!r}")
     return parsed
 
 
@@ -65,6 +66,25 @@ class GatewayConfig(CommonConfig):
         (120, 60.0),
         "Requests per seconds for each client address without valid credentials.",
         parse=parse_rate,
+    )
+    redis_url: str = setting(
+        "REDIS_URL",
+        "",
+        "Redis that keeps the rate-limit budgets every gateway replica shares"
+        " (redis://host:6379/0); empty: each gateway counts in its own memory, right for one"
+        " gateway. If Redis fails, each gateway counts alone until it is back (fail open).",
+    )
+    redis_prefix: str = setting(
+        "DARKROOM_REDIS_PREFIX",
+        "darkroom",
+        "Prefix of the gateway's keys in Redis, so that several platforms can share a server.",
+    )
+    redis_timeout: float = setting(
+        "DARKROOM_REDIS_TIMEOUT",
+        0.25,
+        "Seconds a rate-limit check may wait for Redis before this gateway counts alone; a"
+        " failed Redis is then tried by one request a second, so a hung one stalls no request"
+        " longer and few at all (shorter trips on event-loop lag under load).",
     )
     trust_forwarded: bool = setting(
         "DARKROOM_TRUST_FORWARDED",

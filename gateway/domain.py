@@ -1,10 +1,10 @@
-"""The gateway's rules as plain values: the routing table, the rate limiter, the credential
-cache, the edge cache and CORS. Time is passed in, so every rule is testable without waiting."""
+"""The gateway's rules as plain values: the routing table, the rate-limit classes, the
+credential cache, the edge cache and CORS (the limiter itself is gateway/limiting.py). Time is
+passed in, so every rule is testable without waiting."""
 
 from __future__ import annotations
 
 import hashlib
-import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -81,38 +81,6 @@ def limit_class(principal: Principal) -> str:
     if principal.kind == "session":
         return "session"
     return "anonymous"
-
-
-class RateLimiter:
-    """Token buckets: ``capacity`` requests, refilled evenly over ``period`` seconds.
-
-    Buckets are kept per key in memory; idle full buckets are dropped so memory stays bounded.
-    """
-
-    def __init__(self, max_keys: int = 100_000) -> None:
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self.max_keys = max_keys
-
-    def take(self, key: str, capacity: int, period: float, now: float) -> float:
-        """Spend one request of ``key``'s bucket; returns 0 when allowed, else the seconds to
-        wait before one more would be."""
-        rate = capacity / period
-        tokens, updated = self._buckets.pop(key, (float(capacity), now))
-        tokens = min(float(capacity), tokens + (now - updated) * rate)
-        if tokens >= 1:
-            self._buckets[key] = (tokens - 1, now)
-            wait = 0.0
-        else:
-            self._buckets[key] = (tokens, now)
-            wait = (1 - tokens) / rate
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
-        return wait
-
-
-def retry_after_header(wait: float) -> str:
-    """Whole seconds for ``Retry-After`` (never 0 while refusing)."""
-    return str(max(1, math.ceil(wait)))
 
 
 def cache_key(authorization: str | None, session: str | None) -> str:

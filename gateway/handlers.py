@@ -15,7 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from gateway import domain
+from gateway import domain, limiting
 from gateway.config import GatewayConfig
 from shared import errors, layout
 from shared.config import SERVICES
@@ -39,7 +39,7 @@ CONFIG = web.AppKey("gateway.config", GatewayConfig)
 UPSTREAM = web.AppKey("gateway.upstream", aiohttp.ClientSession)
 RESOLVER = web.AppKey("gateway.resolver", InternalClient)
 CACHE = web.AppKey("gateway.cache", domain.PrincipalCache)
-LIMITER = web.AppKey("gateway.limiter", domain.RateLimiter)
+LIMITER = web.AppKey("gateway.limiter", limiting.Limiter)
 TABLE = web.AppKey("gateway.table", domain.RoutingTable)
 EDGE = web.AppKey("gateway.edge", domain.EdgeCache)
 
@@ -144,7 +144,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     now = time.monotonic()
     address = _client_address(request, config)
     principal = await _authenticate(request, route, address, now)
-    _check_rate(request, principal, address, now)
+    await _check_rate(request, principal, address)
     _check_origin(request, principal, config)
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
@@ -174,7 +174,7 @@ async def _authenticate(
     session = request.cookies.get(SESSION_COOKIE)
     if not authorization and not session:
         if route.auth == domain.REQUIRED:
-            _charge_anonymous(request, address, now)
+            await _charge_anonymous(request, address)
             raise errors.BadCredentials("Authentication required")
         return anonymous
     key = domain.cache_key(authorization, session)
@@ -184,7 +184,7 @@ async def _authenticate(
     try:
         resolved = await _resolve(request.app, authorization, session)
     except errors.BadCredentials:
-        _charge_anonymous(request, address, now)
+        await _charge_anonymous(request, address)
         # A stale cookie on a page that works signed out is no error: treat it as signed out.
         if not authorization and route.auth == domain.OPTIONAL:
             return anonymous
@@ -221,20 +221,20 @@ async def _resolve(
     raise errors.Unavailable("Authentication is unavailable", retry_after=2)
 
 
-def _charge_anonymous(request: web.Request, address: str, now: float) -> None:
+async def _charge_anonymous(request: web.Request, address: str) -> None:
     count, period = request.app[CONFIG].rate_anonymous
-    wait = request.app[LIMITER].take(f"anonymous:{address}", count, period, now)
+    wait = await request.app[LIMITER].take(f"anonymous:{address}", count, period)
     if wait:
         raise errors.RateLimitExceeded(retry_after=wait)
 
 
-def _check_rate(request: web.Request, principal: Principal, address: str, now: float) -> None:
+async def _check_rate(request: web.Request, principal: Principal, address: str) -> None:
     if not principal.authenticated:
-        _charge_anonymous(request, address, now)
+        await _charge_anonymous(request, address)
         return
     kind = domain.limit_class(principal)
     count, period = getattr(request.app[CONFIG], f"rate_{kind}")
-    wait = request.app[LIMITER].take(f"{kind}:{principal.credential_id}", count, period, now)
+    wait = await request.app[LIMITER].take(f"{kind}:{principal.credential_id}", count, period)
     if wait:
         raise errors.RateLimitExceeded(retry_after=wait)
 

@@ -19,6 +19,7 @@ import re
 import shlex
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema
 import kubernetes_validate
@@ -36,6 +37,9 @@ from tests.conftest import ROOT
 K8S_VERSION = "1.32.0"
 DOCKERFILE = "deploy/Dockerfile"
 OVERLAY = ROOT / "deploy/k8s/overlays/example"
+#: The example again, with the KEDA component (queue-length autoscaling).
+KEDA_OVERLAY = ROOT / "deploy/k8s/overlays/example-keda"
+KEDA_API = "keda.sh/v1alpha1"
 PORTS = {
     "gateway": 8080,
     "auth": 8081,
@@ -57,6 +61,8 @@ PROCESSES: dict[tuple[str, ...], type] = {
 RENDERING = ("python", "-m", "services.rendering")
 #: Competing consumers of a queue: `--scale` in compose, an HPA on Kubernetes.
 SCALABLE = {"processing", "rendering"}
+#: Servers the Kubernetes base runs beside the Darkroom processes: Deployment → its command.
+SERVERS = {"darkroom-redis": "redis-server"}
 #: The Dockerfile target → the image Kubernetes runs it as. Only rendering gets Chromium.
 TARGETS = {"runtime": "darkroom", "renderer": "darkroom-renderer"}
 FONTS = ("fonts-dejavu-core", "fonts-liberation2", "fonts-noto-color-emoji")
@@ -189,6 +195,11 @@ def compose_problems(doc: dict, env: dict[str, str]) -> list[str]:
         if not HEALTH_PATH.search(test):
             problems.append(f"{name}: no health check on /healthz or /readyz")
     gateway = services.get("gateway", {})
+    redis = urlsplit(str((gateway.get("environment") or {}).get("REDIS_URL", "")))
+    if redis.scheme != "redis" or redis.hostname not in services:
+        problems.append(f"gateway: REDIS_URL {redis.geturl()!r} names no compose service")
+    elif gateway.get("depends_on", {}).get(redis.hostname) != {"condition": "service_healthy"}:
+        problems.append(f"gateway: does not wait for {redis.hostname} to be healthy")
     published = [str(interpolate(p, env)) for p in gateway.get("ports", [])]
     if not any(p.split(":")[-1] == "8080" and p.count(":") >= 1 for p in published):
         problems.append("gateway: container port 8080 is not published")
@@ -242,15 +253,18 @@ def pod_containers(resource: dict) -> list[dict]:
     return spec.get("containers", []) + spec.get("initContainers", [])
 
 
-def render(folder: Path) -> list[dict]:
-    """``kustomize build`` for resources, namespace, images and patches (strategic merge)."""
+def render(folder: Path, resources: list[dict] | None = None) -> list[dict]:
+    """``kustomize build`` for resources, components, namespace, images and patches (strategic
+    merge, ``$patch: delete``); a Component is applied to the ``resources`` so far."""
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    allowed = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
+    allowed = {"apiVersion", "kind", "resources", "components", "namespace", "images", "patches"}
     assert set(kustomization) <= allowed, f"render() does not know {set(kustomization) - allowed}"
-    resources: list[dict] = []
+    resources = [] if resources is None else resources
     for entry in kustomization.get("resources", []):
         path = folder / entry
         resources += render(path) if path.is_dir() else load_documents(path)
+    for entry in kustomization.get("components", []):
+        resources = render(folder / entry, resources)
     for patch_entry in kustomization.get("patches", []):
         for patch in load_documents(folder / patch_entry["path"]):
             key = (patch["kind"], patch["metadata"]["name"])
@@ -258,7 +272,10 @@ def render(folder: Path) -> list[dict]:
                 n for n, r in enumerate(resources) if (r["kind"], r["metadata"]["name"]) == key
             ]
             assert len(index) == 1, f"patch {patch_entry['path']} matches {len(index)} resources"
-            resources[index[0]] = strategic_merge(resources[index[0]], patch)
+            if patch.get("$patch") == "delete":
+                del resources[index[0]]
+            else:
+                resources[index[0]] = strategic_merge(resources[index[0]], patch)
     for image in kustomization.get("images", []):
         for resource in resources:
             for container in pod_containers(resource):
@@ -337,7 +354,9 @@ def k8s_problems(resources: list[dict]) -> list[str]:
             commands[name] = tuple(container.get("command", []))
             for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
                 got = container.get(probe, {}).get("httpGet", {}).get("path")
-                if got != path:
+                if name in SERVERS and not container.get(probe):
+                    problems.append(f"{name}: no {probe}")
+                elif name not in SERVERS and got != path:
                     problems.append(f"{name}: {probe} must ask {path}, asks {got}")
             limits = container.get("resources", {})
             for part in ("requests", "limits"):
@@ -345,7 +364,10 @@ def k8s_problems(resources: list[dict]) -> list[str]:
                     problems.append(f"{name}: no cpu and memory {part}")
             if not container.get("securityContext", {}).get("readOnlyRootFilesystem"):
                 problems.append(f"{name}: the root filesystem is writable")
-            if process_config(list(commands[name])) is None:
+            if name in SERVERS:
+                if commands[name][:1] != (SERVERS[name],):
+                    problems.append(f"{name}: runs {commands[name]}, not {SERVERS[name]}")
+            elif process_config(list(commands[name])) is None:
                 problems.append(f"{name}: runs {commands[name]}, not a Darkroom process")
     for name, service in services.items():
         selector = set(service["spec"]["selector"].items())
@@ -395,6 +417,78 @@ def k8s_problems(resources: list[dict]) -> list[str]:
             ports = [p["port"] for p in services.get(host, {}).get("spec", {}).get("ports", [])]
             if int(port or 80) not in ports:
                 problems.append(f"{other}'s URL {config.service_url(other)} is no Service port")
+        if cls is GatewayConfig:
+            redis = urlsplit(config.redis_url)
+            ports = [
+                p["port"] for p in services.get(redis.hostname, {}).get("spec", {}).get("ports", [])
+            ]
+            if redis.scheme != "redis" or (redis.port or 6379) not in ports:
+                problems.append(f"the gateway's REDIS_URL {config.redis_url!r} is no Service port")
+    return problems
+
+
+def worker_queues(exchange: str) -> dict[str, set[str]]:
+    """The RabbitMQ queues each queue worker's Deployment consumes (as the code names them)."""
+    from services.processing.consumers import ANALYSES_CONSUMER, COMPARISONS_CONSUMER
+    from services.rendering.consumers import RENDERS_CONSUMER
+
+    return {
+        "darkroom-processing": {
+            f"{exchange}.{ANALYSES_CONSUMER}",
+            f"{exchange}.{COMPARISONS_CONSUMER}",
+        },
+        "darkroom-rendering": {f"{exchange}.{RENDERS_CONSUMER}"},
+    }
+
+
+def keda_problems(resources: list[dict]) -> list[str]:
+    """KEDA's resources (custom, so no schema of the pinned Kubernetes knows them): each
+    ScaledObject scales a queue worker on the length of every queue it consumes, with CPU as a
+    second trigger, through a TriggerAuthentication that reads darkroom-secrets' AMQP_URL, and
+    no other HPA scales its target (KEDA makes its own); [] when they are right."""
+    problems = []
+    deployments, secrets = of_kind(resources, "Deployment"), of_kind(resources, "Secret")
+    auths = of_kind(resources, "TriggerAuthentication")
+    config = of_kind(resources, "ConfigMap").get("darkroom-config", {}).get("data", {})
+    queues = worker_queues(config.get("DARKROOM_EXCHANGE", "darkroom"))
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]
+        for h in of_kind(resources, "HorizontalPodAutoscaler").values()
+    }
+    for name, auth in auths.items():
+        refs = {r["parameter"]: r for r in auth["spec"].get("secretTargetRef", [])}
+        host = refs.get("host", {})
+        if host.get("key") not in secrets.get(host.get("name"), {}).get("stringData", {}):
+            problems.append(f"TriggerAuthentication {name}: host is no key of a Secret")
+    for name, scaled in of_kind(resources, "ScaledObject").items():
+        if scaled["apiVersion"] != KEDA_API:
+            problems.append(f"ScaledObject {name}: apiVersion {scaled['apiVersion']}")
+        spec = scaled["spec"]
+        target = spec["scaleTargetRef"]["name"]
+        if target not in deployments or target not in queues:
+            problems.append(f"ScaledObject {name}: scales {target}, not a queue worker")
+            continue
+        if target in hpas:
+            problems.append(f"ScaledObject {name}: {target} is also scaled by an HPA")
+        if not 1 <= spec.get("minReplicaCount", 0) <= spec.get("maxReplicaCount", 0):
+            problems.append(f"ScaledObject {name}: needs 1 <= minReplicaCount <= maxReplicaCount")
+        triggers = spec.get("triggers", [])
+        watched = set()
+        for trigger in triggers:
+            if trigger["type"] != "rabbitmq":
+                continue
+            meta = trigger["metadata"]
+            watched.add(meta.get("queueName"))
+            if meta.get("mode") != "QueueLength" or not str(meta.get("value", "")).isdigit():
+                problems.append(f"ScaledObject {name}: {meta.get('queueName')} not by QueueLength")
+            if trigger.get("authenticationRef", {}).get("name") not in auths:
+                problems.append(f"ScaledObject {name}: no TriggerAuthentication for the broker")
+        if watched != queues[target]:
+            problems.append(
+                f"ScaledObject {name}: watches {sorted(watched)}, consumes {sorted(queues[target])}"
+            )
+        if not any(t["type"] == "cpu" for t in triggers):
+            problems.append(f"ScaledObject {name}: no cpu trigger")
     return problems
 
 

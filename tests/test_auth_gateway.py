@@ -402,7 +402,8 @@ async def test_rate_limit_answers_429_with_retry_after(http, strict_gateway, acc
             body = await r.json()
     assert statuses == [200, 200, 200, 429]
     assert body["error"]["code"] == "rate_limit_exceeded"
-    assert 1 <= int(last.headers["Retry-After"]) <= 20
+    # A moving window of 3 per 60 s: a slot frees when the first request is a minute old.
+    assert 55 <= int(last.headers["Retry-After"]) <= 60
     # Anonymous callers (and failed sign-ins) are limited per address.
     anonymous = []
     for _ in range(3):

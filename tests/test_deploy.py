@@ -65,6 +65,10 @@ def test_compose_one_shots_and_health_conditions(compose):
     assert services["rabbitmq"]["image"].startswith("rabbitmq:3-management")
     assert "mc mb" in " ".join(services["minio-init"]["command"])
     assert services["migrate"]["command"] == ["darkroom", "migrate"]
+    assert services["redis"]["image"].startswith("redis:7")
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert services["gateway"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+    assert services["gateway"]["depends_on"]["redis"] == {"condition": "service_healthy"}
     for name in (*SERVICES, "gateway"):
         needs = services[name]["depends_on"]
         assert needs["migrate"] == {"condition": "service_completed_successfully"}, name
@@ -123,6 +127,8 @@ def test_compose_schema_refuses_a_broken_copy(compose, breakage):
         ("default /dev/shm", "is under 256 MB"),
         ("rendering URL missing", "reaches rendering at"),
         ("variable missing from .env", "a required variable is missing"),
+        ("gateway without Redis", "REDIS_URL '' names no compose service"),
+        ("Redis not awaited", "does not wait for redis to be healthy"),
     ],
 )
 def test_compose_checks_refuse_a_broken_copy(compose, env_example, breakage, expected):
@@ -154,6 +160,10 @@ def test_compose_checks_refuse_a_broken_copy(compose, env_example, breakage, exp
         del services["rendering"]["shm_size"]
     elif breakage == "rendering URL missing":
         del services["gateway"]["environment"]["DARKROOM_RENDERING_URL"]
+    elif breakage == "gateway without Redis":
+        del services["gateway"]["environment"]["REDIS_URL"]
+    elif breakage == "Redis not awaited":
+        del services["gateway"]["depends_on"]["redis"]
     else:
         del env["POSTGRES_PASSWORD"]
     assert compose_schema_errors(broken) == []

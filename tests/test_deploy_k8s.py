@@ -3,7 +3,8 @@ rendered (kustomize's merge, done in tests/deploy_support.py for the features th
 compared with ``kubectl kustomize`` where kubectl is installed), every resource validated
 against the Kubernetes schemas of a pinned version (kubernetes-validate, strict: unknown fields
 fail), then probes, resources, the HPA's target, Service selectors, the Ingress, the service
-URLs, which image each process runs, Chromium's /dev/shm.
+URLs, which image each process runs, Chromium's /dev/shm, Redis wired to the gateways; and the
+overlay with KEDA: ScaledObjects on the queues the workers consume, instead of the CPU HPAs.
 
 Each validator is also shown a deliberately broken copy, and must refuse it.
 """
@@ -18,14 +19,18 @@ import pytest
 import yaml
 
 from tests.deploy_support import (
+    KEDA_API,
+    KEDA_OVERLAY,
     OVERLAY,
     PORTS,
     SCALABLE,
+    SERVERS,
     SHM,
     TARGETS,
     WRITABLE,
     k8s_problems,
     k8s_schema_errors,
+    keda_problems,
     of_kind,
     pod_containers,
     render,
@@ -44,12 +49,14 @@ def test_manifests_match_the_kubernetes_schemas(rendered):
 
 def test_manifests_probe_limit_scale_and_route_right(rendered):
     assert k8s_problems(rendered) == []
-    assert set(of_kind(rendered, "Deployment")) == {f"darkroom-{n}" for n in PORTS}
+    assert set(of_kind(rendered, "Deployment")) == {f"darkroom-{n}" for n in PORTS} | set(SERVERS)
     assert {r["metadata"].get("namespace") for r in rendered if r["kind"] != "Namespace"} == {
         "darkroom-example"
     }
     images = {c["image"] for r in rendered for c in pod_containers(r)}
-    assert images == {f"registry.example.com/{name}:0.1.0" for name in TARGETS.values()}
+    assert images == {f"registry.example.com/{name}:0.1.0" for name in TARGETS.values()} | {
+        "redis:7.2-alpine"
+    }
     scaled = {
         h["spec"]["scaleTargetRef"]["name"]
         for h in of_kind(rendered, "HorizontalPodAutoscaler").values()
@@ -80,10 +87,78 @@ def test_the_example_overlay_patches_the_base(rendered):
     assert all("change-me" in value for value in secret.values()), "placeholders only"
 
 
+def test_the_gateways_share_their_rate_limits_in_redis(rendered):
+    config = of_kind(rendered, "ConfigMap")["darkroom-config"]["data"]
+    assert config["REDIS_URL"] == "redis://darkroom-redis:6379/0"
+    redis = of_kind(rendered, "Deployment")["darkroom-redis"]["spec"]["template"]["spec"]
+    (server,) = redis["containers"]
+    assert server["command"][0] == "redis-server" and "--save" in server["command"]
+    assert server["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+    (port,) = of_kind(rendered, "Service")["darkroom-redis"]["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (6379, "redis")
+    (gateway,) = of_kind(rendered, "Deployment")["darkroom-gateway"]["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert {"configMapRef": {"name": "darkroom-config"}} in gateway["envFrom"]
+
+
+@pytest.fixture(scope="module")
+def with_keda() -> list[dict]:
+    return render(KEDA_OVERLAY)
+
+
+def test_with_keda_processing_and_rendering_scale_on_their_queues(rendered, with_keda):
+    kubernetes = [r for r in with_keda if r["apiVersion"] != KEDA_API]
+    assert k8s_schema_errors(kubernetes) == []
+    assert k8s_problems(with_keda) == []
+    assert keda_problems(with_keda) == []
+    scaled = of_kind(with_keda, "ScaledObject")
+    assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled.values()} == {
+        f"darkroom-{n}" for n in SCALABLE
+    }
+    assert of_kind(with_keda, "HorizontalPodAutoscaler") == {}  # KEDA makes its own
+    # Without KEDA the base's CPU HPAs stay, and nothing of KEDA's is applied.
+    assert len(of_kind(rendered, "HorizontalPodAutoscaler")) == 2
+    assert not [r for r in rendered if r["apiVersion"] == KEDA_API]
+    assert {r["metadata"].get("namespace") for r in with_keda if r["kind"] != "Namespace"} == {
+        "darkroom-example"
+    }
+
+
+@pytest.mark.parametrize(
+    ("breakage", "expected"),
+    [
+        ("wrong queue", "watches"),
+        ("HPA left beside", "is also scaled by an HPA"),
+        ("no CPU fallback", "no cpu trigger"),
+        ("scales the gateway", "not a queue worker"),
+        ("broker address unknown", "host is no key of a Secret"),
+    ],
+)
+def test_keda_checks_refuse_a_broken_copy(rendered, with_keda, breakage, expected):
+    broken = copy.deepcopy(with_keda)
+    processing = of_kind(broken, "ScaledObject")["darkroom-processing"]["spec"]
+    if breakage == "wrong queue":
+        processing["triggers"][0]["metadata"]["queueName"] = "darkroom.processing"
+    elif breakage == "HPA left beside":
+        broken += list(of_kind(rendered, "HorizontalPodAutoscaler").values())
+    elif breakage == "no CPU fallback":
+        processing["triggers"] = [t for t in processing["triggers"] if t["type"] != "cpu"]
+    elif breakage == "scales the gateway":
+        processing["scaleTargetRef"]["name"] = "darkroom-gateway"
+    else:
+        auth = of_kind(broken, "TriggerAuthentication")["darkroom-rabbitmq"]
+        auth["spec"]["secretTargetRef"][0]["key"] = "RABBITMQ_URL"
+    problems = keda_problems(broken)
+    assert any(expected in p for p in problems), problems
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
-def test_render_agrees_with_kubectl_kustomize(rendered):
+@pytest.mark.parametrize("overlay", [OVERLAY, KEDA_OVERLAY], ids=["example", "example-keda"])
+def test_render_agrees_with_kubectl_kustomize(overlay):
+    rendered = render(overlay)
     result = subprocess.run(
-        ["kubectl", "kustomize", str(OVERLAY)], capture_output=True, text=True, timeout=30
+        ["kubectl", "kustomize", str(overlay)], capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
 
@@ -132,6 +207,9 @@ def test_k8s_schemas_refuse_a_broken_copy(rendered, breakage, expected):
         ("no /dev/shm", "memory-backed emptyDir at /dev/shm"),
         ("mount without a volume", "which is not a volume"),
         ("rendering URL missing", "rendering's URL http://127.0.0.1:8085 is no Service port"),
+        ("Redis URL without a Service", "REDIS_URL 'redis://redis:6379/0' is no Service port"),
+        ("Redis without probes", "darkroom-redis: no readinessProbe"),
+        ("Redis runs something else", "not redis-server"),
     ],
 )
 def test_k8s_checks_refuse_a_broken_copy(rendered, breakage, expected):
@@ -172,6 +250,16 @@ def test_k8s_checks_refuse_a_broken_copy(rendered, breakage, expected):
         renderer["volumes"] = [v for v in renderer["volumes"] if v["name"] != "var"]
     elif breakage == "rendering URL missing":
         del of_kind(broken, "ConfigMap")["darkroom-config"]["data"]["DARKROOM_RENDERING_URL"]
+    elif breakage == "Redis URL without a Service":
+        of_kind(broken, "ConfigMap")["darkroom-config"]["data"]["REDIS_URL"] = (
+            "redis://redis:6379/0"
+        )
+    elif breakage.startswith("Redis"):
+        (server,) = deployments["darkroom-redis"]["spec"]["template"]["spec"]["containers"]
+        if breakage == "Redis without probes":
+            del server["readinessProbe"]
+        else:
+            server["command"] = ["sleep", "infinity"]
     else:
         auth["securityContext"]["readOnlyRootFilesystem"] = False
     assert k8s_schema_errors(broken) == []
