@@ -19,6 +19,7 @@ from gateway import domain, limiting
 from gateway.config import GatewayConfig
 from shared import errors, layout
 from shared.config import SERVICES
+from shared.delivery import serve_asset
 from shared.http import (
     ANONYMOUS,
     EDGE_CACHE_HEADER,
@@ -437,14 +438,4 @@ async def docs_page(_request: web.Request) -> web.Response:
 
 async def docs_static(request: web.Request) -> web.StreamResponse:
     """``GET /docs/static/{name}``: the vendored Swagger UI files (a fixed list)."""
-    name = request.match_info["name"]
-    if name not in _DOCS_ASSETS:
-        raise errors.NotFound(f"No route for {request.path}")
-    return web.FileResponse(
-        _SWAGGER / name,
-        headers={
-            "Content-Type": _DOCS_ASSETS[name],
-            "Cache-Control": "public, max-age=3600",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return serve_asset(_SWAGGER, request.match_info["name"], _DOCS_ASSETS, "public, max-age=3600")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
@@ -246,3 +247,22 @@ async def serve_bytes(
     if request.method == "HEAD":
         return await _head(request, plan, headers)
     return web.Response(status=plan.status, headers=headers, body=data[plan.start : plan.end])
+
+
+def serve_asset(
+    folder: Path, name: str, assets: Mapping[str, str], cache_control: str
+) -> web.FileResponse:
+    """A page's static file: ``name`` from ``folder`` when it is a key of ``assets`` (file name
+    -> media type), else 404. The list is fixed, so no part of a request's path ever reaches
+    the file system; ``nosniff`` keeps a browser to the type given."""
+    media_type = assets.get(name)
+    if media_type is None:
+        raise errors.NotFound(f"No such file: {name[:100]}")
+    return web.FileResponse(
+        folder / name,
+        headers={
+            "Content-Type": media_type,
+            "Cache-Control": cache_control,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -29,6 +29,7 @@ from services.reports.handlers import CONFIG, JOBS, REVIEWS, SUBSCRIPTIONS
 from services.reports.matching import Entry, Tally
 from services.reports.reviewing import Verdict
 from shared import errors
+from shared.delivery import serve_asset
 from shared.http import Principal, principal_of, read_form
 from shared.logging import get_logger
 from shared.pages import Pages, page_user, redirect
@@ -38,7 +39,9 @@ log = get_logger("darkroom.reports.pages")
 
 PAGES = web.AppKey("reports.pages", Pages)
 TEMPLATES = Path(__file__).with_name("templates")
-REVIEW_SCRIPT = Path(__file__).with_name("static") / "review.js"
+STATIC = Path(__file__).with_name("static")
+#: The pages' scripts (same-origin files: the pages' policy allows no inline script).
+SCRIPTS = {"review.js": "application/javascript; charset=utf-8"}
 
 #: Lines of a comparison's diffs list per page: a comparison of thousands of snapshots is read
 #: and drawn a page at a time.
@@ -357,7 +360,7 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
 
 async def review_script(request: web.Request) -> web.StreamResponse:
     """``GET /comparisons/review.js``: the workspace's script (keyboard, sliders, zoom)."""
-    return web.FileResponse(REVIEW_SCRIPT, headers={"Cache-Control": "public, max-age=300"})
+    return serve_asset(STATIC, "review.js", SCRIPTS, "public, max-age=300")
 
 
 def _reviewer(comparison: Comparison, principal: Principal) -> str | None:

@@ -22,7 +22,7 @@ from services.ingest.derivations import Derivatives
 from services.ingest.hashhost import domain, files, repo
 from services.ingest.upload_streaming import Uploads, read_uploads
 from shared import errors
-from shared.delivery import serve_blob, serve_bytes
+from shared.delivery import serve_asset, serve_blob, serve_bytes
 from shared.http import principal_of, read_form
 from shared.image_urls import FILE_PREFIX, file_hash_of_path, file_paths
 from shared.pages import Pages, page_user, redirect
@@ -403,23 +403,13 @@ async def sharex_config(request: web.Request) -> web.Response:
 
 
 #: The pages' scripts (same-origin files: the pages' policy allows no inline script).
-_ASSETS = {"hashhost.js": "application/javascript"}
+_ASSETS = {"hashhost.js": "application/javascript; charset=utf-8"}
 _STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 async def asset(request: web.Request) -> web.StreamResponse:
     """``GET /files/assets/{name}``: the pages' static files (a fixed list)."""
-    name = request.match_info["name"]
-    if name not in _ASSETS:
-        raise errors.NotFound(f"No route for {request.path}")
-    return web.FileResponse(
-        _STATIC / name,
-        headers={
-            "Content-Type": f"{_ASSETS[name]}; charset=utf-8",
-            "Cache-Control": "no-cache",
-            "X-Content-Type-Options": "nosniff",
-        },
-    )
+    return serve_asset(_STATIC, request.match_info["name"], _ASSETS, "no-cache")
 
 
 async def _viewer(request: web.Request) -> dict[str, str] | None:
