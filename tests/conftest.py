@@ -286,10 +286,20 @@ async def stack(
     await stop_stack(running)
 
 
+def fresh_loopback() -> str:
+    """A loopback address of its own (127.x.y.z): a client bound to it is a new anonymous
+    caller to the gateway, with a full rate-limit budget."""
+    return f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client that, like curl, keeps no cookies unless a test asks for them."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+    """A client that, like curl, keeps no cookies unless a test asks for them, on its own
+    loopback address, so its anonymous rate budget is fresh."""
+    connector = aiohttp.TCPConnector(local_addr=(fresh_loopback(), 0))
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
         yield session
 
 
@@ -301,9 +311,8 @@ def account(stack: Stack) -> dict:
 
 @pytest.fixture
 async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    """A curl-like client on its own loopback address, so its anonymous rate bucket is fresh."""
-    address = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
-    connector = aiohttp.TCPConnector(local_addr=(address, 0))
+    """A curl-like client on its own loopback address, so its anonymous rate budget is fresh."""
+    connector = aiohttp.TCPConnector(local_addr=(fresh_loopback(), 0))
     async with aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:

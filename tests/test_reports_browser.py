@@ -235,9 +235,10 @@ async def test_keyboard_review_of_forty_diffs(stack, tmp_path):
             await page.wait_for_selector("article.current")
             assert await page.get_attribute("article.current", "data-position") == "19"
             await page.keyboard.press("r")
-            await page.wait_for_function(
-                "() => document.querySelector('.outcome .status').textContent === 'failure'"
-            )
+            # decided, it moves on: past page 1's last change, to page 2, drawn by the server
+            await page.wait_for_url(f"{stack.url}{path}?page=2")
+            await page.wait_for_load_state()
+            assert await page.inner_text(".outcome .status") == "failure"
             await page.screenshot(path=str(tmp_path / "keyboard.png"))
         finally:
             await browser.close()
