@@ -1,5 +1,5 @@
-"""The operator CLI, ``darkroom``: prepare the platform, manage accounts, OAuth clients and
-dead letters, sign Happo JWTs.
+"""The operator CLI, ``darkroom``: prepare the platform, manage accounts, OAuth clients,
+commit-status integrations and dead letters, sign Happo JWTs.
 
 It talks to the database directly with the same configuration the services read (environment,
 ``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import secrets
@@ -29,10 +30,20 @@ from services.auth.config import AuthConfig
 from services.ingest.consumers import ANALYSIS_CONSUMER
 from services.processing.consumers import ANALYSES_CONSUMER, COMPARISONS_CONSUMER
 from services.reports.consumers import DIFFS_CONSUMER, MAIL_CONSUMER, SCHEDULED_CONSUMER
+from services.reports.statuses import domain as status_domain
+from services.reports.statuses import integrations as status_integrations
 from shared import db
-from shared.config import SERVICES, CommonConfig, ConfigError, ServersConfig, load
+from shared.config import (
+    SERVICES,
+    CommonConfig,
+    ConfigError,
+    SecretsConfig,
+    ServersConfig,
+    load,
+)
 from shared.errors import DarkroomError
 from shared.events import Broker
+from shared.sealing import SecretBox
 
 #: Every durable consumer, each with a dead-letter queue the operator can inspect.
 CONSUMERS = (
@@ -132,10 +143,7 @@ async def _create_account(config: AuthConfig, name: str, email: str, password: s
 async def _create_oauth_client(
     config: ServersConfig, account_id: str, redirect_uri: str, name: str
 ) -> dict:
-    try:
-        account = uuid.UUID(account_id)
-    except ValueError as exc:
-        raise CommandError(f"--account must be an account id (a UUID), not {account_id!r}") from exc
+    account = _account_uuid(account_id)
     redirect_uri = auth_oauth.validate_redirect_uri(redirect_uri)
     # The consent page names the application: without a name it would show the raw client id,
     # so the host people will be sent back to stands in for one.
@@ -154,6 +162,55 @@ async def _create_oauth_client(
     finally:
         await conn.close()
     return {"client_id": client_id, "client_secret": client_secret}
+
+
+@dataclasses.dataclass(frozen=True)
+class _SealingConfig(ServersConfig, SecretsConfig):
+    """What ``integration create`` reads: the servers and the key that seals tokens."""
+
+
+def _account_uuid(account_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(account_id)
+    except ValueError as exc:
+        raise CommandError(f"--account must be an account id (a UUID), not {account_id!r}") from exc
+
+
+async def _integration(config: ServersConfig, args: argparse.Namespace) -> object:
+    """``integration create|list|delete``: an account's commit-status integrations, in
+    reports's schema (the account is checked in auth's)."""
+    account = str(_account_uuid(args.account))
+    await db.ensure_database(config.database_url)
+    conn = await db.connect(config.database_url, "auth")
+    try:
+        await db.migrate(conn, "auth", _services_root() / "auth" / "migrations")
+        if not await auth_repo.account_exists(conn, uuid.UUID(account)):
+            raise CommandError(f"no account {account}")
+    finally:
+        await conn.close()
+    conn = await db.connect(config.database_url, "reports")
+    try:
+        await db.migrate(conn, "reports", _services_root() / "reports" / "migrations")
+        if args.action == "create":
+            assert isinstance(config, SecretsConfig)
+            created = await status_integrations.create(
+                conn,
+                SecretBox(config.secrets_key),
+                account,
+                provider=args.provider,
+                base_url=args.base_url,
+                token=args.token,
+                project=args.project,
+                name=args.name,
+            )
+            return created.to_api()
+        if args.action == "list":
+            found = await status_integrations.listed(conn, account)
+            return {"integrations": [each.to_api() for each in found]}
+        await status_integrations.delete(conn, account, args.id)
+        return {"deleted": args.id}
+    finally:
+        await conn.close()
 
 
 async def _dead_letters(
@@ -228,6 +285,7 @@ def _parser() -> argparse.ArgumentParser:
         "--name", default="", help="shown on the consent page (default: the redirect URI's host)"
     )
     _format_option(register)
+    _integration_parser(commands)
     jwt = commands.add_parser(
         "happo-jwt", help="print a Happo JWT (HS256, kid = key, payload {key}) for curl"
     )
@@ -262,6 +320,36 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _integration_parser(commands: argparse._SubParsersAction) -> None:
+    integration = commands.add_parser(
+        "integration", help="manage commit-status integrations (GitHub, GitLab, Gitea)"
+    )
+    actions = integration.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="post an account's commit statuses to a provider; prints it as JSON"
+    )
+    create.add_argument("--account", required=True, help="id of the owning account")
+    create.add_argument("--provider", required=True, choices=status_domain.PROVIDERS)
+    create.add_argument(
+        "--base-url",
+        required=True,
+        help="the provider's web address: https://github.com, a GitHub Enterprise, GitLab or"
+        " Gitea/Forgejo host (pull-request links must be on it)",
+    )
+    create.add_argument(
+        "--token", required=True, help="a token that may post commit statuses (sealed at rest)"
+    )
+    create.add_argument("--project", help="only this Happo project's statuses (default: all)")
+    create.add_argument(
+        "--name", help="the status's name (default: Happo, or Happo (<project>) with --project)"
+    )
+    listing = actions.add_parser("list", help="the account's integrations (never their tokens)")
+    listing.add_argument("--account", required=True)
+    delete = actions.add_parser("delete", help="delete an integration and its statuses")
+    delete.add_argument("--account", required=True)
+    delete.add_argument("--id", required=True, type=int)
+
+
 def _format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
@@ -292,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
                     getattr(args, "event", []),
                 )
             )
+        elif args.command == "integration":
+            config = load(_SealingConfig if args.action == "create" else ServersConfig)
+            result = asyncio.run(_integration(config, args))
         elif args.command == "happo-jwt":
             result = _happo_jwt(args.key, args.secret)
         elif args.command == "oauth-client":

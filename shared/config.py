@@ -268,6 +268,18 @@ class SigningConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class SecretsConfig:
+    """The key of secrets at rest, declared once for every process that seals one (auth's API
+    secrets, reports's commit-status provider tokens); mixed into their configs."""
+
+    secrets_key: str = secret(
+        "DARKROOM_SECRETS_KEY",
+        "Key (base64, 32 bytes) that encrypts API secrets and commit-status provider tokens at"
+        " rest with AES-GCM.",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
 class ImagingConfig:
     """The pixel limit, declared once for every process that decodes images (ingest at upload,
     processing before it decodes an original); mixed into their configs."""
@@ -335,15 +347,15 @@ class RemoteFetchConfig(StorageConfig):
     remote_allow_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = setting(
         "DARKROOM_REMOTE_ALLOW_NETWORKS",
         (),
-        "Comma-separated CIDRs a remote fetch (remote_file_url, a rendered page's requests) may"
-        " reach although they are on the deny list (loopback, private, link-local, ...); empty:"
-        " only public addresses.",
+        "Comma-separated CIDRs a remote fetch (remote_file_url, a rendered page's requests) or a"
+        " commit status posted to a provider's base URL may reach although they are on the deny"
+        " list (loopback, private, link-local, ...); empty: only public addresses.",
         parse=parse_networks,
     )
     remote_timeout_seconds: float = setting(
         "DARKROOM_REMOTE_TIMEOUT_SECONDS",
         10.0,
-        "Whole remote fetch, redirects and body included, in seconds.",
+        "Whole remote fetch (redirects and body included) or commit-status post, in seconds.",
     )
     remote_max_redirects: int = setting(
         "DARKROOM_REMOTE_MAX_REDIRECTS", 3, "Most redirects a remote fetch follows."

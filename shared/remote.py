@@ -243,6 +243,32 @@ def _legacy_ipv4(host: str) -> bool:
     )
 
 
+def guarded_session(
+    allowed_networks: tuple[IPNetwork, ...], timeout_seconds: float, headers: dict[str, str]
+) -> aiohttp.ClientSession:
+    """A ClientSession that connects only where the policy allows (the guarded resolver and
+    socket factory), keeps no cookies, reads no proxy or credentials from the environment and
+    never decompresses; every connection Darkroom opens to an address a customer chose (remote
+    fetches, commit statuses) uses one. Call it inside the running loop; check each URL with
+    :func:`check_url` before its request (literal IP hosts skip the resolver)."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(allowed_networks),
+        socket_factory=guarded_socket_factory(allowed_networks),
+        # A cached answer would outlive its check's context; resolving each time is cheap.
+        use_dns_cache=False,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),  # no cookies kept, so none sent on
+        trust_env=False,  # no proxy from the environment, no ~/.netrc credentials
+        # A compressed body could expand far past a cap inside one decompression; we ask for
+        # identity and refuse anything else.
+        auto_decompress=False,
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers},
+        timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+    )
+
+
 class RemoteFetcher:
     """Holds one aiohttp ClientSession with the guarded resolver/connector; one per process.
 
@@ -256,26 +282,10 @@ class RemoteFetcher:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            allowed = self.policy.allowed_networks
-            connector = aiohttp.TCPConnector(
-                resolver=GuardedResolver(allowed),
-                socket_factory=guarded_socket_factory(allowed),
-                # A cached answer would outlive its check's context; resolving each time is cheap.
-                use_dns_cache=False,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                cookie_jar=aiohttp.DummyCookieJar(),  # no cookies kept, so none sent on
-                trust_env=False,  # no proxy from the environment, no ~/.netrc credentials
-                # A compressed body could expand far past the cap inside one decompression;
-                # we ask for identity and refuse anything else.
-                auto_decompress=False,
-                headers={
-                    "User-Agent": USER_AGENT,
-                    "Accept": "image/*, */*;q=0.5",
-                    "Accept-Encoding": "identity",
-                },
-                timeout=aiohttp.ClientTimeout(total=self.policy.timeout_seconds),
+            self._session = guarded_session(
+                self.policy.allowed_networks,
+                self.policy.timeout_seconds,
+                {"Accept": "image/*, */*;q=0.5"},
             )
         return self._session
 

@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -16,13 +15,12 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
 from shared import errors
+from shared.sealing import SecretBox  # noqa: F401 - auth's callers name it here
 
 #: The longest name a person may sign up with.
 MAX_PERSON_NAME = 200
@@ -226,31 +224,6 @@ def display_prefix(token: str) -> str:
 def secrets_equal(a: str, b: str) -> bool:
     """Constant-time comparison of two secrets."""
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-class SecretBox:
-    """AES-GCM encryption of API secrets at rest, under the configured key."""
-
-    def __init__(self, key_b64: str) -> None:
-        try:
-            key = base64.b64decode(key_b64, validate=True)
-        except binascii.Error as exc:
-            raise ValueError("DARKROOM_SECRETS_KEY must be base64") from exc
-        if len(key) != 32:
-            raise ValueError("DARKROOM_SECRETS_KEY must decode to 32 bytes")
-        self._aead = AESGCM(key)
-
-    def seal(self, plaintext: str, context: bytes) -> bytes:
-        """Encrypt ``plaintext`` bound to ``context`` (the key id, so rows cannot be swapped)."""
-        nonce = os.urandom(12)
-        return nonce + self._aead.encrypt(nonce, plaintext.encode(), context)
-
-    def open(self, sealed: bytes, context: bytes) -> str:
-        """Decrypt what :meth:`seal` made; raises ``ValueError`` when it was tampered with."""
-        try:
-            return self._aead.decrypt(sealed[:12], sealed[12:], context).decode()
-        except InvalidTag as exc:
-            raise ValueError("sealed secret does not verify") from exc
 
 
 def hash_password(password: str) -> str:

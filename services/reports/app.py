@@ -27,19 +27,25 @@ from services.reports.ignoring import IgnoredDiffs
 from services.reports.jobs import Jobs
 from services.reports.mail import open_mailer
 from services.reports.notices import Notices
+from services.reports.outbound import DeliveryLoop, Sender
 from services.reports.pages import PAGES, create_pages
 from services.reports.render_requests import RenderRequests
 from services.reports.reviewing import Reviews
 from services.reports.routes import setup_routes
+from services.reports.statuses import domain as statuses_domain
+from services.reports.statuses.delivery import StatusDelivery
 from services.reports.submissions import Submissions
 from services.reports.subscriptions import Subscriptions
 from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
+from shared.sealing import SecretBox
 
 SCHEMA = "reports"
 HERE = Path(__file__).parent
 log = get_logger("darkroom.reports")
+#: The commit-status sender of a reports app (tests swap its sender's allowed networks).
+STATUS_DELIVERY = web.AppKey("reports.status_delivery", StatusDelivery)
 
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
@@ -60,7 +66,7 @@ def reporting(config: ReportsConfig) -> runtime.CleanupContext:
         app[COMPARISONS] = comparisons
         app[REVIEWS] = Reviews(pool, config.public_url)
         app[NOTICES] = Notices(pool, mailer, config)
-        app[JOBS] = Jobs(pool)
+        app[JOBS] = Jobs(pool, config.public_url)
         app[IGNORED_DIFFS] = IgnoredDiffs(pool, config.public_url)
         app[SUBSCRIPTIONS] = Subscriptions(pool, config.unsubscribe_signer)
         app[BADGES] = Badges(pool, config.badge_signer, app[PAGES].env, config.public_url)
@@ -89,6 +95,32 @@ def render_deadlines(config: ReportsConfig) -> runtime.CleanupContext:
     return context
 
 
+def status_delivery(config: ReportsConfig) -> runtime.CleanupContext:
+    """Post recorded commit statuses for as long as the app runs: woken by the recording
+    transaction's NOTIFY, by the next retry falling due, and by a slow poll."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        sender = Sender(config.remote_allow_networks, config.remote_timeout_seconds)
+        delivery = StatusDelivery(app[runtime.POOL], SecretBox(config.secrets_key), sender)
+        app[STATUS_DELIVERY] = delivery
+        loop = DeliveryLoop(
+            app[runtime.POOL],
+            config.database_url,
+            statuses_domain.CHANNEL,
+            delivery.deliver_due,
+            statuses_domain.POLL_SECONDS,
+            "reports.status_delivery",
+        )
+        await loop.start()
+        try:
+            yield
+        finally:
+            await loop.stop()
+            await delivery.sender.close()
+
+    return context
+
+
 def create_app(config: ReportsConfig) -> web.Application:
     """The reports app: pool on schema ``reports``, broker, outbox relay, blob store (diff
     images), internal client (asks ingest about images), the use cases, consumers, routes."""
@@ -108,6 +140,7 @@ def create_app(config: ReportsConfig) -> web.Application:
             runtime.internal_client(config),
             reporting(config),
             render_deadlines(config),
+            status_delivery(config),
             consuming,
         ]
     )

@@ -19,6 +19,7 @@ from services.reports import domain, events, matching, repo
 from services.reports.config import ReportsConfig
 from services.reports.domain import CompareRequest, Comparison, Report
 from services.reports.matching import Entry, PixelResult
+from services.reports.statuses import posting
 from shared import errors
 from shared.events import BroadcastListener, Broker, Envelope, record_event
 from shared.http import Principal
@@ -249,6 +250,7 @@ class Comparisons:
                 "notify": comparison.notify,
             },
         )
+        await posting.post_comparison(conn, self.public_url, comparison.id)
 
     # --- consumers -----------------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from services.reports.domain import BADGE_DIGITS, UNSUBSCRIBE_DIGITS
-from shared.config import SigningConfig, StorageConfig, setting
+from shared.config import RemoteFetchConfig, SecretsConfig, SigningConfig, setting
 from shared.signing import BADGE, UNSUBSCRIBE, Signer
 
 
 @dataclass(frozen=True)
-class ReportsConfig(StorageConfig, SigningConfig):
-    """Reports's settings: storage (it serves diff images), diffing, waiting and e-mail."""
+class ReportsConfig(RemoteFetchConfig, SigningConfig, SecretsConfig):
+    """Reports's settings: storage (it serves diff images), diffing, waiting and e-mail; the
+    remote-fetch policy and the secrets key are for commit statuses (providers' base URLs go
+    through the SSRF guard; their tokens are sealed at rest)."""
 
     diff_threshold: float = setting(
         "DARKROOM_DIFF_THRESHOLD",

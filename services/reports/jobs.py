@@ -13,6 +13,7 @@ import asyncpg
 
 from services.reports import domain, repo
 from services.reports.domain import Comparison, Job
+from services.reports.statuses import posting
 from shared import errors
 from shared.http import Principal
 
@@ -58,8 +59,9 @@ async def job_status(conn: asyncpg.Connection, job: Job) -> str:
 class Jobs:
     """The use cases of jobs and skipped shas."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, public_url: str) -> None:
         self.pool = pool
+        self.public_url = public_url
 
     async def create(
         self,
@@ -86,6 +88,7 @@ class Jobs:
                 link=link,
                 message=message,
             )
+            await posting.post_job(conn, self.public_url, job)
             return await _view(conn, parent or job)
 
     async def orchestrate(
@@ -115,6 +118,7 @@ class Jobs:
                     link=link,
                     message=message,
                 )
+            await posting.post_job(conn, self.public_url, parent)
             return await _view(conn, parent)
 
     async def cancel(
@@ -134,14 +138,20 @@ class Jobs:
             if job is None:
                 raise errors.NotFound(f"No job found for {sha1}..{sha2}")
             await repo.jobs.cancel_job(conn, job.id, status, message)
+            cancelled = await repo.jobs.job_by_id(conn, job.id)
+            assert cancelled is not None
+            await posting.post_job(conn, self.public_url, cancelled)
             shown = await repo.jobs.job_by_id(conn, job.parent_id or job.id)
             assert shown is not None
             return await _view(conn, shown)
 
     async def skip(self, principal: Principal, project: str, sha: str, label: str) -> datetime:
         """A successful status for the sha (its jobs succeed); when it was recorded."""
-        async with self.pool.acquire() as conn:
-            return await repo.jobs.skip(conn, str(principal.account_id), project, sha, label)
+        account_id = str(principal.account_id)
+        async with self.pool.acquire() as conn, conn.transaction():
+            created = await repo.jobs.skip(conn, account_id, project, sha, label)
+            await posting.post_skip(conn, self.public_url, account_id, project, sha)
+            return created
 
     async def lines(self, principal: Principal, job_id: int) -> tuple[Job, str, list[ProjectLine]]:
         """The caller's job for its page: the job, its status, and each project's line; 404

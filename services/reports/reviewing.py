@@ -5,7 +5,8 @@ or deleted snapshot, or decides every change still waiting at once; the comparis
 Each decision is one transaction on the comparison's row lock, so two reviewers deciding at
 once, or a comparison being re-run (which drops its entries), never leave a review that does
 not match its changes. When the derived review changes, ``comparison.reviewed`` is recorded in
-the outbox with it: the fact that whatever posts statuses (commit statuses, webhooks) needs.
+the outbox with it (the fact webhooks will need), and the commit status it changes beside it
+(:mod:`services.reports.statuses.posting`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import asyncpg
 from services.reports import events, repo
 from services.reports.comparing import own_comparison
 from services.reports.domain import Comparison, Decisions, comparison_status
+from services.reports.statuses import posting
 from shared import errors
 from shared.events import record_event
 from shared.http import Principal
@@ -132,4 +134,5 @@ class Reviews:
                     "compare_url": f"{self.public_url}/comparisons/{comparison.id}",
                 },
             )
+            await posting.post_comparison(conn, self.public_url, comparison.id)
         return Verdict(comparison.id, position, decision, decisions, status)

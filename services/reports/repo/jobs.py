@@ -123,3 +123,28 @@ async def skip(
         sha,
         label,
     )
+
+
+async def skip_label(
+    conn: asyncpg.Connection, account_id: str, project: str, sha: str
+) -> str | None:
+    """The label a skipped sha was skipped with (None: not skipped)."""
+    return await conn.fetchval(
+        "SELECT label FROM skips WHERE account_id = $1 AND project = $2 AND sha = $3",
+        uuid.UUID(account_id),
+        project,
+        sha,
+    )
+
+
+async def jobs_of_after(
+    conn: asyncpg.Connection, account_id: str, project: str, sha2: str
+) -> list[Job]:
+    """A project's jobs whose after sha is ``sha2`` (what skipping that sha settles)."""
+    rows = await conn.fetch(
+        "SELECT * FROM jobs WHERE account_id = $1 AND project = $2 AND sha2 = $3 ORDER BY id",
+        uuid.UUID(account_id),
+        project,
+        sha2,
+    )
+    return [j for j in map(job_of, rows) if j is not None]
