@@ -247,6 +247,16 @@ async def test_real_client_job_and_compare_then_a_review_flip_on_github(
     }
     await asyncio.sleep(0.5)
     assert len(github.to(path)) == 3  # each change posted once
+    # the comparison page shows what was posted for its commit, newest first, and how it went
+    person = await signed_in(stack, account)
+    try:
+        shown = (await page(person, stack, path_of(compare_url))).text
+    finally:
+        await person.close()
+    log = shown[shown.index("Commit statuses") :]
+    assert log.count(f"github · {repo} · Happo") == 3
+    assert log.index("success — 1 diff — accepted") < log.index("failure — 1 diff — awaiting")
+    assert log.count("delivered") == 3 and "last answered 201" in log
 
 
 async def test_skip_and_cancel_on_gitlab(stack, client, providers):

@@ -28,6 +28,7 @@ from services.reports.domain import CHANGE_KINDS, ENTRY_DECISIONS, Comparison, D
 from services.reports.handlers import CONFIG, JOBS, REVIEWS, SUBSCRIPTIONS
 from services.reports.matching import Entry, Tally
 from services.reports.reviewing import Verdict
+from services.reports.statuses import repo as statuses_repo
 from shared import errors
 from shared.delivery import serve_asset
 from shared.http import Principal, principal_of, read_form
@@ -50,6 +51,8 @@ DIFFS_PER_PAGE = 20
 SNAPSHOTS_PER_PAGE = 100
 #: The changes a comparison page's list names at most (the pages below show every one).
 CHANGES_LISTED = 2000
+#: The commit statuses a comparison page lists (its commit's newest first).
+STATUSES_LISTED = 20
 #: What "… all remaining" may decide.
 REMAINING_DECISIONS = {"accept": "accepted", "reject": "rejected"}
 #: How the pages name each kind of entry, and the sections of a comparison page in order.
@@ -333,6 +336,9 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
         counts = await repo.comparisons.kind_counts(conn, comparison.id)
         decisions = Decisions.of(await repo.comparisons.decision_counts(conn, comparison.id))
         listed = await repo.comparisons.changes(conn, comparison.id, CHANGES_LISTED)
+        posted = await statuses_repo.statuses_of_commit(
+            conn, comparison.account_id, comparison.sha2, STATUSES_LISTED
+        )
         pager = Pager.of(page, DIFFS_PER_PAGE, sum(counts.get(k, 0) for k in kinds))
         for kind, offset, limit in windows(counts, kinds, pager.offset, pager.size):
             found = await repo.comparisons.entries(
@@ -355,6 +361,7 @@ async def comparison_page(request: web.Request) -> web.StreamResponse:
         pager=pager,
         reviewer=_reviewer(comparison, principal),
         can_review=session and comparison.done,
+        posted=posted,
     )
 
 

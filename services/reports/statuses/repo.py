@@ -239,3 +239,22 @@ async def record_attempt(
         error,
         retry_at,
     )
+
+
+async def statuses_of_commit(
+    conn: asyncpg.Connection, account_id: str, sha: str, limit: int
+) -> list[asyncpg.Record]:
+    """The account's statuses for one commit, newest first, each with its integration's
+    provider and its latest attempt: the delivery log a comparison page shows."""
+    return await conn.fetch(
+        "SELECT s.id, i.provider, s.repository, s.context, s.state, s.description,"
+        " s.outcome, s.attempts, s.last_error, s.created_at, s.delivered_at,"
+        " a.http_status, a.attempted_at, a.retry_at"
+        " FROM commit_statuses s JOIN status_integrations i ON i.id = s.integration_id"
+        " LEFT JOIN LATERAL (SELECT http_status, attempted_at, retry_at"
+        " FROM commit_status_attempts WHERE status_id = s.id ORDER BY id DESC LIMIT 1) a ON true"
+        " WHERE s.account_id = $1 AND s.sha = $2 ORDER BY s.id DESC LIMIT $3",
+        uuid.UUID(account_id),
+        sha,
+        limit,
+    )
