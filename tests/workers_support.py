@@ -204,8 +204,9 @@ async def start_worker(http, env: dict[str, str], grace: float) -> Process:
         {**env, "DARKROOM_PROCESSING_PORT": str(port), "DARKROOM_SHUTDOWN_GRACE": str(grace)},
     )
     if not await wait_healthy(http, port, 30):
+        said = worker.stderr()  # before kill() closes the log
         worker.kill()
-        pytest.fail(f"processing worker did not start: {worker.stderr()}")
+        pytest.fail(f"processing worker did not start on port {port}: {said[-4000:]}")
     return worker
 
 
