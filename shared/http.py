@@ -291,10 +291,13 @@ class InternalClient:
         data: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = 10,
+        connect_timeout: float | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
         """Send one call and return ``(status, headers, body bytes)``: for answers that are
-        not JSON (an image). ``timeout=None``: the caller bounds the wait. Connection trouble
-        raises :class:`aiohttp.ClientError`, :class:`OSError` or :class:`TimeoutError`."""
+        not JSON (an image). ``timeout=None``: the caller bounds the wait; ``connect_timeout``
+        bounds opening a new connection alone (a host that is gone answers no SYN). Connection
+        trouble raises :class:`aiohttp.ClientError`, :class:`OSError` or
+        :class:`TimeoutError`."""
         rid = request_id_var.get() or new_request_id()
         signed = sign_principal(self.key, method, path_qs, principal, rid)
         async with self.session.request(
@@ -303,7 +306,7 @@ class InternalClient:
             json=json_body,
             data=data,
             headers={**(headers or {}), **signed},
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect_timeout),
         ) as response:
             return response.status, response.headers, await response.read()
 

@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from services.ingest.derivations import DerivativeRequest, Derivatives
+from services.ingest.derivations import DerivativeRequest, Derivatives, ProcessingTimedOut
 from shared import errors
 from shared.derivatives import Transform
 from shared.runtime import INTERNAL, POOL, STORE
@@ -122,3 +122,43 @@ async def test_with_no_replica_answering_the_caller_gets_a_503_at_once(stack):
     assert time.monotonic() - started < 5
     assert raised.value.status == 503 and raised.value.retry_after == 5
     assert not await stack.apps["ingest"][STORE].exists(wanted.key)
+
+
+async def test_a_replica_that_holds_calls_unanswered_is_set_aside(stack):
+    """A replica whose host is gone answers nothing: the call that finds it out costs its
+    caller's deadline, and then the replica is set aside, so the calls after it go to the one
+    that answers instead of every other one waiting out its deadline there."""
+    from aiohttp import web
+
+    held: list[float] = []
+
+    async def never_answers(request: web.Request) -> web.Response:
+        held.append(time.monotonic())
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", never_answers)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)  # its handlers never end by themselves
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        silent = f"http://127.0.0.1:{port}"
+        both = client(stack, [silent, stack.service_urls["processing"]])
+        wanted = await originals(stack, 8, seed=3000)
+        answered, timed_out = 0, 0
+        for request in wanted:  # one caller after another, each with a 6 s deadline
+            try:
+                outcome = (await both.obtain([request], timeout=6))[request.key]
+            except ProcessingTimedOut:
+                timed_out += 1
+                continue
+            assert outcome.ok and outcome.data
+            answered += 1
+    finally:
+        await runner.cleanup()
+    # The first call may find the silent replica (calls are taken in turn): it waits out its
+    # deadline, and the replica is set aside; at most one probe after that, never a call in two.
+    assert len(held) <= 2, held
+    assert timed_out == len(held) and answered == 8 - timed_out

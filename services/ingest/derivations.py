@@ -17,6 +17,15 @@ call goes to the replica with the fewest calls from here in flight. A replica th
 reached, or dies mid-call, is replaced by the next (a derivative is the same bytes whoever
 makes it); when none answers the request fails with 503 ``unavailable``: an upload is
 all-or-nothing, so its caller asks again and nothing half-made is kept.
+
+A replica whose host is gone sends no reset: a new connection to it would wait for the SYN's
+retries and a kept one for the caller's whole deadline. So a new connection gets
+:data:`CONNECT_SECONDS`, and a replica that failed a call, or held one past
+:data:`SLOW_CALL_SECONDS` until its caller gave up, is **set aside**: asked only when every other
+is set aside too, for :data:`ASIDE_SECONDS`, doubling with each failure up to
+:data:`ASIDE_MAX_SECONDS`. Once that has passed, one call at a time probes it; an answer puts
+it back. Without this, "fewest in flight" sends each new wave of calls to the dead replica as
+soon as the last wave has timed out there.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +52,13 @@ log = get_logger("darkroom.ingest.derivations")
 
 #: How many stored derivatives' sizes one process remembers (a few MB at most).
 SIZES_CACHED = 50_000
+
+#: Seconds a new connection to a replica may take (no SYN answered: its host is gone).
+CONNECT_SECONDS = 2.0
+#: A call cancelled by its caller after this long held a replica that may be gone.
+SLOW_CALL_SECONDS = 5.0
+#: How long a failing replica is set aside at first, and at most (doubling in between).
+ASIDE_SECONDS, ASIDE_MAX_SECONDS = 2.0, 60.0
 
 #: What a caller is told when processing cannot be reached or answers unexpectedly.
 PROCESSING_UNAVAILABLE = "Image processing is unavailable; try again"
@@ -107,6 +124,8 @@ class Derivatives:
         self._sizes: LRUCache[str, int] = LRUCache(maxsize=SIZES_CACHED)
         self._busy = dict.fromkeys(self.replicas, 0)
         self._turns = itertools.count()
+        # Replicas set aside: until when (monotonic), and the span the next failure doubles.
+        self._aside: dict[str, tuple[float, float]] = {}
 
     async def obtain(
         self, requests: Iterable[DerivativeRequest], timeout: float
@@ -177,21 +196,50 @@ class Derivatives:
     ) -> tuple[int, Mapping[str, str], bytes] | None:
         """One replica's answer, or None when it could not be reached or died mid-call."""
         self._busy[replica] += 1
+        started = time.monotonic()
         try:
-            return await self.client.fetch(
-                "POST", replica, DERIVATIVES_PATH, ANONYMOUS, json_body=request.body(), timeout=None
+            answer = await self.client.fetch(
+                "POST",
+                replica,
+                DERIVATIVES_PATH,
+                ANONYMOUS,
+                json_body=request.body(),
+                timeout=None,
+                connect_timeout=CONNECT_SECONDS,
             )
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             log.warning("derivative.processing_unreachable", replica=replica, error=repr(exc))
+            self._set_aside(replica)
             return None
+        except asyncio.CancelledError:
+            if time.monotonic() - started >= SLOW_CALL_SECONDS:
+                self._set_aside(replica)
+            raise
         finally:
             self._busy[replica] -= 1
+        self._aside.pop(replica, None)  # it answered: back in the rotation
+        return answer
+
+    def _set_aside(self, replica: str) -> None:
+        _until, span = self._aside.get(replica, (0.0, ASIDE_SECONDS / 2))
+        span = min(ASIDE_MAX_SECONDS, span * 2)
+        self._aside[replica] = (time.monotonic() + span, span)
+        log.warning("derivative.replica_set_aside", replica=replica, seconds=span)
 
     def _by_load(self) -> list[str]:
-        """The replicas, fewest calls in flight first; ties taken in turn."""
+        """The replicas, fewest calls in flight first, ties taken in turn; those set aside
+        last (one whose time is up is probed by one call at a time)."""
         turn = next(self._turns) % len(self.replicas)
         rotated = self.replicas[turn:] + self.replicas[:turn]
-        return sorted(rotated, key=self._busy.__getitem__)
+        now = time.monotonic()
+
+        def aside(replica: str) -> bool:
+            if replica not in self._aside:
+                return False
+            until, _span = self._aside[replica]
+            return now < until or self._busy[replica] > 0
+
+        return sorted(rotated, key=lambda replica: (aside(replica), self._busy[replica]))
 
 
 def _message(body: bytes) -> str:
