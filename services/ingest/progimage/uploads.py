@@ -113,7 +113,7 @@ class ProgimageUploads:
             sizes = await self._derive(plans, request.bulk)
             return await self._record(account_id, user_id, plans, sizes)
         except BaseException:
-            await self._release(written)
+            await self._release(written, plans)
             raise
 
     async def derived(
@@ -252,13 +252,19 @@ class ProgimageUploads:
                 images.append(image)
         return images
 
-    async def _release(self, written: list[str]) -> None:
+    async def _release(self, written: list[str], plans: list[Plan]) -> None:
         for sha256 in written:
             try:
                 await blobs.release_bytes(self.pool, self.store, sha256)
             except Exception:
                 # The orphan sweeper removes what this could not.
                 log.warning("progimage.release_failed", hash=sha256, exc_info=True)
+        # Releasing deletes the originals' derivatives too: a retry that still took them as
+        # stored would record variants whose bytes are gone (404 for good).
+        for plan in plans:
+            if plan.original.sha256 in written:
+                for _name, transform in plan.variants.items():
+                    self.forget(DerivativeRequest(plan.original.sha256, "", transform).key)
 
 
 def _stored_event(plan: Plan, account_id: uuid.UUID, image: repo.ProgimageImage) -> dict:
