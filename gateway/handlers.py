@@ -85,19 +85,24 @@ async def healthz(_request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: every service answers its own ``/readyz``."""
+    """``GET /readyz``: every service answers its own ``/readyz`` (a service listed with
+    several replicas: at least one of them)."""
     config = request.app[CONFIG]
 
-    async def ready(service: str) -> bool:
+    async def replica_ready(url: str) -> bool:
         try:
             async with request.app[UPSTREAM].get(
-                config.service_url(service) + "/readyz",
+                url + "/readyz",
                 headers={REQUEST_ID_HEADER: request_id_var.get() or ""},
                 timeout=aiohttp.ClientTimeout(total=3),
             ) as response:
                 return response.status == 200
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    async def ready(service: str) -> bool:
+        urls = config.service_urls(service)
+        return any(await asyncio.gather(*map(replica_ready, urls)))
 
     checks = dict(zip(SERVICES, await asyncio.gather(*map(ready, SERVICES)), strict=True))
     status = 200 if all(checks.values()) else 503

@@ -244,6 +244,11 @@ class CommonConfig(ServersConfig):
         host = "127.0.0.1" if self.host in {"0.0.0.0", "::"} else self.host
         return f"http://{host}:{getattr(self, f'{service}_port')}"
 
+    def service_urls(self, service: str) -> list[str]:
+        """Every replica's internal base URL of ``service``: its setting may list several,
+        comma-separated (ingest spreads derivative calls over processing's)."""
+        return [url.strip().rstrip("/") for url in self.service_url(service).split(",") if url]
+
     def public(self, path: str) -> str:
         """Absolute public URL for ``path`` (which starts with ``/``)."""
         return self.public_url.rstrip("/") + path

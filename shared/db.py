@@ -9,8 +9,10 @@ does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +114,29 @@ async def create_pool(
         )
     except CONNECTION_ERRORS as exc:
         raise Unavailable(f"PostgreSQL at {redact_dsn(dsn)} is not answering: {exc}") from exc
+
+
+#: How long PostgreSQL lets a short transaction sit idle before it ends it (see
+#: :func:`short_transaction`).
+SHORT_TRANSACTION_IDLE_SECONDS = 5
+
+
+@contextlib.asynccontextmanager
+async def short_transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction on ``conn`` that only runs SQL (no computation, no network call inside),
+    which PostgreSQL ends if it sits idle for :data:`SHORT_TRANSACTION_IDLE_SECONDS`.
+
+    A process cut off from the network in the middle of one sends no reset: its session would
+    otherwise hold the transaction's row locks until TCP keepalive notices, hours later, and
+    every other replica writing the same row would wait on them (seen in the multi-host test:
+    one derivative key unmakeable for the whole cut). A transaction that waits on work between
+    statements (a consumer computing inside its transaction) must not use this.
+    """
+    async with conn.transaction():
+        await conn.execute(
+            f"SET LOCAL idle_in_transaction_session_timeout = '{SHORT_TRANSACTION_IDLE_SECONDS}s'"
+        )
+        yield
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

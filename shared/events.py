@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
+import aiormq.exceptions
 import asyncpg
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -341,6 +343,10 @@ class Subscription:
     prefetch: int = 8
 
 
+#: How long a consumer keeps asking a broker that refuses its queue for a moment at start.
+START_WITHIN_SECONDS = 30.0
+
+
 class EventConsumer:
     """Runs one :class:`Subscription` as a competing consumer on its quorum queue.
 
@@ -375,8 +381,44 @@ class EventConsumer:
         self._tag: str | None = None
         self._inflight: set[asyncio.Task] = set()
 
-    async def start(self) -> None:
-        """Declare the queues and begin consuming."""
+    async def start(self, within: float = START_WITHIN_SECONDS) -> None:
+        """Declare the queues and begin consuming.
+
+        A broker that refuses for a moment is asked again, with back-off, for up to ``within``
+        seconds: replicas started together declare the same quorum queue at the same instant,
+        and RabbitMQ can answer the second ``basic.consume`` with ``noproc`` (the queue's
+        process is not up yet) and close the connection with INTERNAL_ERROR; the robust
+        connection comes back by itself, so the replica should wait for it, not exit.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        delay = 0.2
+        while True:
+            try:
+                await self._start_once()
+                return
+            # RuntimeError: aio-pika's "connection closed", while the robust connection is away
+            except (
+                aio_pika.exceptions.AMQPException,
+                aiormq.exceptions.AMQPError,
+                RuntimeError,
+            ) as exc:
+                if loop.time() + delay > deadline:
+                    raise
+                log.warning(
+                    "consumer.start_retried",
+                    consumer=self.subscription.consumer,
+                    error=repr(exc)[:200],
+                    retry_in=delay,
+                )
+                if self._channel is not None:
+                    with contextlib.suppress(Exception):
+                        await self._channel.close()
+                    self._channel = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _start_once(self) -> None:
         self._channel = await self.broker.connection.channel(publisher_confirms=False)
         await self._channel.set_qos(prefetch_count=self.prefetch)
         queue, _dead = await self.broker.declare_consumer_queue(

@@ -47,7 +47,7 @@ def progimage(config: IngestConfig) -> runtime.CleanupContext:
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         fetcher = RemoteFetcher(RemotePolicy.from_config(config))
-        replicas = [url.strip().rstrip("/") for url in config.service_url("processing").split(",")]
+        replicas = config.service_urls("processing")
         derivatives = Derivatives(app[runtime.INTERNAL], replicas, app[runtime.STORE])
         app[DERIVATIVES] = derivatives
         try:
@@ -56,7 +56,7 @@ def progimage(config: IngestConfig) -> runtime.CleanupContext:
             )
             yield
         finally:
-            await derivatives.flights.close()
+            await derivatives.close()
             await fetcher.close()
 
     return context

@@ -22,10 +22,10 @@ A replica whose host is gone sends no reset: a new connection to it would wait f
 retries and a kept one for the caller's whole deadline. So a new connection gets
 :data:`CONNECT_SECONDS`, and a replica that failed a call, or held one past
 :data:`SLOW_CALL_SECONDS` until its caller gave up, is **set aside**: asked only when every other
-is set aside too, for :data:`ASIDE_SECONDS`, doubling with each failure up to
-:data:`ASIDE_MAX_SECONDS`. Once that has passed, one call at a time probes it; an answer puts
-it back. Without this, "fewest in flight" sends each new wave of calls to the dead replica as
-soon as the last wave has timed out there.
+is set aside too. A set-aside replica is probed in the background (``/readyz``, answered within
+:data:`PROBE_SECONDS`) every :data:`PROBE_EVERY_SECONDS`; its first ready answer puts it back,
+so no caller's request is spent finding out. Without this, "fewest in flight" sent each new wave
+of calls to a dead replica as soon as the last wave had timed out there.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ SIZES_CACHED = 50_000
 CONNECT_SECONDS = 2.0
 #: A call cancelled by its caller after this long held a replica that may be gone.
 SLOW_CALL_SECONDS = 5.0
-#: How long a failing replica is set aside at first, and at most (doubling in between).
-ASIDE_SECONDS, ASIDE_MAX_SECONDS = 2.0, 60.0
+#: How often a set-aside replica is asked whether it is ready, and how long it may take.
+PROBE_EVERY_SECONDS, PROBE_SECONDS = 1.0, 1.0
 
 #: What a caller is told when processing cannot be reached or answers unexpectedly.
 PROCESSING_UNAVAILABLE = "Image processing is unavailable; try again"
@@ -124,8 +124,8 @@ class Derivatives:
         self._sizes: LRUCache[str, int] = LRUCache(maxsize=SIZES_CACHED)
         self._busy = dict.fromkeys(self.replicas, 0)
         self._turns = itertools.count()
-        # Replicas set aside: until when (monotonic), and the span the next failure doubles.
-        self._aside: dict[str, tuple[float, float]] = {}
+        # Replicas set aside, each with the task that probes it until it is ready again.
+        self._aside: dict[str, asyncio.Task] = {}
 
     async def obtain(
         self, requests: Iterable[DerivativeRequest], timeout: float
@@ -217,29 +217,47 @@ class Derivatives:
             raise
         finally:
             self._busy[replica] -= 1
-        self._aside.pop(replica, None)  # it answered: back in the rotation
         return answer
 
     def _set_aside(self, replica: str) -> None:
-        _until, span = self._aside.get(replica, (0.0, ASIDE_SECONDS / 2))
-        span = min(ASIDE_MAX_SECONDS, span * 2)
-        self._aside[replica] = (time.monotonic() + span, span)
-        log.warning("derivative.replica_set_aside", replica=replica, seconds=span)
+        if replica in self._aside:
+            return
+        log.warning("derivative.replica_set_aside", replica=replica)
+        self._aside[replica] = asyncio.create_task(self._probe(replica))
+
+    async def _probe(self, replica: str) -> None:
+        """Ask a set-aside replica whether it is ready until it is; then put it back."""
+        while True:
+            await asyncio.sleep(PROBE_EVERY_SECONDS)
+            try:
+                status, _headers, _body = await self.client.fetch(
+                    "GET",
+                    replica,
+                    "/readyz",
+                    ANONYMOUS,
+                    timeout=PROBE_SECONDS,
+                    connect_timeout=PROBE_SECONDS,
+                )
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                continue
+            if status == 200:
+                break
+        self._aside.pop(replica, None)
+        log.info("derivative.replica_back", replica=replica)
+
+    async def close(self) -> None:
+        """Stop probing and cancel the calls in flight (at the app's shutdown)."""
+        for task in self._aside.values():
+            task.cancel()
+        self._aside.clear()
+        await self.flights.close()
 
     def _by_load(self) -> list[str]:
         """The replicas, fewest calls in flight first, ties taken in turn; those set aside
-        last (one whose time is up is probed by one call at a time)."""
+        last (asked only when every one is)."""
         turn = next(self._turns) % len(self.replicas)
         rotated = self.replicas[turn:] + self.replicas[:turn]
-        now = time.monotonic()
-
-        def aside(replica: str) -> bool:
-            if replica not in self._aside:
-                return False
-            until, _span = self._aside[replica]
-            return now < until or self._busy[replica] > 0
-
-        return sorted(rotated, key=lambda replica: (aside(replica), self._busy[replica]))
+        return sorted(rotated, key=lambda replica: (replica in self._aside, self._busy[replica]))
 
 
 def _message(body: bytes) -> str:

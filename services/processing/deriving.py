@@ -22,6 +22,7 @@ import asyncpg
 from services.processing import domain, repo
 from services.processing.transforms import Derived, derive
 from services.processing.works import MISSING_ORIGINAL, Works
+from shared.db import short_transaction
 from shared.derivatives import DERIVATIVE_STORED
 from shared.errors import InvalidRequest
 from shared.events import record_event
@@ -81,7 +82,7 @@ class Derivations(Works):
         # Stored before the row commits: a crash in between leaves bytes the next request
         # overwrites with the same bytes, never a row without its bytes.
         await self.store.put(request.key, derived.data)
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, short_transaction(conn):
             await self._record(conn, request, derived, seconds)
         log.info(
             "derivative.stored",
