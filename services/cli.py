@@ -1,5 +1,5 @@
 """The operator CLI, ``darkroom``: prepare the platform, manage accounts, OAuth clients,
-commit-status integrations and dead letters, sign Happo JWTs.
+commit-status integrations, webhooks and dead letters, sign Happo JWTs.
 
 It talks to the database directly with the same configuration the services read (environment,
 ``*_FILE`` or ``var/secrets/``), so it works whether the stack is running or not.
@@ -29,14 +29,22 @@ from services.auth import repo as auth_repo
 from services.auth.config import AuthConfig
 from services.ingest.consumers import ANALYSIS_CONSUMER
 from services.processing.consumers import ANALYSES_CONSUMER, COMPARISONS_CONSUMER
-from services.reports.consumers import DIFFS_CONSUMER, MAIL_CONSUMER, SCHEDULED_CONSUMER
+from services.reports.consumers import (
+    DIFFS_CONSUMER,
+    MAIL_CONSUMER,
+    SCHEDULED_CONSUMER,
+    WEBHOOKS_CONSUMER,
+)
 from services.reports.statuses import domain as status_domain
 from services.reports.statuses import integrations as status_integrations
+from services.reports.webhooks import domain as webhook_domain
+from services.reports.webhooks import endpoints as webhook_endpoints
 from shared import db
 from shared.config import (
     SERVICES,
     CommonConfig,
     ConfigError,
+    RemoteFetchConfig,
     SecretsConfig,
     ServersConfig,
     load,
@@ -53,6 +61,7 @@ CONSUMERS = (
     SCHEDULED_CONSUMER,
     DIFFS_CONSUMER,
     MAIL_CONSUMER,
+    WEBHOOKS_CONSUMER,
 )
 
 #: Where ``--format env`` puts each field of a command's answer: variables a shell can ``eval``.
@@ -169,6 +178,12 @@ class _SealingConfig(ServersConfig, SecretsConfig):
     """What ``integration create`` reads: the servers and the key that seals tokens."""
 
 
+@dataclasses.dataclass(frozen=True)
+class _WebhookConfig(RemoteFetchConfig, SecretsConfig):
+    """What ``webhook create`` reads: the servers, the key that seals secrets, and the one
+    SSRF policy (``DARKROOM_REMOTE_ALLOW_NETWORKS``) its URL is checked against."""
+
+
 def _account_uuid(account_id: str) -> uuid.UUID:
     try:
         return uuid.UUID(account_id)
@@ -176,10 +191,9 @@ def _account_uuid(account_id: str) -> uuid.UUID:
         raise CommandError(f"--account must be an account id (a UUID), not {account_id!r}") from exc
 
 
-async def _integration(config: ServersConfig, args: argparse.Namespace) -> object:
-    """``integration create|list|delete``: an account's commit-status integrations, in
-    reports's schema (the account is checked in auth's)."""
-    account = str(_account_uuid(args.account))
+async def _reports_of_account(config: ServersConfig, account_id: str) -> asyncpg.Connection:
+    """A connection on reports's schema (migrated), once the account is found in auth's."""
+    account = str(_account_uuid(account_id))
     await db.ensure_database(config.database_url)
     conn = await db.connect(config.database_url, "auth")
     try:
@@ -191,6 +205,18 @@ async def _integration(config: ServersConfig, args: argparse.Namespace) -> objec
     conn = await db.connect(config.database_url, "reports")
     try:
         await db.migrate(conn, "reports", _services_root() / "reports" / "migrations")
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+async def _integration(config: ServersConfig, args: argparse.Namespace) -> object:
+    """``integration create|list|delete``: an account's commit-status integrations, in
+    reports's schema (the account is checked in auth's)."""
+    account = str(_account_uuid(args.account))
+    conn = await _reports_of_account(config, account)
+    try:
         if args.action == "create":
             assert isinstance(config, SecretsConfig)
             created = await status_integrations.create(
@@ -209,6 +235,36 @@ async def _integration(config: ServersConfig, args: argparse.Namespace) -> objec
             return {"integrations": [each.to_api() for each in found]}
         await status_integrations.delete(conn, account, args.id)
         return {"deleted": args.id}
+    finally:
+        await conn.close()
+
+
+async def _webhook(config: ServersConfig, args: argparse.Namespace) -> object:
+    """``webhook create|list|delete|enable|deliveries|redeliver``: an account's webhook
+    endpoints and their deliveries, in reports's schema (the account is checked in auth's)."""
+    account = str(_account_uuid(args.account))
+    conn = await _reports_of_account(config, account)
+    try:
+        if args.action == "create":
+            assert isinstance(config, _WebhookConfig)
+            return await webhook_endpoints.create(
+                conn,
+                SecretBox(config.secrets_key),
+                account,
+                url=args.url,
+                events=args.events,
+                allowed_networks=config.remote_allow_networks,
+            )
+        if args.action == "list":
+            return {"webhooks": await webhook_endpoints.listed(conn, account)}
+        if args.action == "delete":
+            await webhook_endpoints.delete(conn, account, args.id)
+            return {"deleted": args.id}
+        if args.action == "enable":
+            return await webhook_endpoints.enable(conn, account, args.id)
+        if args.action == "deliveries":
+            return {"deliveries": await webhook_endpoints.deliveries(conn, account, args.id)}
+        return await webhook_endpoints.redeliver(conn, account, args.delivery)
     finally:
         await conn.close()
 
@@ -286,6 +342,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _format_option(register)
     _integration_parser(commands)
+    _webhook_parser(commands)
     jwt = commands.add_parser(
         "happo-jwt", help="print a Happo JWT (HS256, kid = key, payload {key}) for curl"
     )
@@ -350,6 +407,40 @@ def _integration_parser(commands: argparse._SubParsersAction) -> None:
     delete.add_argument("--id", required=True, type=int)
 
 
+def _webhook_parser(commands: argparse._SubParsersAction) -> None:
+    webhook = commands.add_parser(
+        "webhook", help="manage webhook endpoints (Standard Webhooks, signed) and deliveries"
+    )
+    actions = webhook.add_subparsers(dest="action", required=True)
+    create = actions.add_parser(
+        "create", help="send an account's events to a URL; prints it as JSON with its secret"
+    )
+    create.add_argument("--account", required=True, help="id of the owning account")
+    create.add_argument(
+        "--url", required=True, help="the receiver (http or https; refused addresses: see README)"
+    )
+    create.add_argument(
+        "--events",
+        required=True,
+        help=f"comma-separated event types: {','.join(webhook_domain.EVENT_TYPES)}",
+    )
+    listing = actions.add_parser(
+        "list", help="the account's webhooks: enabled or why not, last attempt (never secrets)"
+    )
+    listing.add_argument("--account", required=True)
+    for action, text in (
+        ("delete", "delete a webhook and its deliveries"),
+        ("enable", "enable a disabled webhook again; its waiting deliveries go out"),
+        ("deliveries", "a webhook's newest deliveries, each with every attempt"),
+    ):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("--account", required=True)
+        sub.add_argument("--id", required=True, type=int, help="the webhook's id")
+    redeliver = actions.add_parser("redeliver", help="send one delivery again (same webhook-id)")
+    redeliver.add_argument("--account", required=True)
+    redeliver.add_argument("--delivery", required=True, type=int, help="the delivery's id")
+
+
 def _format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--format",
@@ -383,6 +474,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "integration":
             config = load(_SealingConfig if args.action == "create" else ServersConfig)
             result = asyncio.run(_integration(config, args))
+        elif args.command == "webhook":
+            config = load(_WebhookConfig if args.action == "create" else ServersConfig)
+            result = asyncio.run(_webhook(config, args))
         elif args.command == "happo-jwt":
             result = _happo_jwt(args.key, args.secret)
         elif args.command == "oauth-client":

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from services.reports import consumers
@@ -36,6 +37,8 @@ from services.reports.statuses import domain as statuses_domain
 from services.reports.statuses.delivery import StatusDelivery
 from services.reports.submissions import Submissions
 from services.reports.subscriptions import Subscriptions
+from services.reports.webhooks import domain as webhooks_domain
+from services.reports.webhooks.delivery import WebhookDelivery
 from shared import metrics, runtime
 from shared.http import health_routes, service_middlewares
 from shared.logging import get_logger
@@ -46,6 +49,8 @@ HERE = Path(__file__).parent
 log = get_logger("darkroom.reports")
 #: The commit-status sender of a reports app (tests swap its sender's allowed networks).
 STATUS_DELIVERY = web.AppKey("reports.status_delivery", StatusDelivery)
+#: The webhook sender of a reports app (tests swap its sender and schedule).
+WEBHOOK_DELIVERY = web.AppKey("reports.webhook_delivery", WebhookDelivery)
 
 
 def reporting(config: ReportsConfig) -> runtime.CleanupContext:
@@ -95,21 +100,29 @@ def render_deadlines(config: ReportsConfig) -> runtime.CleanupContext:
     return context
 
 
-def status_delivery(config: ReportsConfig) -> runtime.CleanupContext:
-    """Post recorded commit statuses for as long as the app runs: woken by the recording
-    transaction's NOTIFY, by the next retry falling due, and by a slow poll."""
+def outbound_delivery(
+    config: ReportsConfig,
+    key: web.AppKey,
+    build: Callable[[asyncpg.Pool, SecretBox, Sender], StatusDelivery | WebhookDelivery],
+    channel: str,
+    poll_seconds: float,
+    what: str,
+) -> runtime.CleanupContext:
+    """Send what ``build``'s delivery finds recorded (commit statuses, webhooks) for as long
+    as the app runs, through one guarded sender: woken by the recording transaction's NOTIFY
+    on ``channel``, by the next retry falling due, and by a slow poll."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         sender = Sender(config.remote_allow_networks, config.remote_timeout_seconds)
-        delivery = StatusDelivery(app[runtime.POOL], SecretBox(config.secrets_key), sender)
-        app[STATUS_DELIVERY] = delivery
+        delivery = build(app[runtime.POOL], SecretBox(config.secrets_key), sender)
+        app[key] = delivery
         loop = DeliveryLoop(
             app[runtime.POOL],
             config.database_url,
-            statuses_domain.CHANNEL,
+            channel,
             delivery.deliver_due,
-            statuses_domain.POLL_SECONDS,
-            "reports.status_delivery",
+            poll_seconds,
+            what,
         )
         await loop.start()
         try:
@@ -140,7 +153,24 @@ def create_app(config: ReportsConfig) -> web.Application:
             runtime.internal_client(config),
             reporting(config),
             render_deadlines(config),
-            status_delivery(config),
+            outbound_delivery(
+                config,
+                STATUS_DELIVERY,
+                StatusDelivery,
+                statuses_domain.CHANNEL,
+                statuses_domain.POLL_SECONDS,
+                "reports.status_delivery",
+            ),
+            outbound_delivery(
+                config,
+                WEBHOOK_DELIVERY,
+                lambda pool, box, sender: WebhookDelivery(
+                    pool, box, sender, config.webhook_retry_schedule
+                ),
+                webhooks_domain.CHANNEL,
+                webhooks_domain.POLL_SECONDS,
+                "reports.webhook_delivery",
+            ),
             consuming,
         ]
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from services.reports.domain import BADGE_DIGITS, UNSUBSCRIBE_DIGITS
+from services.reports.webhooks.domain import DEFAULT_SCHEDULE, parse_schedule
 from shared.config import RemoteFetchConfig, SecretsConfig, SigningConfig, setting
 from shared.signing import BADGE, UNSUBSCRIBE, Signer
 
@@ -13,8 +14,9 @@ from shared.signing import BADGE, UNSUBSCRIBE, Signer
 @dataclass(frozen=True)
 class ReportsConfig(RemoteFetchConfig, SigningConfig, SecretsConfig):
     """Reports's settings: storage (it serves diff images), diffing, waiting and e-mail; the
-    remote-fetch policy and the secrets key are for commit statuses (providers' base URLs go
-    through the SSRF guard; their tokens are sealed at rest)."""
+    remote-fetch policy and the secrets key are for commit statuses and webhooks (providers'
+    base URLs and webhook URLs go through the SSRF guard; tokens and secrets are sealed at
+    rest)."""
 
     diff_threshold: float = setting(
         "DARKROOM_DIFF_THRESHOLD",
@@ -50,6 +52,14 @@ class ReportsConfig(RemoteFetchConfig, SigningConfig, SecretsConfig):
         3600.0,
         "A snap request no renderer finished within this many seconds fails (with the reports"
         " waiting for it), so nothing waits forever on a request that crashed every renderer.",
+    )
+    webhook_retry_schedule: tuple[float, ...] = setting(
+        "DARKROOM_WEBHOOK_RETRY_SCHEDULE",
+        DEFAULT_SCHEDULE,
+        "Seconds before each retry of a webhook delivery that failed, comma-separated (the"
+        " Standard Webhooks schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h, about 27 h);"
+        " past the last the delivery fails and its endpoint is disabled.",
+        parse=parse_schedule,
     )
     smtp_url: str | None = setting(
         "SMTP_URL",

@@ -1,6 +1,7 @@
 """Reports's event consumers: comparisons moved on by ``report.completed`` and processing's
 ``comparison.diffed``; e-mails sent on ``comparison.completed``; snap requests finished by
-rendering's ``render.completed`` / ``render.failed``."""
+rendering's ``render.completed`` / ``render.failed``; webhook deliveries recorded for every
+event an endpoint may subscribe to (:data:`services.reports.webhooks.domain.EVENT_TYPES`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from aiohttp import web
 
 from services.reports import events
 from services.reports.handlers import COMPARISONS, NOTICES, SUBMISSIONS
+from services.reports.webhooks import domain as webhooks_domain
+from services.reports.webhooks import posting as webhooks_posting
 from shared.events import Envelope, Subscription
 from shared.rendering import RENDER_COMPLETED, RENDER_FAILED
 
@@ -19,6 +22,8 @@ DIFFS_CONSUMER = "reports.diffs"
 MAIL_CONSUMER = "reports.mail"
 #: Rendering's outcomes of snap requests.
 RENDERED_CONSUMER = "reports.rendered"
+#: Webhook deliveries (recorded only; the delivery loop sends them).
+WEBHOOKS_CONSUMER = "reports.webhooks"
 
 
 def subscriptions(app: web.Application) -> tuple[Subscription, ...]:
@@ -45,7 +50,11 @@ def subscriptions(app: web.Application) -> tuple[Subscription, ...]:
             else None,
         )
 
+    async def webhooks(conn, envelope: Envelope) -> None:
+        await webhooks_posting.record(conn, envelope)
+
     return (
+        Subscription(WEBHOOKS_CONSUMER, webhooks_domain.EVENT_TYPES, webhooks),
         Subscription(RENDERED_CONSUMER, (RENDER_COMPLETED, RENDER_FAILED), rendered),
         Subscription(SCHEDULED_CONSUMER, (events.REPORT_COMPLETED,), scheduled),
         Subscription(DIFFS_CONSUMER, (events.COMPARISON_DIFFED,), diffed),

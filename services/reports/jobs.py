@@ -11,10 +11,11 @@ from datetime import datetime
 
 import asyncpg
 
-from services.reports import domain, repo
+from services.reports import domain, events, repo
 from services.reports.domain import Comparison, Job
 from services.reports.statuses import posting
 from shared import errors
+from shared.events import record_event
 from shared.http import Principal
 
 
@@ -140,6 +141,20 @@ class Jobs:
             await repo.jobs.cancel_job(conn, job.id, status, message)
             cancelled = await repo.jobs.job_by_id(conn, job.id)
             assert cancelled is not None
+            await record_event(
+                conn,
+                events.JOB_CANCELLED,
+                {
+                    "job_id": cancelled.id,
+                    "account_id": account_id,
+                    "project": cancelled.project,
+                    "sha1": sha1,
+                    "sha2": sha2,
+                    "status": status,
+                    "message": message,
+                    "job_url": f"{self.public_url.rstrip('/')}/jobs/{cancelled.id}",
+                },
+            )
             await posting.post_job(conn, self.public_url, cancelled)
             shown = await repo.jobs.job_by_id(conn, job.parent_id or job.id)
             assert shown is not None

@@ -1,5 +1,5 @@
 """Durable outbound HTTP deliveries, shared by what reports posts to addresses its customers
-chose (commit statuses now, webhooks next): one guarded sender, one reading of the answer's
+chose (commit statuses, webhooks): one guarded sender, one reading of the answer's
 back-off headers, one back-off with jitter, and one wake-up loop.
 
 A delivery is a row written in the transaction of the change it reports (the outbox rule);
@@ -75,11 +75,17 @@ class Sender:
 
     async def post_json(self, url: str, headers: Mapping[str, str], body: Any) -> Answer:
         """POST ``body`` as JSON to ``url``; every failure is an :class:`Answer`, never raised."""
+        data = json.dumps(body).encode()
+        return await self.post(url, {"Content-Type": "application/json", **headers}, data)
+
+    async def post(self, url: str, headers: Mapping[str, str], data: bytes) -> Answer:
+        """POST ``data`` as it is (a signed body must arrive byte for byte) to ``url``; every
+        failure is an :class:`Answer`, never raised."""
         try:
             target = URL(url)
             remote.check_url(target, self.allowed_networks)
         except InvalidRequest as exc:
-            return Answer(None, error=_unprefixed(exc.message), address_refused=True)
+            return Answer(None, error=unprefixed(exc.message), address_refused=True)
         except ValueError:
             return Answer(None, error=f"not a valid URL: {url[:200]}", address_refused=True)
         if self._session is None:
@@ -89,7 +95,7 @@ class Sender:
         try:
             async with asyncio.timeout(self.timeout_seconds):
                 async with self._session.post(
-                    target, json=body, headers=dict(headers), allow_redirects=False
+                    target, data=data, headers=dict(headers), allow_redirects=False
                 ) as response:
                     data = await response.content.read(self.max_bytes)
                     return Answer(response.status, dict(response.headers), data)
@@ -113,8 +119,9 @@ class Sender:
             self._session = None
 
 
-def _unprefixed(message: str) -> str:
-    # shared.remote words its refusals for remote_file_url; here the URL is a provider's.
+def unprefixed(message: str) -> str:
+    """A refusal of :func:`shared.remote.check_url` without its ``remote_file_url: `` prefix
+    (here the URL is a provider's or a webhook receiver's)."""
     return message.removeprefix("remote_file_url: ")
 
 
