@@ -70,6 +70,7 @@ ROUTES = RoutingTable(
         Route("/reports", "reports", OPTIONAL),
         Route("/comparisons", "reports", OPTIONAL),
         Route("/jobs", "reports", OPTIONAL),
+        Route("/integrations", "reports", OPTIONAL, exact=True),
         Route("/badges", "reports", PUBLIC),
         Route("/unsubscribe", "reports", PUBLIC),
     ]

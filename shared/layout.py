@@ -50,6 +50,7 @@ NAVIGATION: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("Comparisons", "/comparisons", frozenset({"comparisons.html", "comparison.html"})),
     ("Upload", "/upload", frozenset({"upload.html"})),
     ("Files", "/files", frozenset({"files.html"})),
+    ("Integrations", "/integrations", frozenset({"integrations.html"})),
     ("Applications", "/applications", frozenset({"applications.html"})),
     ("Keys", "/keys", frozenset({"keys.html"})),
     ("Docs", "/docs", frozenset({"docs.html"})),

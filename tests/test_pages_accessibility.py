@@ -56,6 +56,7 @@ PAGES = {
     "report": ("report", True),
     "comparison": ("comparison", True),
     "job": ("job", True),
+    "integrations": ("/integrations", True),
 }
 
 
@@ -78,6 +79,15 @@ async def site(stack) -> dict:
         compared = await call(client, stack, "POST", f"/api/reports/{before}/compare/{after}", auth)
         job = await call(client, stack, "POST", f"/api/jobs/{before}/{after}", auth)
     application = register(stack, account, name="Photo Book")
+    # something on the integrations page: a status integration and a webhook endpoint
+    stack.cli(
+        "integration", "create", "--account", account["account_id"], "--provider", "github",
+        "--base-url", "https://github.example.com", "--token", "ghp-not-shown",
+    )  # fmt: skip
+    stack.cli(
+        "webhook", "create", "--account", account["account_id"], "--url",
+        "https://hooks.example.com/darkroom", "--events", "comparison.completed,job.cancelled",
+    )  # fmt: skip
     consent = "/oauth/authorize?" + urlencode(
         {"client_id": application["client_id"], "response_type": "code", "state": "s"}
     )

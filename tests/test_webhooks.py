@@ -513,6 +513,39 @@ async def test_an_endpoint_failing_for_the_whole_schedule_is_disabled_then_enabl
     ]
 
 
+async def test_the_integrations_page_shows_where_things_go_and_how_they_went(
+    stack, client, receiver
+):
+    account = stack.create_account()
+    _made, path = create_webhook(stack, receiver, account, "job.cancelled")
+    cli(
+        stack, "integration", "create", "--account", account["account_id"], "--provider",
+        "gitlab", "--base-url", "https://gitlab.example.org", "--token", "glpat-secret",
+        "--project", "web",
+    )  # fmt: skip
+    await cancel_job(client, stack, account, "shown on the page")
+    await receiver.wait_for(path, 1)
+    deadline = time.monotonic() + 10
+    person = await signed_in(stack, account)
+    stranger = await signed_in(stack, stack.create_account("Grace Hopper"))
+    try:
+        while True:
+            shown = (await page(person, stack, "/integrations")).text
+            if "delivered" in shown or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        theirs = (await page(stranger, stack, "/integrations")).text
+    finally:
+        await person.close()
+        await stranger.close()
+    assert "gitlab · https://gitlab.example.org web Happo (web) working" in shown, shown
+    assert receiver.url(path) in shown and "enabled · events: job.cancelled" in shown
+    assert "job.cancelled delivered" in shown and "1: 200" in shown
+    assert "glpat-secret" not in shown and "whsec_" not in shown  # never shown again
+    assert receiver.url(path) not in theirs and "gitlab.example.org" not in theirs
+    assert "None: no status is posted anywhere." in theirs
+
+
 # --- plain values --------------------------------------------------------------------------------
 
 

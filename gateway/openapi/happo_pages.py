@@ -38,6 +38,14 @@ OPERATIONS: list[Op] = [
         PAGE,
         content=HTML,
     ),
+    Op(
+        "GET",
+        "/integrations",
+        HAPPO_REP,
+        "Where the account's commit statuses and webhooks go, and their deliveries (page)",
+        PAGE,
+        content=HTML,
+    ),
     Op("GET", "/reports/{id}", HAPPO_REP, "Report page", PAGE, content=HTML),
     Op("GET", "/comparisons/{id}", HAPPO_REP, "Comparison page", PAGE, content=HTML),
     Op(

@@ -1,6 +1,7 @@
 """Finding things: the account's reports and comparisons as pages (``/reports``, ``/comparisons``
-with its "awaiting review" filter), newest first a page at a time, and the summary the signed-in
-home page shows (``/internal/summary``, asked by auth, which serves ``/``).
+with its "awaiting review" filter), newest first a page at a time, the summary the signed-in
+home page shows (``/internal/summary``, asked by auth, which serves ``/``), and where the
+account's statuses and webhooks go, with how their deliveries went (``/integrations``).
 
 Reads only: each handler parses, reads one page of records through :mod:`repo.listings`, and
 answers. Pages follow the rules of the other reports pages (:mod:`services.reports.pages`):
@@ -29,6 +30,8 @@ from services.reports.pages import (
     project_name,
     viewer,
 )
+from services.reports.statuses import repo as statuses_repo
+from services.reports.webhooks import repo as webhooks_repo
 from shared import errors
 from shared.http import Principal, require_account
 from shared.runtime import POOL
@@ -37,6 +40,8 @@ from shared.runtime import POOL
 LINES_PER_PAGE = 25
 #: How many of each the home page shows (it links to the full lists).
 SUMMARY_LINES = 5
+#: Deliveries the integrations page lists per webhook endpoint (newest first).
+DELIVERIES_LISTED = 10
 #: The comparisons list's filter: ``?status=awaiting-review``.
 AWAITING_FILTER = "awaiting-review"
 
@@ -197,3 +202,28 @@ def _job_json(job: Job, status: str) -> dict[str, Any]:
         "status": status,
         "created_at": _iso(job.created_at),
     }
+
+
+@page_handler
+async def integrations_page(request: web.Request) -> web.StreamResponse:
+    """``GET /integrations``: where the account's commit statuses and webhooks go (made with
+    the operator CLI), whether each works (failing or disabled, and why), and each webhook
+    endpoint's newest deliveries with their attempts: the delivery log."""
+    principal = viewer(request)
+    async with request.app[POOL].acquire() as conn:
+        integrations = await statuses_repo.integrations(conn, principal.account_id)
+        endpoints = await webhooks_repo.endpoints(conn, principal.account_id)
+        deliveries = {
+            endpoint.id: await webhooks_repo.deliveries(
+                conn, principal.account_id, endpoint.id, DELIVERIES_LISTED
+            )
+            for endpoint, _state in endpoints
+        }
+    return request.app[PAGES].render(
+        "integrations.html",
+        user=await header_user(request, principal),
+        principal=principal,
+        integrations=integrations,
+        endpoints=endpoints,
+        deliveries=deliveries,
+    )

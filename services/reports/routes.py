@@ -49,6 +49,7 @@ def setup_routes(app: web.Application) -> None:
             # pages
             web.get("/reports", listings.reports_page),
             web.get("/comparisons", listings.comparisons_page),
+            web.get("/integrations", listings.integrations_page),
             web.get("/internal/summary", listings.summary),
             web.get("/reports/{id}", pages.report_page),
             web.get("/comparisons/review.js", pages.review_script),
