@@ -292,8 +292,24 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
     store = platform.apps["ingest"][STORE]
     orphaned = {sha for sha in refused if await store.exists(blob_key(sha))} - set(uploaded)
     sweeper = OrphanSweeper(platform.apps["ingest"][POOL], store, grace_seconds=0)
-    swept = await sweeper.sweep_once() + await sweeper.sweep_once()
-    orphans_left = [sha for sha in orphaned if await store.exists(blob_key(sha))]
+    # An upload its client gave up on during the stall may still be finishing on the server
+    # (writing its bytes, or failing its commit after the restore): sweep again until the
+    # platform has settled, for up to 10 s.
+    # (Finished after all, it has its blob row: bytes with a record are no orphan.)
+    swept = 0
+    settle_by = time.monotonic() + 10
+    while True:
+        swept += await sweeper.sweep_once()
+        recorded = set(
+            await platform.apps["ingest"][POOL].fetchval(
+                "SELECT coalesce(array_agg(sha256), '{}') FROM blobs WHERE sha256 = ANY($1)",
+                list(orphaned),
+            )
+        )
+        orphans_left = [sha for sha in orphaned - recorded if await store.exists(blob_key(sha))]
+        if not orphans_left or time.monotonic() > settle_by:
+            break
+        await asyncio.sleep(0.5)
     kept = [sha for sha in uploaded if await store.exists(blob_key(sha))]
     cut_at, restored_at = window
     # Answered while the database was away (one that began then but was answered after the
@@ -329,5 +345,5 @@ async def test_postgres_unreachable_answers_503_quickly_and_the_pools_recover(
     assert recovered is not None and recovered - restored_at < 5.0
     assert not [o for o in outside if o[1] >= 500]
     assert served == len(uploaded) > 0, unserved
-    assert orphans_left == [] and swept >= len(orphaned)
+    assert orphans_left == [] and swept >= len(orphaned - recorded)
     assert len(kept) == len(uploaded)
